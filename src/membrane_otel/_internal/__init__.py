@@ -1,0 +1,1 @@
+"""Implementation detail of membrane_otel: may change without notice."""

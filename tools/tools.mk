@@ -1,0 +1,3 @@
+# Placeholder: the Collector and Jaeger build targets (see collector-config/).
+tools:
+	@true
