@@ -1,0 +1,45 @@
+"""membrane-otel: an OpenTelemetry distro for Python agent systems.
+
+``opentelemetry-instrument python app.py`` (or :func:`configure`) and the app's HRM
+operations become spans, its errors fingerprinted log records, its events ledger lines,
+and its membrane-bound records ``membrane.inject`` envelopes.
+
+Names are imported on first use, so that ``membrane-otel emit`` (which imports this
+package) starts without paying for pydantic or the OTel SDK.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from membrane_otel._setup import configure, force_flush, get_metrics, shutdown
+    from membrane_otel.config import ConfigError, Settings
+    from membrane_otel.hrm import tracer
+
+# public name -> module that defines it
+_EXPORTS: dict[str, str] = {
+    "ConfigError": "membrane_otel.config",
+    "Settings": "membrane_otel.config",
+    "configure": "membrane_otel._setup",
+    "force_flush": "membrane_otel._setup",
+    "get_metrics": "membrane_otel._setup",
+    "shutdown": "membrane_otel._setup",
+    "tracer": "membrane_otel.hrm",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'membrane_otel' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

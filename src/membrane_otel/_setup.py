@@ -1,0 +1,174 @@
+"""``configure()`` and ``shutdown()``: the SDK set-up shared by the wrapper and by code.
+
+``opentelemetry-instrument`` reaches :func:`configure` through the distro's configurator;
+programs that do not use the wrapper call ``membrane_otel.configure()`` themselves.
+Either way the SDK is built through its own ``_initialize_components`` with our processors
+handed in through its public parameters, and the exporters chosen by the standard
+``OTEL_*_EXPORTER`` variables (our defaults are set only where the user set nothing).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from membrane_otel import config
+from membrane_otel._internal import counters
+
+_lock = threading.RLock()
+_configured = False
+_sdk_disabled = False
+
+
+def _sdk_is_disabled() -> bool:
+    return os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true"
+
+
+def apply_env_defaults(settings: config.Settings) -> None:
+    """Our exporters as defaults, the user's ``OTEL_*`` choices untouched (as upstream's distro)."""
+    os.environ.setdefault("OTEL_TRACES_EXPORTER", "ledger,console" if settings.trace else "ledger")
+    os.environ.setdefault("OTEL_LOGS_EXPORTER", "ledger,membrane")
+    os.environ.setdefault("OTEL_METRICS_EXPORTER", "none")
+    if "OTEL_SERVICE_NAME" not in os.environ and "service.name=" not in os.environ.get(
+        "OTEL_RESOURCE_ATTRIBUTES", ""
+    ):
+        argv0 = sys.argv[0] if sys.argv and sys.argv[0] not in ("", "-c", "-m") else ""
+        name = Path(argv0).stem if argv0 else ""
+        if name:
+            os.environ["OTEL_SERVICE_NAME"] = name
+
+
+def _prefer_tree_console() -> None:
+    """``console`` for traces means the seed's span tree under this distro.
+
+    The SDK registers its own ``console`` span exporter (one JSON document per span) under
+    the same entry-point name, and which of two same-named entry points wins depends on
+    install order; so the name is resolved here, explicitly, to ours.
+    """
+    names = os.environ.get("OTEL_TRACES_EXPORTER")
+    if names:
+        parts = [n.strip() for n in names.split(",")]
+        os.environ["OTEL_TRACES_EXPORTER"] = ",".join("membrane_console" if n == "console" else n for n in parts)
+
+
+def _quiet_own_loggers() -> None:
+    # Our own diagnostics must never re-enter the pipeline they report on.
+    own = logging.getLogger("membrane_otel")
+    if not own.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("membrane-otel: %(levelname)s %(message)s"))
+        own.addHandler(handler)
+        own.setLevel(logging.WARNING)
+    own.propagate = False
+
+
+def configure(*, _auto_instrumentation_version: str | None = None, **overrides: Any) -> config.Settings:
+    """Set up OTel with membrane-otel's pipeline. Keyword arguments override the environment.
+
+    Calling it again is harmless: the settings are re-read, the SDK is built once.
+    Raises :class:`membrane_otel.config.ConfigError` (one readable line) for bad values.
+    """
+    global _configured, _sdk_disabled
+    with _lock:
+        settings = config.load_settings(**overrides)
+        config.set_settings(settings)
+        from membrane_otel.hrm import tracer
+
+        tracer.set_enabled(None)
+        if _configured:
+            return settings
+        _configured = True
+        _quiet_own_loggers()
+        if _sdk_is_disabled():
+            _sdk_disabled = True
+            tracer.set_enabled(False)
+            return settings
+        apply_env_defaults(settings)
+        _prefer_tree_console()
+
+        from opentelemetry.sdk._configuration import _initialize_components
+
+        from membrane_otel._internal.batching import BatchLogProcessor, BatchSpanProcessorWithCounts
+        from membrane_otel.processors import MembraneLogProcessor, default_redactor
+
+        _initialize_components(
+            auto_instrumentation_version=_auto_instrumentation_version,
+            log_record_processors=[MembraneLogProcessor(default_redactor(settings.redact_patterns))],
+            export_log_record_processor=BatchLogProcessor,
+            export_span_processor=BatchSpanProcessorWithCounts,
+            setup_logging_handler=False,
+        )
+        if _auto_instrumentation_version is None:
+            # Not under opentelemetry-instrument: bring stdlib logging in ourselves, through
+            # the same instrumentation the wrapper would load.
+            from opentelemetry.instrumentation.logging import LoggingInstrumentor
+
+            instrumentor = LoggingInstrumentor()
+            if not instrumentor.is_instrumented_by_opentelemetry:
+                instrumentor.instrument()
+        from membrane_otel._internal.console_fallback import keep_console_output
+
+        keep_console_output()
+        return settings
+
+
+def force_flush(timeout_millis: int = 30000) -> bool:
+    """Flush spans, logs and the membrane path; True when everything went out in time."""
+    from opentelemetry import trace
+    from opentelemetry._logs import get_logger_provider
+
+    ok = True
+    for provider in (trace.get_tracer_provider(), get_logger_provider()):
+        flush = getattr(provider, "force_flush", None)
+        if callable(flush):
+            ok = bool(flush(timeout_millis)) and ok
+    return ok
+
+
+def shutdown(timeout_millis: int = 30000) -> None:
+    """Flush everything and stop the background threads. Safe to call more than once."""
+    from opentelemetry import metrics, trace
+    from opentelemetry._logs import get_logger_provider
+
+    for provider in (trace.get_tracer_provider(), get_logger_provider(), metrics.get_meter_provider()):
+        stop = getattr(provider, "shutdown", None)
+        if callable(stop):
+            try:
+                stop()
+            except Exception:  # shutting down twice, or a provider that never started
+                pass
+    from membrane_otel import membrane
+
+    if membrane._publisher is not None:
+        membrane._publisher.shutdown(timeout_millis)
+
+
+def get_metrics() -> dict[str, int]:
+    """Pipeline counters: ``dropped_logs``, ``dropped_count``, ``spool_writes``, ``published``, …
+
+    ``queue_depth`` is the sum of every queue's depth.
+    """
+    snap = counters.snapshot()
+    depth = sum(v for k, v in snap.items() if k.startswith("queue_depth"))
+    base = {
+        "produced_logs": 0,
+        "exported": 0,
+        "exported_spans": 0,
+        "export_failed": 0,
+        "dropped_logs": 0,
+        "dropped_spans": 0,
+        "dropped_count": 0,
+        "envelopes": 0,
+        "published": 0,
+        "spool_writes": 0,
+        "spool_replayed": 0,
+        "suppressed": 0,
+        "rejected": 0,
+    }
+    base.update(snap)
+    base["queue_depth"] = depth
+    return base

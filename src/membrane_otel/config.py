@@ -1,0 +1,261 @@
+"""Settings: one model, every environment variable a documented field.
+
+Precedence is keyword arguments > environment > defaults. The standard ``OTEL_*``
+variables keep their meaning and are read by the SDK itself; this model holds the
+``MEMBRANE_*`` rest (with the seeds' ``AGI_LEDGER_PATH`` and ``DOPEJAR_TRACE`` as aliases).
+A bad value raises :class:`ConfigError`, whose message is one line naming the variable
+and what it accepts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+_LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "WARN": 30, "ERROR": 40, "CRITICAL": 50}
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+class ConfigError(ValueError):
+    """A setting has a value it cannot take. ``str()`` is one line for the user."""
+
+
+class Settings(BaseModel):
+    """membrane-otel settings. Each field names its environment variable(s)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    ledger_path: Path = Field(
+        Path("memory/resonance_ledger.jsonl"),
+        description="MEMBRANE_LEDGER_PATH (alias AGI_LEDGER_PATH): the hash-chained JSONL ledger.",
+    )
+    ledger_max_bytes: int = Field(
+        64 * 1024 * 1024, ge=0, description="MEMBRANE_LEDGER_MAX_BYTES: rotate above this size; 0 never."
+    )
+    spool_dir: Path = Field(
+        Path("/tmp/membrane-stimuli-spool"),
+        description="MEMBRANE_SPOOL_DIR: envelopes wait here while the bus is down.",
+    )
+    spool_max_bytes: int = Field(
+        256 * 1024 * 1024, ge=0, description="MEMBRANE_SPOOL_MAX_BYTES: oldest spool files dropped above."
+    )
+    bus_url: str = Field(
+        "ws://127.0.0.1:8000/api/ws", description="MEMBRANE_BUS_URL: the membrane bus (ws:// or wss://)."
+    )
+    bus_token: str | None = Field(None, description="MEMBRANE_BUS_TOKEN: bearer token for the bus.", repr=False)
+    bus_ca_file: Path | None = Field(None, description="MEMBRANE_BUS_CA_FILE: CA bundle for wss://.")
+    trace: bool = Field(False, description="MEMBRANE_TRACE (alias DOPEJAR_TRACE): HRM tracing on.")
+    trace_config: Path | None = Field(
+        None, description="MEMBRANE_TRACE_CONFIG: YAML or TOML file with tracing.enabled/output/level."
+    )
+    trace_level: Literal["debug", "info", "warn"] = Field(
+        "info", description="MEMBRANE_TRACE_LEVEL: debug|info|warn (the seed's tracing.level)."
+    )
+    l2_level: int = Field(
+        logging.ERROR, description="MEMBRANE_L2_LEVEL: records at or above become envelopes (name or number)."
+    )
+    queue_size: int = Field(1000, ge=1, description="MEMBRANE_QUEUE_SIZE: records queued before the oldest drop.")
+    flush_interval_ms: int = Field(250, ge=1, description="MEMBRANE_FLUSH_INTERVAL_MS: background flush period.")
+    batch_size: int = Field(25, ge=1, description="MEMBRANE_BATCH_SIZE: flush early at this many records.")
+    redact_patterns: tuple[str, ...] = Field(
+        (), description="MEMBRANE_REDACT_PATTERNS: extra secret regexes, a JSON array of strings."
+    )
+    envelope_format: Literal["membrane", "legacy"] = Field(
+        "membrane",
+        description="MEMBRANE_ENVELOPE_FORMAT: 'legacy' adds the seeds/000 top-level citizen_id.",
+    )
+    scope: Literal["personal", "organizational", "ecosystem"] = Field(
+        "organizational", description="MEMBRANE_SCOPE: default scope of error envelopes."
+    )
+    throttle: bool = Field(True, description="MEMBRANE_THROTTLE: per-type/per-fingerprint envelope throttling.")
+    bridge_url: str = Field("http://127.0.0.1:8010", description="MEMBRANE_BRIDGE_URL: the bridge, for doctor.")
+    bridge_token: str | None = Field(None, description="MEMBRANE_BRIDGE_TOKEN: bearer token.", repr=False)
+    watchdog_interval_s: float = Field(15.0, gt=0, description="MEMBRANE_WATCHDOG_INTERVAL: seconds per check.")
+
+    @field_validator("l2_level", mode="before")
+    @classmethod
+    def _level(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            s = v.strip().upper()
+            if s in _LEVELS:
+                return _LEVELS[s]
+            if s.isdigit():
+                return int(s)
+            raise ValueError("expected DEBUG, INFO, WARNING, ERROR, CRITICAL or a number")
+        return v
+
+    @field_validator("bus_url")
+    @classmethod
+    def _ws(cls, v: str) -> str:
+        if not v.startswith(("ws://", "wss://")):
+            raise ValueError("expected a ws:// or wss:// URL")
+        return v
+
+    @field_validator("bridge_url")
+    @classmethod
+    def _http(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("expected an http:// or https:// URL")
+        return v.rstrip("/")
+
+
+# field -> environment variables, first found wins (canonical name first, then seed aliases).
+ENV_VARS: dict[str, tuple[str, ...]] = {
+    "ledger_path": ("MEMBRANE_LEDGER_PATH", "AGI_LEDGER_PATH"),
+    "ledger_max_bytes": ("MEMBRANE_LEDGER_MAX_BYTES",),
+    "spool_dir": ("MEMBRANE_SPOOL_DIR",),
+    "spool_max_bytes": ("MEMBRANE_SPOOL_MAX_BYTES",),
+    "bus_url": ("MEMBRANE_BUS_URL",),
+    "bus_token": ("MEMBRANE_BUS_TOKEN",),
+    "bus_ca_file": ("MEMBRANE_BUS_CA_FILE",),
+    "trace": ("MEMBRANE_TRACE", "DOPEJAR_TRACE"),
+    "trace_config": ("MEMBRANE_TRACE_CONFIG",),
+    "trace_level": ("MEMBRANE_TRACE_LEVEL",),
+    "l2_level": ("MEMBRANE_L2_LEVEL",),
+    "queue_size": ("MEMBRANE_QUEUE_SIZE",),
+    "flush_interval_ms": ("MEMBRANE_FLUSH_INTERVAL_MS",),
+    "batch_size": ("MEMBRANE_BATCH_SIZE",),
+    "redact_patterns": ("MEMBRANE_REDACT_PATTERNS",),
+    "envelope_format": ("MEMBRANE_ENVELOPE_FORMAT",),
+    "scope": ("MEMBRANE_SCOPE",),
+    "throttle": ("MEMBRANE_THROTTLE",),
+    "bridge_url": ("MEMBRANE_BRIDGE_URL",),
+    "bridge_token": ("MEMBRANE_BRIDGE_TOKEN",),
+    "watchdog_interval_s": ("MEMBRANE_WATCHDOG_INTERVAL",),
+}
+
+_BOOL_FIELDS = {"trace", "throttle"}
+
+
+def _parse_bool(var: str, raw: str) -> bool:
+    s = raw.strip().lower()
+    if s in _TRUE:
+        return True
+    if s in _FALSE:
+        return False
+    raise ConfigError(f"{var}={raw!r} is not valid: expected 1/0, true/false, yes/no or on/off")
+
+
+def _read_env(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Raw values from the environment, and which variable each field came from."""
+    values: dict[str, Any] = {}
+    source: dict[str, str] = {}
+    for field, names in ENV_VARS.items():
+        for name in names:
+            if name in environ:
+                raw = environ[name]
+                source[field] = name
+                if field in _BOOL_FIELDS:
+                    values[field] = _parse_bool(name, raw)
+                elif field == "redact_patterns":
+                    values[field] = _parse_patterns(name, raw)
+                elif field in ("bus_token", "bridge_token", "bus_ca_file", "trace_config") and raw == "":
+                    values[field] = None
+                else:
+                    values[field] = raw.strip()
+                break
+    return values, source
+
+
+def _parse_patterns(var: str, raw: str) -> tuple[str, ...]:
+    if not raw.strip():
+        return ()
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError:
+        data = None
+    if not isinstance(data, list) or not all(isinstance(p, str) for p in data):
+        raise ConfigError(f'{var} is not valid: expected a JSON array of regex strings, e.g. ["sess-[0-9a-f]+"]')
+    import re
+
+    for p in data:
+        try:
+            re.compile(p)
+        except re.error as exc:
+            raise ConfigError(f"{var} is not valid: pattern {p!r} does not compile ({exc})") from None
+    return tuple(data)
+
+
+def _trace_file(path: Path) -> dict[str, Any]:
+    """The seed's optional settings file: ``tracing: {enabled, output, level}``."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"MEMBRANE_TRACE_CONFIG={str(path)!r} cannot be read: {exc.strerror}") from None
+    try:
+        if path.suffix == ".toml":
+            import tomllib
+
+            data: Any = tomllib.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except Exception as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"MEMBRANE_TRACE_CONFIG={str(path)!r} is not valid YAML/TOML: {first}") from None
+    section = data.get("tracing", data) if isinstance(data, dict) else None
+    if not isinstance(section, dict):
+        raise ConfigError(f"MEMBRANE_TRACE_CONFIG={str(path)!r} is not valid: expected a 'tracing:' mapping")
+    out: dict[str, Any] = {}
+    if "enabled" in section:
+        out["trace"] = bool(section["enabled"])
+    if "output" in section:
+        out["ledger_path"] = section["output"]
+    if "level" in section:
+        out["trace_level"] = str(section["level"]).lower()
+    return out
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Build :class:`Settings` from defaults < trace file < environment < ``overrides``."""
+    env = os.environ if environ is None else environ
+    values, source = _read_env(env)
+    trace_file = overrides.get("trace_config", values.get("trace_config"))
+    if trace_file:
+        file_values = _trace_file(Path(trace_file))
+        for key, value in file_values.items():
+            if key not in values:
+                values[key] = value
+                source[key] = "MEMBRANE_TRACE_CONFIG"
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    for key in overrides:
+        source.pop(key, None)
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        raise ConfigError(_one_line(exc, source)) from None
+
+
+def _one_line(exc: ValidationError, source: Mapping[str, str]) -> str:
+    err = exc.errors()[0]
+    field = str(err["loc"][0]) if err["loc"] else "?"
+    where = source.get(field) or (f"argument {field}" if field in Settings.model_fields else field)
+    value = err.get("input")
+    msg = err["msg"].removeprefix("Value error, ")
+    if field not in Settings.model_fields:
+        return f"unknown setting {field!r}: expected one of {', '.join(sorted(Settings.model_fields))}"
+    return f"{where}={value!r} is not valid: {msg}"
+
+
+_current: Settings | None = None
+
+
+def get_settings() -> Settings:
+    """The active settings: those given to ``configure()``, else read from the environment once."""
+    global _current
+    if _current is None:
+        _current = load_settings()
+    return _current
+
+
+def set_settings(settings: Settings | None) -> None:
+    global _current
+    _current = settings

@@ -1,0 +1,48 @@
+"""The ``opentelemetry_distro`` and ``opentelemetry_configurator`` entry points.
+
+``opentelemetry-instrument python app.py`` loads :class:`MembraneDistro` (env defaults,
+settings validated up front) and then :class:`MembraneConfigurator` (the SDK set-up), with
+no change to the app. A bad ``MEMBRANE_*`` value stops start-up with one line naming it.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from opentelemetry.instrumentation.distro import BaseDistro
+from opentelemetry.sdk._configuration import _BaseConfigurator
+
+from membrane_otel import config
+
+
+def _settings_or_exit() -> config.Settings:
+    try:
+        return config.load_settings()
+    except config.ConfigError as exc:
+        # SystemExit passes through opentelemetry-instrument's broad `except Exception`,
+        # so the user sees this one line instead of a traceback from sitecustomize.
+        print(f"membrane-otel: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+class MembraneDistro(BaseDistro):  # type: ignore[misc]  # BaseDistro is untyped
+    """Sets our exporters as the defaults, as upstream's distro sets ``otlp``."""
+
+    def _configure(self, **kwargs: Any) -> None:
+        from membrane_otel._setup import _sdk_is_disabled, apply_env_defaults
+
+        settings = _settings_or_exit()
+        config.set_settings(settings)
+        if not _sdk_is_disabled():
+            apply_env_defaults(settings)
+
+
+class MembraneConfigurator(_BaseConfigurator):  # type: ignore[misc]
+    """Builds the SDK with membrane-otel's processors and exporters."""
+
+    def _configure(self, **kwargs: Any) -> None:
+        from membrane_otel._setup import configure
+
+        _settings_or_exit()
+        configure(_auto_instrumentation_version=kwargs.get("auto_instrumentation_version") or "unknown")

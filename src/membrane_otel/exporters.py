@@ -1,0 +1,105 @@
+"""In-process exporters, registered as OTel exporter entry points.
+
+``OTEL_TRACES_EXPORTER=otlp,ledger`` / ``OTEL_LOGS_EXPORTER=ledger,membrane`` select them
+like any other exporter. Each converts the SDK's records with the adapter in
+:mod:`membrane_otel.records` and runs the one translation in :mod:`membrane_otel.translate`.
+They run on the batch processor's thread, never the application's.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from opentelemetry.sdk._logs import ReadableLogRecord
+from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+from membrane_otel._internal import counters
+from membrane_otel._internal.ratelog import RateLimitedLogger
+from membrane_otel.config import get_settings
+from membrane_otel.ledger import ledger_for
+from membrane_otel.records import log_from_sdk, span_from_sdk
+from membrane_otel.translate import log_line, span_line
+
+_log = RateLimitedLogger(logging.getLogger("membrane_otel.exporters"))
+
+
+class LedgerSpanExporter(SpanExporter):
+    """Spans → ledger lines (HRM spans keep the seed's ``TraceEvent`` fields)."""
+
+    name = "ledger"
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        self._ledger = ledger_for(path or get_settings().ledger_path)
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        try:
+            lines = [span_line(span_from_sdk(s)) for s in spans]
+            self._ledger.append_many(lines)
+        except Exception as exc:
+            counters.incr("export_failed", len(spans))
+            _log.error("ledger span export to %s failed: %r", self._ledger.path, exc)
+            return SpanExportResult.FAILURE
+        counters.incr("exported_spans", len(spans))
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        return None
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+class LedgerLogExporter(LogRecordExporter):
+    """Log records (errors, ledger events, narratives, stimuli) → ledger lines."""
+
+    name = "ledger"
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        self._ledger = ledger_for(path or get_settings().ledger_path)
+
+    def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
+        try:
+            lines = [log_line(log_from_sdk(r)) for r in batch]
+            self._ledger.append_many(lines)
+        except Exception as exc:
+            counters.incr("export_failed", len(batch))
+            _log.error("ledger log export to %s failed: %r", self._ledger.path, exc)
+            return LogRecordExportResult.FAILURE
+        counters.incr("exported", len(batch))
+        return LogRecordExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        return None
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+class MembraneLogExporter(LogRecordExporter):
+    """Error and stimulus records → ``membrane.inject`` envelopes → bus (or spool)."""
+
+    name = "membrane"
+
+    def __init__(self) -> None:
+        from membrane_otel.membrane import get_publisher
+
+        self._publisher = get_publisher()
+
+    def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
+        try:
+            self._publisher.submit_logs([log_from_sdk(r) for r in batch])
+        except Exception as exc:
+            counters.incr("export_failed", len(batch))
+            _log.error("membrane export failed: %r", exc)
+            return LogRecordExportResult.FAILURE
+        return LogRecordExportResult.SUCCESS
+
+    def shutdown(self, timeout_millis: float = 30000) -> None:
+        self._publisher.shutdown(timeout_millis)
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self._publisher.force_flush(timeout_millis)

@@ -1,0 +1,119 @@
+"""The small neutral records the one translation works on, and the SDK adapters.
+
+Two thin adapters feed :mod:`membrane_otel.translate`: this module's, from the SDK's
+``ReadableSpan`` / ``ReadableLogRecord`` (embedded mode), and the bridge's, from the OTLP
+protobuf the Collector sends. Both produce the same :class:`SpanData` / :class:`LogData`,
+so both modes produce the same envelopes and ledger lines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from opentelemetry.sdk._logs import ReadableLogRecord
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.trace import StatusCode
+
+StatusName = Literal["unset", "ok", "error"]
+
+
+@dataclass(slots=True)
+class EventData:
+    name: str
+    time_ns: int
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class SpanData:
+    name: str
+    trace_id: str  # 32 lowercase hex
+    span_id: str  # 16 lowercase hex
+    parent_span_id: str | None
+    start_ns: int
+    end_ns: int
+    status: StatusName
+    status_message: str | None
+    attributes: dict[str, Any]
+    events: list[EventData]
+    resource: dict[str, Any]
+    scope: str
+
+
+@dataclass(slots=True)
+class LogData:
+    time_ns: int
+    severity_number: int  # OTel severity number: 9 INFO, 13 WARN, 17 ERROR, 21 FATAL
+    severity_text: str
+    body: Any
+    attributes: dict[str, Any]
+    event_name: str | None
+    trace_id: str | None
+    span_id: str | None
+    resource: dict[str, Any]
+    scope: str
+
+
+def _hex(value: int, width: int) -> str | None:
+    return format(value, f"0{width}x") if value else None
+
+
+def _plain(value: Any) -> Any:
+    """Attribute values as JSON-ready Python: tuples become lists, mappings dicts."""
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, bytes):
+        return value.hex()
+    return value
+
+
+def _attrs(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
+    if not attributes:
+        return {}
+    return {k: _plain(v) for k, v in attributes.items()}
+
+
+def span_from_sdk(span: ReadableSpan) -> SpanData:
+    ctx = span.context
+    parent = span.parent
+    status = span.status
+    code: StatusName = (
+        "error" if status.status_code is StatusCode.ERROR else "ok" if status.status_code is StatusCode.OK else "unset"
+    )
+    scope = span.instrumentation_scope
+    return SpanData(
+        name=span.name,
+        trace_id=_hex(ctx.trace_id, 32) or "" if ctx else "",
+        span_id=_hex(ctx.span_id, 16) or "" if ctx else "",
+        parent_span_id=_hex(parent.span_id, 16) if parent else None,
+        start_ns=span.start_time or 0,
+        end_ns=span.end_time or span.start_time or 0,
+        status=code,
+        status_message=status.description,
+        attributes=_attrs(span.attributes),
+        events=[EventData(e.name, e.timestamp, _attrs(e.attributes)) for e in span.events],
+        resource=_attrs(span.resource.attributes) if span.resource else {},
+        scope=scope.name if scope else "",
+    )
+
+
+def log_from_sdk(record: ReadableLogRecord) -> LogData:
+    lr = record.log_record
+    scope = record.instrumentation_scope
+    severity = lr.severity_number.value if lr.severity_number is not None else 0
+    return LogData(
+        time_ns=lr.timestamp or lr.observed_timestamp or 0,
+        severity_number=severity,
+        severity_text=lr.severity_text or "",
+        body=_plain(lr.body),
+        attributes=_attrs(lr.attributes),
+        event_name=lr.event_name,
+        trace_id=_hex(lr.trace_id or 0, 32),
+        span_id=_hex(lr.span_id or 0, 16),
+        resource=_attrs(record.resource.attributes) if record.resource else {},
+        scope=scope.name if scope else "",
+    )

@@ -1,0 +1,262 @@
+"""THE translation: a span or log record → a ledger line, and → a ``membrane.inject`` envelope.
+
+Written once. The in-process exporters (embedded mode) and the bridge (collector mode)
+both call it on the neutral records of :mod:`membrane_otel.records`, so a program
+produces the same lines and envelopes either way (ids and times aside).
+
+Producers put everything the translation needs into attributes (``membrane.*``,
+``exception.*``, ``code.*``, ``hrm.*``), because attributes are what survives the trip
+through OTLP and a Collector.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+from membrane_otel.envelope import CONTENT_LIMIT, Envelope
+from membrane_otel.records import LogData, SpanData
+
+# OTel severity numbers (logs data model) at the bottom of each range.
+SEV_INFO, SEV_WARN, SEV_ERROR, SEV_FATAL = 9, 13, 17, 21
+
+STIMULUS_EVENT = "membrane.stimulus"
+ID_KEYS = ("task_id", "persona_id", "session_id")
+# Keys a ledger line owns; a payload field of the same name is kept as payload_<name>.
+_RESERVED = frozenset(
+    ("event", "ts", "ts_unix", "otel_trace_id", "otel_span_id", "record_id", "seq", "prev_hash", "hash")
+)
+_URGENCY = ((SEV_FATAL, "critical", 0.95), (SEV_ERROR, "error", 0.7), (SEV_WARN, "warn", 0.4), (0, "info", 0.2))
+_PY_TO_OTEL = {10: 5, 20: 9, 30: 13, 40: 17, 50: 21}
+
+
+def otel_severity(py_level: int) -> int:
+    """Python logging level → OTel severity number (ERROR → 17)."""
+    if py_level in _PY_TO_OTEL:
+        return _PY_TO_OTEL[py_level]
+    below = [v for k, v in _PY_TO_OTEL.items() if k <= py_level]
+    return max(below) if below else 1
+
+
+def severity_and_urgency(severity_number: int) -> tuple[str, float]:
+    """OTel severity → the seeds' categorical severity and urgency (ERROR → error, 0.7)."""
+    for floor, name, urgency in _URGENCY:
+        if severity_number >= floor:
+            return name, urgency
+    return "info", 0.2
+
+
+def iso(ns: int) -> str:
+    return datetime.fromtimestamp(ns / 1e9, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def record_id(record: SpanData | LogData) -> str:
+    """A stable id: the same record replayed or re-delivered gets the same id."""
+    if isinstance(record, SpanData):
+        return f"s{record.trace_id}{record.span_id}"
+    rid = record.attributes.get("membrane.record_id")
+    if isinstance(rid, str) and rid:
+        return rid
+    basis = json.dumps(
+        [record.time_ns, record.trace_id, record.span_id, record.event_name, record.body, record.attributes],
+        sort_keys=True,
+        default=str,
+    )
+    return "l" + hashlib.sha1(basis.encode(), usedforsecurity=False).hexdigest()[:24]
+
+
+def _put(line: dict[str, Any], key: str, value: Any) -> None:
+    line[f"payload_{key}" if key in _RESERVED else key] = value
+
+
+# --------------------------------------------------------------------------- ledger lines
+
+
+def span_line(span: SpanData) -> dict[str, Any]:
+    """A span as a ledger line; HRM spans keep the seed's ``TraceEvent`` fields by name."""
+    a = span.attributes
+    hrm = "hrm.layer" in a
+    line: dict[str, Any] = {
+        "event": "hrm_trace" if hrm else "span",
+        "ts": iso(span.start_ns),
+        "ts_unix": round(span.start_ns / 1e9, 6),
+    }
+    for key in ID_KEYS:
+        if key in a:
+            line[key] = a[key]
+    line["otel_trace_id"] = span.trace_id
+    line["otel_span_id"] = span.span_id
+    line["otel_parent_span_id"] = span.parent_span_id
+    duration_ms = round((span.end_ns - span.start_ns) / 1e6, 3)
+    metadata = {k[len("hrm.meta.") :]: v for k, v in a.items() if k.startswith("hrm.meta.")}
+    if hrm:
+        line.update(
+            trace_id=a.get("hrm.event_id"),
+            parent_id=a.get("hrm.parent_event_id"),
+            timestamp=line["ts"],
+            hrm_layer=a.get("hrm.layer"),
+            operation=a.get("hrm.operation"),
+            component=a.get("hrm.component", ""),
+            input_summary=a.get("hrm.input_summary", ""),
+            output_summary=a.get("hrm.output_summary", ""),
+            duration_ms=duration_ms,
+            status=a.get("hrm.status", "error" if span.status == "error" else "success"),
+        )
+    else:
+        metadata.update({k: v for k, v in a.items() if not k.startswith("hrm.") and k not in ID_KEYS})
+        line.update(
+            name=span.name, duration_ms=duration_ms, status="error" if span.status == "error" else "success"
+        )
+    if span.status == "error" and span.status_message:
+        metadata.setdefault("error", span.status_message)
+    for ev in span.events:
+        if ev.name == "exception":
+            metadata.setdefault("error_type", ev.attributes.get("exception.type"))
+            metadata.setdefault("error", ev.attributes.get("exception.message"))
+    line["metadata"] = metadata
+    line["name"] = span.name
+    line["service"] = span.resource.get("service.name")
+    line["record_id"] = record_id(span)
+    return line
+
+
+def log_line(log: LogData) -> dict[str, Any]:
+    """A log record (error, ledger event, narrative, stimulus) as a flat ledger line."""
+    a = log.attributes
+    if log.event_name:
+        event = log.event_name
+    else:
+        event = "script_error" if log.severity_number >= SEV_ERROR else "log"
+    line: dict[str, Any] = {"event": event, "ts": iso(log.time_ns), "ts_unix": round(log.time_ns / 1e9, 6)}
+    for key in ID_KEYS:
+        if key in a:
+            line[key] = a[key]
+    line["otel_trace_id"] = log.trace_id
+    line["otel_span_id"] = log.span_id
+    if not log.event_name:
+        line["level"] = log.severity_text or severity_and_urgency(log.severity_number)[0].upper()
+        line["message"] = log.body if isinstance(log.body, str) else json.dumps(log.body, default=str)
+    elif log.body not in (None, ""):
+        _put(line, "body", log.body)
+    for key, value in a.items():
+        if key in ID_KEYS or key == "membrane.record_id" or key == "membrane.l2":
+            continue
+        _put(line, key, value)
+    line["service"] = log.resource.get("service.name")
+    line["record_id"] = record_id(log)
+    return line
+
+
+# --------------------------------------------------------------------------- envelopes
+
+
+def wants_envelope(log: LogData, l2_level_otel: int) -> bool:
+    """Only records meant for the membrane: stimuli (incl. metrics) and errors at/above L2."""
+    if log.event_name == STIMULUS_EVENT:
+        return True
+    if log.event_name:
+        return False
+    if log.attributes.get("membrane.l2") is True:
+        return True
+    return log.severity_number >= l2_level_otel
+
+
+def _truncate(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+_NON_ALNUM = re.compile(r"[^0-9A-Za-z]+")
+
+
+def _slug(text: str) -> str:
+    return _NON_ALNUM.sub("_", text).strip("_") or "unknown"
+
+
+def log_envelope(log: LogData, *, default_scope: str = "organizational") -> Envelope:
+    """The ``membrane.inject`` envelope of an error record or a stimulus record."""
+    a = log.attributes
+    rid = record_id(log)
+    ts_ms = log.time_ns // 1_000_000
+    body = log.body if isinstance(log.body, str) else json.dumps(log.body, default=str)
+    if log.event_name == STIMULUS_EVENT:
+        features = {
+            k[len("membrane.features.") :]: v for k, v in a.items() if k.startswith("membrane.features.")
+        }
+        provenance = a.get("membrane.provenance") or {}
+        if isinstance(provenance, str):
+            try:
+                provenance = json.loads(provenance)
+            except json.JSONDecodeError:
+                provenance = {"raw": provenance}
+        extra = a.get("membrane.metadata") or {}
+        if isinstance(extra, str):
+            try:
+                extra = json.loads(extra)
+            except json.JSONDecodeError:
+                extra = {"raw": extra}
+        signal_type = str(a.get("membrane.signal_type", "stimulus"))
+        metadata: dict[str, Any] = {
+            **(extra if isinstance(extra, dict) else {}),
+            "stimulus_id": str(a.get("membrane.stimulus_id") or f"{signal_type}_{ts_ms}_{rid[-12:]}"),
+            "origin": str(a.get("membrane.origin_tag", "stimuli_sdk")),
+            "timestamp_ms": ts_ms,
+            "signal_type": signal_type,
+        }
+        for src, dst in (("membrane.dedupe_key", "dedupe_key"), ("membrane.fingerprint", "stack_fingerprint")):
+            if src in a:
+                metadata[dst] = a[src]
+        severity = a.get("membrane.severity") or severity_and_urgency(log.severity_number)[0]
+        target = a.get("membrane.target_nodes")
+        env = Envelope(
+            scope=a.get("membrane.scope", default_scope),
+            source=a.get("membrane.source", "unknown"),
+            channel=a.get("membrane.channel", "signals.stimulus"),
+            content=_truncate(body, CONTENT_LIMIT),
+            severity=severity,
+            features_raw=features,  # type: ignore[arg-type]  # validated by pydantic
+            origin=a.get("membrane.origin", "internal"),
+            provenance=provenance if isinstance(provenance, dict) else {"value": provenance},
+            target_nodes=list(target) if target else None,
+            metadata=metadata,  # type: ignore[arg-type]
+        )
+    else:
+        severity, urgency = severity_and_urgency(log.severity_number)
+        script = str(a.get("membrane.script_name") or log.resource.get("service.name") or log.scope or "app")
+        content = f"{script}: {body}"
+        metadata = {
+            "stimulus_id": f"script_log_{_slug(script)}_{ts_ms}_{rid[-12:]}",
+            "origin": "script_logger",
+            "timestamp_ms": ts_ms,
+            "signal_type": str(a.get("membrane.signal_type", "script_error")),
+            "dedupe_key": a.get("membrane.dedupe_key"),
+            "stack_fingerprint": a.get("membrane.fingerprint"),
+            "script_name": script,
+            "script_path": a.get("membrane.script_path") or a.get("code.file.path"),
+            "module": a.get("code.namespace"),
+            "function": a.get("code.function") or a.get("code.function.name"),
+            "line": a.get("code.lineno") or a.get("code.line.number"),
+            "level": {"WARN": "WARNING", "FATAL": "CRITICAL"}.get(log.severity_text, log.severity_text),
+            "error_type": a.get("exception.type"),
+            "stack_trace": a.get("exception.stacktrace"),
+            "node_id": a.get("membrane.node_id"),
+            "otel_trace_id": log.trace_id,
+            "otel_span_id": log.span_id,
+        }
+        env = Envelope(
+            scope=a.get("membrane.scope", default_scope),
+            source=str(a.get("membrane.source") or f"script:{script}"),
+            channel=str(a.get("membrane.channel") or f"signals.script.{_slug(script)}"),
+            content=_truncate(content, CONTENT_LIMIT),
+            severity=severity,  # type: ignore[arg-type]
+            features_raw={"urgency": urgency, "novelty": 0.25, "trust": 0.9},  # type: ignore[arg-type]
+            origin="internal",  # type: ignore[arg-type]
+            provenance={"service": log.resource.get("service.name"), "logger": log.scope},
+            metadata={k: v for k, v in metadata.items() if v is not None},  # type: ignore[arg-type]
+        )
+    if log.trace_id:
+        env.metadata.otel_trace_id = log.trace_id
+        env.metadata.otel_span_id = log.span_id
+    return env

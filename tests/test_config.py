@@ -1,0 +1,88 @@
+"""Settings: environment variables, aliases, precedence and one-line errors."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from membrane_otel.config import ConfigError, load_settings
+
+
+def test_defaults_follow_the_seeds() -> None:
+    """With no environment the defaults are the seeds' numbers and paths."""
+    s = load_settings({})
+    assert s.ledger_path == Path("memory/resonance_ledger.jsonl")
+    assert s.spool_dir == Path("/tmp/membrane-stimuli-spool")
+    assert s.bus_url == "ws://127.0.0.1:8000/api/ws"
+    assert (s.queue_size, s.flush_interval_ms, s.batch_size) == (1000, 250, 25)
+    assert s.l2_level == logging.ERROR and s.trace is False
+
+
+def test_seed_aliases_are_accepted() -> None:
+    """AGI_LEDGER_PATH and DOPEJAR_TRACE work when the MEMBRANE_ names are absent."""
+    s = load_settings({"AGI_LEDGER_PATH": "/x/l.jsonl", "DOPEJAR_TRACE": "1"})
+    assert s.ledger_path == Path("/x/l.jsonl") and s.trace is True
+
+
+def test_canonical_name_wins_over_alias() -> None:
+    """MEMBRANE_LEDGER_PATH beats AGI_LEDGER_PATH."""
+    s = load_settings({"AGI_LEDGER_PATH": "/a", "MEMBRANE_LEDGER_PATH": "/b"})
+    assert s.ledger_path == Path("/b")
+
+
+def test_arguments_override_environment() -> None:
+    """Keyword arguments beat the environment."""
+    s = load_settings({"MEMBRANE_QUEUE_SIZE": "10"}, queue_size=20)
+    assert s.queue_size == 20
+
+
+def test_level_by_name_or_number() -> None:
+    """MEMBRANE_L2_LEVEL takes a level name or a number."""
+    assert load_settings({"MEMBRANE_L2_LEVEL": "warning"}).l2_level == logging.WARNING
+    assert load_settings({"MEMBRANE_L2_LEVEL": "35"}).l2_level == 35
+
+
+@pytest.mark.parametrize(
+    ("env", "needle"),
+    [
+        ({"MEMBRANE_L2_LEVEL": "LOUD"}, "MEMBRANE_L2_LEVEL='LOUD' is not valid: expected DEBUG"),
+        ({"MEMBRANE_QUEUE_SIZE": "many"}, "MEMBRANE_QUEUE_SIZE='many' is not valid"),
+        ({"MEMBRANE_QUEUE_SIZE": "0"}, "MEMBRANE_QUEUE_SIZE='0' is not valid"),
+        ({"MEMBRANE_TRACE": "maybe"}, "MEMBRANE_TRACE='maybe' is not valid: expected 1/0"),
+        ({"DOPEJAR_TRACE": "maybe"}, "DOPEJAR_TRACE='maybe' is not valid"),
+        ({"MEMBRANE_BUS_URL": "http://x"}, "MEMBRANE_BUS_URL='http://x' is not valid: expected a ws://"),
+        ({"MEMBRANE_REDACT_PATTERNS": "[("}, "MEMBRANE_REDACT_PATTERNS is not valid"),
+        ({"MEMBRANE_ENVELOPE_FORMAT": "xml"}, "MEMBRANE_ENVELOPE_FORMAT='xml' is not valid"),
+    ],
+)
+def test_bad_value_is_one_line_naming_the_variable(env: dict[str, str], needle: str) -> None:
+    """A bad value raises ConfigError whose message is one line naming the variable."""
+    with pytest.raises(ConfigError) as info:
+        load_settings(env)
+    message = str(info.value)
+    assert needle in message
+    assert "\n" not in message
+
+
+def test_trace_settings_file_yaml(tmp_path: Path) -> None:
+    """The seed's settings file (tracing: enabled/output/level) turns tracing on."""
+    f = tmp_path / "settings.yaml"
+    f.write_text("tracing:\n  enabled: true\n  output: trace.jsonl\n  level: debug\n")
+    s = load_settings({"MEMBRANE_TRACE_CONFIG": str(f)})
+    assert s.trace is True and s.ledger_path == Path("trace.jsonl") and s.trace_level == "debug"
+
+
+def test_trace_settings_file_toml_env_wins(tmp_path: Path) -> None:
+    """A TOML settings file works, and the environment overrides it."""
+    f = tmp_path / "settings.toml"
+    f.write_text("[tracing]\nenabled = true\n")
+    assert load_settings({"MEMBRANE_TRACE_CONFIG": str(f)}).trace is True
+    assert load_settings({"MEMBRANE_TRACE_CONFIG": str(f), "MEMBRANE_TRACE": "0"}).trace is False
+
+
+def test_unreadable_trace_file_is_one_line(tmp_path: Path) -> None:
+    """A missing settings file is a one-line ConfigError."""
+    with pytest.raises(ConfigError, match="MEMBRANE_TRACE_CONFIG=.*cannot be read"):
+        load_settings({"MEMBRANE_TRACE_CONFIG": str(tmp_path / "nope.yaml")})

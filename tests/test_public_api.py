@@ -1,0 +1,22 @@
+"""The public surface is exactly what users may import."""
+
+from __future__ import annotations
+
+import membrane_otel
+
+PUBLIC = [
+    "ConfigError",
+    "Settings",
+    "configure",
+    "force_flush",
+    "get_metrics",
+    "shutdown",
+    "tracer",
+]
+
+
+def test_all_is_exactly_the_public_api() -> None:
+    """__all__ lists the public names, sorted, and each resolves."""
+    assert sorted(PUBLIC) == membrane_otel.__all__
+    for name in membrane_otel.__all__:
+        assert getattr(membrane_otel, name) is not None
