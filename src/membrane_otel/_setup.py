@@ -116,12 +116,29 @@ def configure(*, _auto_instrumentation_version: str | None = None, **overrides: 
         return settings
 
 
+def _flush_l2(timeout_millis: float) -> bool:
+    # Records captured by setup_l2_logger wait on their own thread before reaching the SDK.
+    l2 = sys.modules.get("membrane_otel.l2logger")
+    return bool(l2.flush(timeout_millis)) if l2 is not None else True
+
+
+def ensure_configured() -> None:
+    """Configure with the environment unless the SDK was already set up (by us or the user)."""
+    if _configured:
+        return
+    from opentelemetry._logs import get_logger_provider
+    from opentelemetry.sdk._logs import LoggerProvider
+
+    if not isinstance(get_logger_provider(), LoggerProvider):
+        configure()
+
+
 def force_flush(timeout_millis: int = 30000) -> bool:
     """Flush spans, logs and the membrane path; True when everything went out in time."""
     from opentelemetry import trace
     from opentelemetry._logs import get_logger_provider
 
-    ok = True
+    ok = _flush_l2(timeout_millis)
     for provider in (trace.get_tracer_provider(), get_logger_provider()):
         flush = getattr(provider, "force_flush", None)
         if callable(flush):
@@ -134,6 +151,7 @@ def shutdown(timeout_millis: int = 30000) -> None:
     from opentelemetry import metrics, trace
     from opentelemetry._logs import get_logger_provider
 
+    _flush_l2(timeout_millis)
     for provider in (trace.get_tracer_provider(), get_logger_provider(), metrics.get_meter_provider()):
         stop = getattr(provider, "shutdown", None)
         if callable(stop):

@@ -1,0 +1,306 @@
+"""``setup_l2_logger``: the seed's two-line conversion, on OTel log records.
+
+    logger = setup_l2_logger("resurrect_all_citizens", "orchestration/scripts/resurrect_all_citizens.py")
+    logger.error("Bootstrap failed for %s", cid)   # console + OTel log record (+ envelope)
+
+The returned logger is a plain ``logging.Logger``: every level goes to the console as
+before; records at or above ``l2_level`` also become OTel log records inside the active
+span, carrying the stack fingerprint, dedupe key, node id and the rest of ``seeds/000``.
+It does not propagate to the root logger, so the root's OTel handler (installed by
+``opentelemetry-instrument``) never emits the same record a second time.
+
+What the application thread pays, and what it does not: it captures the frames of the
+traceback as ``(file, line, function)`` tuples (a ``tb_next`` walk, a few µs), computes the
+fingerprint and dedupe key from them, redacts the message, takes the current OTel context
+and appends all that to a bounded queue. Rendering the traceback text (the ~120 µs most of
+a plain ``logger.exception`` costs), redacting it and building the OTel record happen on a
+background thread. That queue is ours rather than the SDK's because the seed promises the
+caller "builds, enqueues, returns immediately" — the SDK's processors run inside
+``Logger.emit`` on the caller's thread. Like the SDK's, it is bounded, drops the oldest
+when full and counts it (``dropped_logs``).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import sys
+import threading
+import time
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry._logs import LogRecord, SeverityNumber, get_logger
+
+from membrane_otel._internal import counters
+from membrane_otel._internal.ratelog import RateLimitedLogger
+
+BODY_LIMIT = 64 * 1024
+_diag = RateLimitedLogger(logging.getLogger("membrane_otel.l2logger"))
+_LOGGING_FILES = (logging.__file__.rsplit(".", 1)[0], __file__.rsplit(".", 1)[0])
+
+
+def _severity(levelno: int) -> tuple[SeverityNumber, str]:
+    if levelno >= logging.CRITICAL:
+        return SeverityNumber.FATAL, "FATAL"
+    if levelno >= logging.ERROR:
+        return SeverityNumber.ERROR, "ERROR"
+    if levelno >= logging.WARNING:
+        return SeverityNumber.WARN, "WARN"
+    if levelno >= logging.INFO:
+        return SeverityNumber.INFO, "INFO"
+    return SeverityNumber.DEBUG, "DEBUG"
+
+
+@dataclass(slots=True)
+class _Pending:
+    """Everything captured on the application thread; rendered later."""
+
+    time_ns: int
+    levelno: int
+    message: str
+    logger_name: str
+    attributes: dict[str, Any]
+    error_type: str | None
+    error_message: str | None
+    frames: tuple[tuple[str, int, str], ...] | None
+    context: otel_context.Context
+
+
+class _Renderer:
+    """The background half: render stacks, build OTel records, emit them."""
+
+    def __init__(self, queue_size: int) -> None:
+        self._queue: collections.deque[_Pending] = collections.deque()
+        self._max = queue_size
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._idle = threading.Event()
+        self._idle.set()
+        counters.register_gauge("queue_depth.l2", lambda: len(self._queue))
+        self._start()
+        if hasattr(os, "register_at_fork"):
+            ref = weakref.WeakMethod(self._after_fork)
+            os.register_at_fork(after_in_child=lambda: (fn := ref()) and fn())
+
+    def _start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="membrane-l2", daemon=True)
+        self._thread.start()
+
+    def _after_fork(self) -> None:
+        self._queue.clear()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._idle = threading.Event()
+        self._idle.set()
+        self._start()
+
+    def put(self, item: _Pending) -> None:
+        with self._lock:
+            if len(self._queue) >= self._max:
+                self._queue.popleft()
+                counters.incr("dropped_logs")
+            self._queue.append(item)
+            self._idle.clear()
+        self._wake.set()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            self._drain()
+
+    def _drain(self) -> None:
+        while True:
+            with self._lock:
+                if not self._queue:
+                    self._idle.set()
+                    return
+                item = self._queue.popleft()
+            try:
+                _emit(item)
+            except Exception as exc:  # never let one bad record stop the worker
+                counters.incr("rejected")
+                _diag.error("l2 logger could not emit a record: %r", exc)
+
+    def flush(self, timeout_s: float) -> bool:
+        self._wake.set()
+        return self._idle.wait(timeout_s)
+
+
+def _emit(item: _Pending) -> None:
+    from membrane_otel.errors import render_stack, truncate_stack
+    from membrane_otel.redact import redact_secrets
+
+    attrs = item.attributes
+    if item.frames is not None and item.error_type is not None:
+        text = render_stack(item.error_type, item.error_message or "", item.frames)
+        attrs["exception.stacktrace"] = truncate_stack(redact_secrets(text))
+    severity, text = _severity(item.levelno)
+    get_logger(item.logger_name).emit(
+        LogRecord(
+            timestamp=item.time_ns,
+            observed_timestamp=time.time_ns(),
+            context=item.context,
+            severity_number=severity,
+            severity_text=text,
+            body=item.message,
+            attributes=attrs,
+        )
+    )
+
+
+_renderer: _Renderer | None = None
+_renderer_lock = threading.Lock()
+
+
+def _get_renderer() -> _Renderer:
+    global _renderer
+    if _renderer is None:
+        with _renderer_lock:
+            if _renderer is None:
+                from membrane_otel.config import get_settings
+
+                _renderer = _Renderer(get_settings().queue_size)
+    return _renderer
+
+
+def flush(timeout_millis: float = 30000) -> bool:
+    """Wait until every captured record has been handed to the OTel pipeline."""
+    return _renderer.flush(timeout_millis / 1000) if _renderer is not None else True
+
+
+def _call_site_frames() -> tuple[tuple[str, int, str], ...]:
+    """Frames of the logging call (innermost first), skipping logging's and ours."""
+    frames: list[tuple[str, int, str]] = []
+    f = sys._getframe(1)
+    while f is not None and len(frames) < 64:
+        filename = f.f_code.co_filename
+        if not filename.startswith(_LOGGING_FILES):
+            frames.append((filename, f.f_lineno, f.f_code.co_name))
+        f = f.f_back  # type: ignore[assignment]
+    frames.reverse()  # outermost first, as a traceback lists them
+    return tuple(frames)
+
+
+class L2Handler(logging.Handler):
+    """Turns records at or above ``l2_level`` into OTel log records with seeds/000 attributes."""
+
+    def __init__(self, script_name: str, script_path: str, l2_level: int = logging.ERROR) -> None:
+        super().__init__(l2_level)
+        from membrane_otel.config import get_settings
+        from membrane_otel.errors import node_id
+
+        self.script_name = script_name
+        self.script_path = script_path
+        slug = "".join(c if c.isalnum() else "_" for c in script_name)
+        self._static: dict[str, Any] = {
+            "membrane.l2": True,
+            "membrane.signal_type": "script_error",
+            "membrane.script_name": script_name,
+            "membrane.script_path": script_path,
+            "membrane.node_id": node_id(script_path),
+            "membrane.source": f"script:{script_name}",
+            "membrane.scope": get_settings().scope,
+            "membrane.channel": f"signals.script.{slug}",
+        }
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._capture(record)
+        except Exception:  # logging must never break the caller
+            counters.incr("rejected")
+            self.handleError(record)
+
+    def _capture(self, record: logging.LogRecord) -> None:
+        from membrane_otel.errors import capture_frames, dedupe_key, stack_fingerprint
+        from membrane_otel.redact import redact_secrets
+
+        message = redact_secrets(record.getMessage())
+        if len(message) > BODY_LIMIT:
+            message = message[: BODY_LIMIT - 14] + "...<truncated>"
+        error_type = error_message = None
+        frames: tuple[tuple[str, int, str], ...] | None = None
+        exc_info = record.exc_info
+        if exc_info and exc_info[0] is not None:
+            error_type = exc_info[0].__name__
+            error_message = redact_secrets(str(exc_info[1])) if exc_info[1] is not None else ""
+            frames = capture_frames(exc_info[2])
+        else:
+            error_type = record.levelname.title()
+        if frames:
+            fingerprint = stack_fingerprint(frames=[(f, fn) for f, _, fn in frames])
+        else:
+            # No traceback: the fingerprint comes from where the error was logged.
+            site = _call_site_frames()
+            fingerprint = stack_fingerprint(frames=[(f, fn) for f, _, fn in site])
+        attrs = dict(self._static)
+        attrs.update(
+            {
+                "membrane.fingerprint": fingerprint,
+                "membrane.dedupe_key": dedupe_key(self.script_name, error_type, message, fingerprint),
+                "code.function": record.funcName,
+                "code.lineno": record.lineno,
+                "code.namespace": record.module,
+                "code.file.path": self.script_path,
+            }
+        )
+        if exc_info and exc_info[0] is not None:
+            attrs["exception.type"] = error_type
+            attrs["exception.message"] = error_message or ""
+        _get_renderer().put(
+            _Pending(
+                time_ns=int(record.created * 1e9),
+                levelno=record.levelno,
+                message=message,
+                logger_name=record.name,
+                attributes=attrs,
+                error_type=error_type if frames is not None else None,
+                error_message=error_message,
+                frames=frames,
+                context=otel_context.get_current(),
+            )
+        )
+
+
+_CONSOLE_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def setup_l2_logger(
+    script_name: str,
+    script_path: str,
+    l2_level: int = logging.ERROR,
+    *,
+    level: int = logging.INFO,
+    console: bool = True,
+) -> logging.Logger:
+    """A logger whose records ≥ ``l2_level`` also become OTel log records (and envelopes).
+
+    Console output for every level at or above ``level`` is kept, as ``basicConfig`` gave.
+    Calling it again for the same script returns the same logger, re-configured, never
+    with doubled handlers.
+    """
+    from membrane_otel._setup import ensure_configured
+
+    # The seed's promise is a two-line change: without opentelemetry-instrument, set up here.
+    ensure_configured()
+    logger = logging.getLogger(script_name)
+    logger.setLevel(level)
+    # The root logger's OTel handler (opentelemetry-instrument) must not see these records:
+    # our handler emits them, once.
+    logger.propagate = False
+    for handler in list(logger.handlers):
+        if getattr(handler, "_membrane_l2", False):
+            logger.removeHandler(handler)
+    if console:
+        stream = logging.StreamHandler(sys.stderr)
+        stream.setFormatter(logging.Formatter(_CONSOLE_FORMAT))
+        stream._membrane_l2 = True  # type: ignore[attr-defined]
+        logger.addHandler(stream)
+    l2 = L2Handler(script_name, script_path, l2_level)
+    l2._membrane_l2 = True  # type: ignore[attr-defined]
+    logger.addHandler(l2)
+    return logger
