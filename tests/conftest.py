@@ -1,10 +1,20 @@
-"""Test-suite wide fixtures."""
+"""Test-suite wide set-up."""
 
 from __future__ import annotations
 
 import os
+import tempfile
 
 # Tests build their own settings; nothing from the developer's shell may leak in.
 for _key in list(os.environ):
-    if _key.startswith(("MEMBRANE_", "AGI_LEDGER", "DOPEJAR_")):
+    if _key.startswith(("MEMBRANE_", "AGI_LEDGER", "DOPEJAR_", "OTEL_")):
         del os.environ[_key]
+
+# In-process tests share one SDK set-up (OTel providers are process-global): point it at a
+# scratch ledger and spool, and at a bus port nobody listens on.
+_SCRATCH = tempfile.mkdtemp(prefix="membrane-otel-tests-")
+os.environ["MEMBRANE_LEDGER_PATH"] = os.path.join(_SCRATCH, "ledger.jsonl")
+os.environ["MEMBRANE_SPOOL_DIR"] = os.path.join(_SCRATCH, "spool")
+os.environ["MEMBRANE_BUS_URL"] = "ws://127.0.0.1:9/api/ws"
+os.environ["MEMBRANE_THROTTLE"] = "0"
+os.environ["OTEL_SERVICE_NAME"] = "membrane-otel-tests"
