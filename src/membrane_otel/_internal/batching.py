@@ -71,6 +71,9 @@ class _Batcher(Generic[T]):
         self._shutdown = False
         self.last_export_seconds = 0.0
         counters.register_gauge(f"queue_depth.{name}", lambda: len(self._queue))
+        # For the watchdog: the latest export's duration, and whether the worker still runs.
+        counters.register_gauge(f"export_latency_ms.{name}", lambda: int(self.last_export_seconds * 1000))
+        counters.register_gauge(f"worker_alive.{name}", lambda: int(self._thread.is_alive()))
         self._start()
         if hasattr(os, "register_at_fork"):
             ref = weakref.WeakMethod(self._after_fork)
