@@ -33,7 +33,8 @@ class LedgerSpanExporter(SpanExporter):
     name = "ledger"
 
     def __init__(self, path: str | Path | None = None) -> None:
-        self._ledger = ledger_for(path or get_settings().ledger_path)
+        s = get_settings()
+        self._ledger = ledger_for(path or s.ledger_path, max_bytes=s.ledger_max_bytes)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         try:
@@ -59,7 +60,8 @@ class LedgerLogExporter(LogRecordExporter):
     name = "ledger"
 
     def __init__(self, path: str | Path | None = None) -> None:
-        self._ledger = ledger_for(path or get_settings().ledger_path)
+        s = get_settings()
+        self._ledger = ledger_for(path or s.ledger_path, max_bytes=s.ledger_max_bytes)
 
     def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
         try:

@@ -1,14 +1,19 @@
-"""The resonance ledger: append-only, hash-chained JSONL.
+"""The resonance ledger: append-only, hash-chained JSONL, rotated by size.
 
 Each line is one flat JSON object with ``event`` first and ``seq``, ``prev_hash``, ``hash``
 last. ``hash`` is the SHA-256 of the line's own bytes up to (not including) the
 ``,"hash":…`` suffix, and that text includes ``prev_hash``: so editing, deleting or
-reordering any line breaks the chain at that line.
+reordering any line breaks the chain at that line (:mod:`membrane_otel.ledger_verify`).
 
 Appends from many threads and processes are safe: a batch is serialised outside the lock,
 then, under an exclusive ``flock`` on a sidecar lock file, the tail is read (for the last
 ``seq`` and ``hash``), the chain fields are added and the whole batch goes out in one
-``write`` on an ``O_APPEND`` descriptor.
+``write`` on an ``O_APPEND`` descriptor. Rotation happens under the same lock: the full
+file is renamed to ``<stem>.00001<suffix>`` (numbers sort), and the new file's first line
+chains to the old file's last, with ``seq`` continuing.
+
+This module imports only the standard library: ``membrane-otel emit`` appends through it
+without paying for the OTel SDK or pydantic.
 """
 
 from __future__ import annotations
@@ -18,16 +23,34 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import threading
-from collections.abc import Iterable, Sequence
+import weakref
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 GENESIS = "0" * 64
-_HASH_SUFFIX_LEN = len(',"hash":"') + 64 + len('"}')
+_HASH_MARK = ',"hash":"'
+_HASH_SUFFIX_LEN = len(_HASH_MARK) + 64 + len('"}')
+_CHAIN_KEYS = ("seq", "prev_hash", "hash")
+# Record ids read back from the tail at open, so a batch re-delivered after a restart is
+# still recognised. 1 MiB is a few thousand lines: the span a replay realistically covers.
+_RECENT_SCAN_BYTES = 1 << 20
+_RID = re.compile(rb'"record_id":"([^"\\]{1,200})"')
+
+# The ledger line's own keys, as membrane_otel.translate.log_line writes them; a payload
+# field of one of these names is kept as payload_<name>. (Kept here too, stdlib-only, so
+# the shell emitter writes the very same line shape without importing the translation.)
+ID_KEYS = ("task_id", "persona_id", "session_id")
+RESERVED = frozenset(
+    ("event", "ts", "ts_unix", "otel_trace_id", "otel_span_id", "record_id", "seq", "prev_hash", "hash")
+)
 
 
-def _dumps(obj: dict[str, Any]) -> str:
+def _dumps(obj: Mapping[str, Any]) -> str:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
@@ -41,37 +64,193 @@ def split_hash(raw: str) -> tuple[str, str] | None:
     if len(raw) < _HASH_SUFFIX_LEN or not raw.endswith('"}'):
         return None
     cut = len(raw) - _HASH_SUFFIX_LEN
-    if raw[cut : cut + 9] != ',"hash":"':
+    if raw[cut : cut + 9] != _HASH_MARK:
         return None
     return raw[:cut], raw[cut + 9 : -2]
 
 
-class TornTailError(ValueError):
-    """The ledger's last line is incomplete (a writer died mid-write)."""
+def iso(ns: int) -> str:
+    """ISO 8601 UTC with milliseconds, as every ledger line's ``ts``."""
+    return datetime.fromtimestamp(ns / 1e9, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def event_line(
+    event: str,
+    payload: Mapping[str, Any],
+    *,
+    time_ns: int,
+    record_id: str,
+    ids: Mapping[str, Any] | None = None,
+    service: str | None = None,
+    trace_id: str | None = None,
+    span_id: str | None = None,
+) -> dict[str, Any]:
+    """A ledger event line built directly, in the shape ``translate.log_line`` gives an event.
+
+    For the paths that do not go through OTel: the shell emitter, and ``emit_event`` when no
+    OTel logs pipeline is configured. A test holds the two shapes equal.
+    """
+    line: dict[str, Any] = {"event": event, "ts": iso(time_ns), "ts_unix": round(time_ns / 1e9, 6)}
+    merged = {**payload, **{k: v for k, v in (ids or {}).items() if v is not None}}
+    for key in ID_KEYS:
+        if key in merged:
+            line[key] = merged[key]
+    line["otel_trace_id"] = trace_id
+    line["otel_span_id"] = span_id
+    for key, value in merged.items():
+        if key in ID_KEYS:
+            continue
+        line[f"payload_{key}" if key in RESERVED else key] = value
+    line["service"] = service
+    line["record_id"] = record_id
+    return line
+
+
+# --------------------------------------------------------------------------- files
+
+
+def rotated_path(path: Path, index: int) -> Path:
+    """``memory/resonance_ledger.jsonl`` → ``memory/resonance_ledger.00001.jsonl``."""
+    return path.with_name(f"{path.stem}.{index:05d}{path.suffix}")
+
+
+def ledger_files(path: str | os.PathLike[str]) -> list[Path]:
+    """Every file of the ledger at ``path``, oldest first: the rotated ones, then ``path``."""
+    p = Path(path)
+    pattern = re.compile(re.escape(p.stem) + r"\.(\d{5,})" + re.escape(p.suffix) + "$")
+    rotated: list[tuple[int, Path]] = []
+    try:
+        for entry in os.scandir(p.parent if str(p.parent) else "."):
+            m = pattern.match(entry.name)
+            if m and entry.is_file():
+                rotated.append((int(m.group(1)), p.parent / entry.name))
+    except FileNotFoundError:
+        return []
+    files = [f for _, f in sorted(rotated)]
+    if p.exists():
+        files.append(p)
+    return files
+
+
+def _last_chained(data: bytes) -> tuple[int, str] | None:
+    """``(seq, hash)`` of the last whole chained line in ``data`` (torn segments skipped)."""
+    for raw in reversed(data.split(b"\n")):
+        raw = raw.strip()
+        if not raw.endswith(b'"}'):
+            continue
+        try:
+            obj = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(obj, dict) and isinstance(obj.get("hash"), str) and isinstance(obj.get("seq"), int):
+            return obj["seq"], obj["hash"]
+    return None
+
+
+def _read_tail(fd: int, size: int, *, min_lines: int = 2) -> bytes:
+    """The last bytes of an open file, enough to hold ``min_lines`` whole lines."""
+    chunk, data, pos = 4096, b"", size
+    while pos > 0:
+        step = min(chunk, pos)
+        pos -= step
+        data = os.pread(fd, step, pos) + data
+        if data.count(b"\n") > min_lines:
+            break
+        chunk *= 2
+    return data
+
+
+def file_tail(path: Path) -> tuple[int, str] | None:
+    """``(seq, hash)`` of the last whole chained line of one file, if it has any."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        size = os.fstat(fd).st_size
+        data = _read_tail(fd, size)
+        found = _last_chained(data)
+        if found is None and len(data) < size:
+            found = _last_chained(os.pread(fd, size, 0))  # only torn/garbage at the end
+        return found
+    finally:
+        os.close(fd)
+
+
+# --------------------------------------------------------------------------- the appender
+
+
+@dataclass(slots=True)
+class _Tail:
+    inode: int
+    size: int
+    seq: int
+    hash: str
 
 
 class Ledger:
-    """An appender for one ledger file; share one per path per process."""
+    """An appender for one ledger path; share one per path per process (:func:`ledger_for`).
 
-    def __init__(self, path: str | os.PathLike[str], *, dedupe_window: int = 65536) -> None:
+    ``max_bytes`` rotates the file before a batch would take it past that size (0: never).
+    ``dedupe_window`` record ids are remembered (including those found at the file's tail
+    when it is first opened), so a batch delivered twice is written once. ``fsync`` makes
+    each batch durable before :meth:`append_many` returns (off by default: the page cache is
+    what ``tail -f`` and other processes read, and a power loss leaves a torn tail, which
+    is detected and reported).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        max_bytes: int = 0,
+        dedupe_window: int = 65536,
+        fsync: bool = False,
+    ) -> None:
         self.path = Path(path)
+        self.max_bytes = max_bytes
         self._lock_path = self.path.with_name(self.path.name + ".lock")
+        self._fsync = fsync
         self._thread_lock = threading.Lock()
         self._recent: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._window = dedupe_window
         self._fd: int | None = None
         self._lock_fd: int | None = None
         self._pid = os.getpid()
+        self._tail: _Tail | None = None
+        self._recent_loaded = False
+        self.rotations = 0
+        _all.add(self)
 
     # -- file handles -----------------------------------------------------------------
 
     def _open(self) -> tuple[int, int]:
         if self._fd is None or self._lock_fd is None or self._pid != os.getpid():
+            if self._pid != os.getpid():
+                self._after_fork()
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            self._lock_fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-            self._pid = os.getpid()
+            self._lock_fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            self._fd = self._open_data()
         return self._fd, self._lock_fd
+
+    def _open_data(self) -> int:
+        # O_RDWR so the tail can be read with pread from the same descriptor.
+        return os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+
+    def _after_fork(self) -> None:
+        # The parent's descriptors share its flock (a lock belongs to the open file
+        # description), so the child must open its own; its thread lock may be held by a
+        # thread that does not exist here.
+        self._thread_lock = threading.Lock()
+        for fd in (self._fd, self._lock_fd):
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self._fd = self._lock_fd = None
+        self._tail = None
+        self._pid = os.getpid()
 
     def close(self) -> None:
         with self._thread_lock:
@@ -79,118 +258,203 @@ class Ledger:
                 if fd is not None:
                     os.close(fd)
             self._fd = self._lock_fd = None
+            self._tail = None
+
+    # -- idempotence ------------------------------------------------------------------
+
+    def _load_recent(self, fd: int) -> None:
+        """Remember the record ids at the end of the file (survives a process restart)."""
+        self._recent_loaded = True
+        size = os.fstat(fd).st_size
+        start = max(0, size - _RECENT_SCAN_BYTES)
+        data = os.pread(fd, size - start, start)
+        for m in _RID.finditer(data):
+            self._remember(m.group(1).decode("utf-8", "replace"))
+
+    def _remember(self, rid: str) -> None:
+        self._recent[rid] = None
+        self._recent.move_to_end(rid)
+        if len(self._recent) > self._window:
+            self._recent.popitem(last=False)
 
     # -- the chain ----------------------------------------------------------------------
 
-    def _tail(self) -> tuple[int, str, bool]:
-        """Last ``(seq, hash)`` of the file, and whether the file ends with a torn line."""
+    def _current_tail(self, fd: int, st: os.stat_result) -> tuple[int, str, bool]:
+        """``(seq, hash, torn)`` where the chain goes on; ``torn``: the file ends mid-line."""
+        cached = self._tail
+        if cached and cached.inode == st.st_ino and cached.size == st.st_size:
+            return cached.seq, cached.hash, False  # nobody wrote since our last batch
+        if st.st_size == 0:
+            torn = False
+            found = None
+        else:
+            data = _read_tail(fd, st.st_size)
+            torn = not data.endswith(b"\n")
+            found = _last_chained(data)
+            if found is None and len(data) < st.st_size:
+                found = _last_chained(os.pread(fd, st.st_size, 0))
+        if found is None:
+            # A fresh (or only torn) file after a rotation: the chain goes on from the
+            # newest rotated file.
+            rotated = [f for f in ledger_files(self.path) if f != self.path]
+            found = file_tail(rotated[-1]) if rotated else None
+        seq, digest = found or (0, GENESIS)
+        return seq, digest, torn
+
+    def _follow_rotation(self) -> int:
+        """Reopen if another process rotated the file from under our descriptor."""
+        fd = self._fd
+        if fd is None:
+            raise RuntimeError("ledger not open")
         try:
-            size = self.path.stat().st_size
+            same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
         except FileNotFoundError:
-            return 0, GENESIS, False
-        if size == 0:
-            return 0, GENESIS, False
-        with open(self.path, "rb") as f:
-            chunk = 4096
-            data = b""
-            pos = size
-            while pos > 0:
-                step = min(chunk, pos)
-                pos -= step
-                f.seek(pos)
-                data = f.read(step) + data
-                lines = data.split(b"\n")
-                # need one complete line before the last (possibly torn) segment
-                if len(lines) >= 3 or (pos == 0 and lines):
-                    break
-                chunk *= 2
-        torn = not data.endswith(b"\n")
-        candidates = [ln for ln in data.split(b"\n") if ln.strip()]
-        if torn and candidates:
-            candidates = candidates[:-1]
-        for raw in reversed(candidates):
-            try:
-                obj = json.loads(raw)
-            except ValueError:
-                continue
-            if isinstance(obj, dict) and "hash" in obj:
-                return int(obj.get("seq", 0)), str(obj["hash"]), torn
-        return 0, GENESIS, torn
+            same = False
+        if not same:
+            os.close(fd)
+            self._fd = fd = self._open_data()
+            self._tail = None
+        return fd
 
-    def append_many(self, records: Sequence[dict[str, Any]]) -> int:
-        """Append records as chained lines; returns how many were written.
+    def _rotate(self, fd: int) -> int:
+        rotated = [f for f in ledger_files(self.path) if f != self.path]
+        index = 1
+        if rotated:
+            index = int(rotated[-1].name[len(self.path.stem) + 1 :].split(".", 1)[0]) + 1
+        os.rename(self.path, rotated_path(self.path, index))
+        os.close(fd)
+        self._fd = fd = self._open_data()
+        self.rotations += 1
+        return fd
 
-        Records carrying a ``record_id`` seen recently (this process) are skipped, which
-        makes replays and re-deliveries idempotent.
+    def append(self, record: Mapping[str, Any]) -> int:
+        """Append one record; returns 1, or 0 if its ``record_id`` was already written."""
+        return self.append_many([record])
+
+    def append_many(self, records: Sequence[Mapping[str, Any]]) -> int:
+        """Append records as chained lines in one write; returns how many were written.
+
+        Records whose ``record_id`` was written recently (this process, or the file's tail
+        when it was opened) are skipped, which makes replays and re-deliveries idempotent.
         """
         with self._thread_lock:
-            fresh: list[dict[str, Any]] = []
+            fd, lock_fd = self._open()
+            if not self._recent_loaded:
+                self._load_recent(fd)
+            fresh: list[Mapping[str, Any]] = []
+            batch_ids: list[str] = []
+            seen: set[str] = set()
             for rec in records:
                 rid = rec.get("record_id")
                 if isinstance(rid, str):
-                    if rid in self._recent:
+                    if rid in self._recent or rid in seen:
                         continue
-                    self._recent[rid] = None
-                    if len(self._recent) > self._window:
-                        self._recent.popitem(last=False)
+                    seen.add(rid)
+                    batch_ids.append(rid)
                 fresh.append(rec)
             if not fresh:
                 return 0
             # Serialise outside the file lock: the lock is held only for tail + write.
-            bodies = [_dumps({k: v for k, v in rec.items() if k not in ("seq", "prev_hash", "hash")}) for rec in fresh]
-            fd, lock_fd = self._open()
+            bodies = [_dumps({k: v for k, v in rec.items() if k not in _CHAIN_KEYS}) for rec in fresh]
             fcntl.flock(lock_fd, fcntl.LOCK_EX)
             try:
-                seq, prev, torn = self._tail()
+                fd = self._follow_rotation()
+                st = os.fstat(fd)
+                seq, prev, torn = self._current_tail(fd, st)
                 out: list[str] = []
-                if torn:
-                    # A torn last line (power loss) stays where it is, visible to verify;
-                    # we start on a fresh line so it is never merged with ours.
-                    out.append("\n")
                 for body in bodies:
                     seq += 1
-                    chained = f'{body[:-1]},"seq":{seq},"prev_hash":"{prev}"' if body != "{}" else (
-                        f'{{"seq":{seq},"prev_hash":"{prev}"'
-                    )
+                    head = body[:-1] + "," if body != "{}" else "{"
+                    chained = f'{head}"seq":{seq},"prev_hash":"{prev}"'
                     digest = line_hash(chained)
                     out.append(f'{chained},"hash":"{digest}"}}\n')
                     prev = digest
                 data = "".join(out).encode("utf-8")
+                size = st.st_size
+                if self.max_bytes and size > 0 and size + len(data) > self.max_bytes:
+                    # A torn tail stays, as it is, at the end of the rotated file.
+                    fd = self._rotate(fd)
+                    size, torn = 0, False
+                if torn:
+                    # A torn last line (a writer died mid-write) stays where it is, visible
+                    # to verify; we start on a fresh line so it is never merged with ours.
+                    data = b"\n" + data
                 view = memoryview(data)
                 while view:
                     n = os.write(fd, view)
                     view = view[n:]
+                if self._fsync:
+                    os.fsync(fd)
+                self._tail = _Tail(os.fstat(fd).st_ino, size + len(data), seq, prev)
+            except BaseException:
+                self._tail = None
+                raise
             finally:
                 fcntl.flock(lock_fd, fcntl.LOCK_UN)
+            # Only now: a batch that failed to write must not be skipped when retried.
+            for rid in batch_ids:
+                self._remember(rid)
             return len(bodies)
 
 
-def read_lines(path: str | os.PathLike[str]) -> Iterable[dict[str, Any]]:
-    """Every parseable line of one ledger file (corrupt lines skipped)."""
-    p = Path(path)
-    if not p.exists():
-        return
-    with open(p, encoding="utf-8", errors="replace") as f:
-        for raw in f:
-            raw = raw.strip()
-            if not raw:
-                continue
-            try:
-                obj = json.loads(raw)
-            except ValueError:
-                continue
-            if isinstance(obj, dict):
-                yield obj
+# --------------------------------------------------------------------------- reading
 
+
+def iter_raw(path: str | os.PathLike[str]) -> Iterator[tuple[Path, int, bytes]]:
+    """``(file, line_number, raw_bytes)`` of every line of every file of the ledger, in order.
+
+    ``raw_bytes`` has no trailing newline; a last line without one (torn) is included.
+    """
+    for file in ledger_files(path):
+        with open(file, "rb") as f:
+            for number, raw in enumerate(f, 1):
+                yield file, number, raw.rstrip(b"\n")
+
+
+def parse_line(raw: bytes) -> dict[str, Any] | None:
+    """One ledger line as a dict, or None if it is not a JSON object (torn, corrupt)."""
+    if not raw.strip():
+        return None
+    try:
+        obj = json.loads(raw)
+    except ValueError:
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def read_lines(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
+    """Every parseable line of the ledger at ``path`` (rotated files first; corrupt lines skipped)."""
+    for _, _, raw in iter_raw(path):
+        obj = parse_line(raw)
+        if obj is not None:
+            yield obj
+
+
+# --------------------------------------------------------------------------- sharing
 
 _ledgers: dict[Path, Ledger] = {}
 _ledgers_lock = threading.Lock()
+_all: weakref.WeakSet[Ledger] = weakref.WeakSet()
 
 
-def ledger_for(path: str | os.PathLike[str]) -> Ledger:
-    """The process's shared :class:`Ledger` for ``path``."""
+def ledger_for(path: str | os.PathLike[str], *, max_bytes: int | None = None) -> Ledger:
+    """The process's shared :class:`Ledger` for ``path`` (``max_bytes`` updates its rotation size)."""
     key = Path(path).absolute()
     with _ledgers_lock:
-        if key not in _ledgers:
-            _ledgers[key] = Ledger(key)
-        return _ledgers[key]
+        ledger = _ledgers.get(key)
+        if ledger is None:
+            ledger = _ledgers[key] = Ledger(key, max_bytes=max_bytes or 0)
+        elif max_bytes is not None:
+            ledger.max_bytes = max_bytes
+        return ledger
+
+
+def _reinit_after_fork() -> None:
+    global _ledgers_lock
+    _ledgers_lock = threading.Lock()
+    for ledger in list(_all):
+        ledger._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reinit_after_fork)
