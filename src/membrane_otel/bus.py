@@ -139,20 +139,26 @@ class WsTransport:
         from websockets.sync.client import connect
 
         try:
-            return connect(
+            ws = connect(
                 self.url,
                 additional_headers=self._headers,
                 ssl=self._ssl,
                 open_timeout=timeout,
                 close_timeout=1.0,
             )
+            # Entered as a context manager (websockets >= 17.1 warns otherwise); close() exits it.
+            return ws.__enter__()
         except InvalidStatus as exc:
             status = exc.response.status_code
             raise BusRefused(f"handshake refused with HTTP {status}", status) from exc
         except ssl.SSLError as exc:  # before OSError: a bad certificate is not "down"
             raise BusRefused(f"TLS failure: {exc}") from exc
-        except (OSError, TimeoutError) as exc:
-            raise BusUnavailable(f"unreachable ({exc or type(exc).__name__})") from exc
+        except TimeoutError as exc:
+            # TCP may connect (a kernel backlog accepts for anyone) with nobody answering the
+            # handshake: not "down", so no early retry on a successful probe.
+            raise BusError(f"no handshake answer within {timeout:.1f}s") from exc
+        except OSError as exc:
+            raise BusUnavailable(f"unreachable ({exc})") from exc
         except (InvalidHandshake, InvalidURI) as exc:
             raise BusRefused(f"not a membrane bus: {exc}") from exc
 
@@ -197,7 +203,7 @@ class WsTransport:
         ws, self._ws = self._ws, None
         if ws is not None:
             try:
-                ws.close()
+                ws.__exit__(None, None, None)
             except Exception:  # closing a broken connection may fail in many ways; it is gone
                 pass
 

@@ -223,6 +223,8 @@ async def serve_async(
             process_request=bus.process_request,
             ssl=tls,
             max_size=MAX_FRAME_BYTES,
+            # A dev bus stops at once on Ctrl-C instead of waiting 10 s for slow goodbyes.
+            close_timeout=1.0,
         ) as server:
             bound = next(iter(server.sockets)).getsockname()[1]
             scheme = "wss" if tls else "ws"
