@@ -1,13 +1,23 @@
 """HRM tracing (``seeds/004``) on real OTel spans.
 
 ``tracer.span("alt", "transition", "altitude.py", "L3→L2")`` opens a span named
-``altitude.transition`` with the ``hrm.*`` attributes; nesting follows the OTel context
-(contextvars), so it is right across threads and asyncio tasks, unlike the seed's shared
-list stack. The seed's readable event id (``alt_1705180800_a3f2``) travels in the same
-context, so a child knows its HRM parent's id even with non-HRM spans in between.
+``altitude.transition`` with the ``hrm.*`` attributes; ``tracer.event(...)`` records a
+one-shot operation; ``@tracer.trace("mem")`` traces every call of a function, sync or async.
 
-Off (the default; ``MEMBRANE_TRACE=1`` turns it on) costs one attribute check: ``span()``
-returns a shared no-op context manager and allocates nothing.
+Parent and child follow the OTel context (contextvars), not the seed's shared list stack:
+
+* asyncio tasks copy the context when they are created, so each task's spans are children
+  of the span that was open where the task was created, and tasks never see each other's;
+* a new thread starts with an empty context, so its first span is a new root. To carry
+  the caller's span into a worker thread, wrap the function: ``pool.submit(tracer.wrap(fn))``
+  (or install ``opentelemetry-instrumentation-threading``, which does the same for every
+  ``Thread`` and ``ThreadPoolExecutor`` under ``opentelemetry-instrument``).
+
+The seed's readable event id (``alt_1705180800_a3f2``) travels in the same context, so a
+child knows its HRM parent's id even with non-HRM spans (an HTTP client, say) in between.
+
+Off (the default; ``MEMBRANE_TRACE=1`` turns it on) costs one check: ``span()`` returns a
+shared no-op context manager and allocates nothing.
 """
 
 from __future__ import annotations
@@ -15,16 +25,22 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+import logging
 import os
+import random
+import reprlib
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import Any, Literal, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Span, Status, StatusCode
+
+if TYPE_CHECKING:
+    from membrane_otel.redact import Redactor
 
 LAYERS: dict[str, str] = {
     "alt": "altitude",
@@ -36,85 +52,157 @@ LAYERS: dict[str, str] = {
 }
 CODES: dict[str, str] = {name: code for code, name in LAYERS.items()}
 SUMMARY_LIMIT = 100
+STATUSES = ("success", "error", "blocked")
 HRMStatus = Literal["success", "error", "blocked"]
+
+# Only this much of a long input is scrubbed: what survives truncation lies far inside it,
+# and a secret cut at the window's edge is still caught (the rules run to end-of-text).
+_REDACT_WINDOW = 4096
+_STACK_LIMIT = 16 * 1024
+# Summaries repeat ("WriteApprovalGate", "written"); remembering short ones skips the scrub.
+_CACHE_MAX, _CACHE_KEY_MAX = 2048, 256
 _EVENT_KEY = otel_context.create_key("membrane.hrm_event_id")
+_LOOKUP: dict[str, tuple[str, str]] = {
+    **{code: (code, name) for code, name in LAYERS.items()},
+    **{name: (code, name) for code, name in LAYERS.items()},
+}
+_repr = reprlib.Repr()
+_repr.maxstring = _repr.maxother = SUMMARY_LIMIT
+_log = logging.getLogger("membrane_otel.hrm")
 
 P = ParamSpec("P")
 R = TypeVar("R")
+AttrValue = str | bool | int | float | list[str] | list[bool] | list[int] | list[float]
 
 
 def layer_of(hrm: str) -> tuple[str, str]:
-    """``(code, name)`` of a layer given as its short code or long name."""
-    key = hrm.strip().lower()
-    if key in LAYERS:
-        return key, LAYERS[key]
-    if key in CODES:
-        return CODES[key], key
-    accepted = ", ".join(f"{c}/{n}" for c, n in LAYERS.items())
-    raise ValueError(f"unknown HRM layer {hrm!r}: expected one of {accepted}")
+    """``(code, name)`` of a layer given as its short code or long name (any case)."""
+    hit = _LOOKUP.get(hrm)
+    if hit is None:
+        hit = _LOOKUP.get(hrm.strip().lower()) if isinstance(hrm, str) else None
+        if hit is None:
+            accepted = ", ".join(f"{c}/{n}" for c, n in LAYERS.items())
+            raise ValueError(f"unknown HRM layer {hrm!r}: expected one of {accepted}")
+    return hit
 
 
-_redactors: tuple[Callable[[str], str], Callable[[Any], Any]] | None = None
+# Our own generator, so an application's random.seed() cannot make two processes' ids collide.
+_rng = random.Random()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_rng.seed)
 
 
-def _scrubbers() -> tuple[Callable[[str], str], Callable[[Any], Any]]:
-    """The redaction functions, imported once on first traced call (not at import time)."""
-    global _redactors
-    if _redactors is None:
-        from membrane_otel.redact import redact_secrets, redact_value
-
-        _redactors = (redact_secrets, redact_value)
-    return _redactors
-
-
-def _summary(value: Any) -> str:
-    text = value if isinstance(value, str) else str(value)
-    # Redact before truncating, so the scrubber sees the whole secret.
-    text = _scrubbers()[0](text)
-    return text if len(text) <= SUMMARY_LIMIT else text[: SUMMARY_LIMIT - 1] + "…"
-
-
-def _attr(value: Any) -> Any:
-    if isinstance(value, str | bool | int | float):
-        return value
-    if isinstance(value, list | tuple) and all(isinstance(v, str | bool | int | float) for v in value):
-        return list(value)
-    return json.dumps(value, default=str, ensure_ascii=False)
-
-
-def event_id(code: str) -> str:
-    """The seed's readable id: ``{code}_{unix seconds}_{4 hex}``."""
-    return f"{code}_{int(time.time())}_{os.urandom(2).hex()}"
+def event_id(code: str, *, now: Callable[[], float] = time.time) -> str:
+    """The seed's readable id: ``{code}_{unix seconds}_{4 hex}`` (``alt_1705180800_a3f2``)."""
+    return f"{code}_{int(now())}_{_rng.getrandbits(16):04x}"
 
 
 def current_event_id() -> str | None:
-    """The readable id of the innermost open HRM span, if any."""
+    """The readable id of the innermost open HRM span in this context, if any."""
     value = otel_context.get_value(_EVENT_KEY)
     return value if isinstance(value, str) else None
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    try:
+        # Containers are abbreviated rather than rendered whole and then cut to 100 chars.
+        if isinstance(value, list | tuple | dict | set | frozenset):
+            return _repr.repr(value)
+        return str(value)
+    except Exception:  # a broken __str__ must not break the traced operation
+        return f"<unprintable {type(value).__name__}>"
+
+
+def _attr_value(value: Any) -> AttrValue:
+    """A value OTel accepts as an attribute: scalars, homogeneous lists, else JSON text."""
+    if isinstance(value, str | bool | int | float):
+        return value
+    if isinstance(value, list | tuple):
+        kinds = {type(v) for v in value}
+        if len(kinds) == 1 and kinds <= {str, bool, int, float}:
+            return list(value)
+    return json.dumps(value, default=str, ensure_ascii=False)
+
+
+class _Scrubber:
+    """Summaries and metadata through the configured redactor, then cut to 100 chars."""
+
+    __slots__ = ("_cache", "_redactor")
+
+    def __init__(self, redactor: Redactor) -> None:
+        self._redactor = redactor
+        self._cache: dict[str, str] = {}
+
+    def summary(self, value: Any) -> str:
+        if value is None:
+            return ""
+        text = _text(value)
+        if not text:
+            return ""
+        cached = self._cache.get(text)
+        if cached is not None:
+            return cached
+        # Redact before truncating, so the scrubber sees the whole secret.
+        out = self._redactor(text if len(text) <= _REDACT_WINDOW else text[:_REDACT_WINDOW])
+        if len(out) > SUMMARY_LIMIT:
+            out = out[: SUMMARY_LIMIT - 1] + "…"
+        if len(text) <= _CACHE_KEY_MAX:
+            if len(self._cache) >= _CACHE_MAX:
+                self._cache.clear()
+            self._cache[text] = out
+        return out
+
+    def text(self, value: str) -> str:
+        return self._redactor(value)
+
+    def metadata(self, metadata: Mapping[str, Any]) -> dict[str, AttrValue]:
+        redactor = self._redactor
+        out: dict[str, AttrValue] = {}
+        for key, value in metadata.items():
+            if value is None:
+                continue
+            name = f"hrm.meta.{key}"
+            if redactor.is_sensitive_key(key):
+                out[name] = "<REDACTED>"  # a bare value has no context for the text rules
+            elif isinstance(value, bool | int | float):
+                out[name] = value
+            elif isinstance(value, str):
+                out[name] = redactor(value)
+            else:
+                out[name] = _attr_value(redactor.redact_value(value))
+        return out
 
 
 class TraceContext:
     """What ``tracer.span`` yields: set the output summary, metadata, or ``blocked``."""
 
-    __slots__ = ("_span", "output", "status", "trace_id")
+    __slots__ = ("_meta", "_scrub", "_span", "output", "status", "trace_id")
 
-    def __init__(self, span: Span, trace_id: str) -> None:
+    def __init__(self, span: Span, trace_id: str, scrub: _Scrubber) -> None:
         self._span = span
+        self._scrub = scrub
+        self._meta: dict[str, Any] | None = None
         self.trace_id = trace_id
         self.output: str = ""
         self.status: HRMStatus | None = None
 
     def set_output(self, output: Any, **metadata: Any) -> None:
-        self.output = _summary(output)
-        self.set_metadata(**metadata)
+        """The seed's ``set_output``: the output summary (≤100 chars, redacted) and metadata."""
+        self.output = self._scrub.summary(output)
+        if metadata:
+            self.set_metadata(**metadata)
 
     def set_metadata(self, **metadata: Any) -> None:
-        if metadata:
-            redact_value = _scrubbers()[1]
-            self._span.set_attributes({f"hrm.meta.{k}": _attr(redact_value(v)) for k, v in metadata.items()})
+        """More ``hrm.meta.*`` attributes (redacted; written when the span ends)."""
+        if self._meta is None:
+            self._meta = metadata
+        else:
+            self._meta.update(metadata)
 
     def set_status(self, status: HRMStatus) -> None:
-        if status not in ("success", "error", "blocked"):
+        if status not in STATUSES:
             raise ValueError(f"unknown HRM status {status!r}: expected success, error or blocked")
         self.status = status
 
@@ -126,6 +214,7 @@ class TraceContext:
 
     @property
     def span(self) -> Span:
+        """The underlying OTel span, for anything the HRM API does not cover."""
         return self._span
 
     def __bool__(self) -> bool:
@@ -133,6 +222,8 @@ class TraceContext:
 
 
 class _NoopContext:
+    """Yielded when tracing is off: every method accepts and ignores, and it is falsy."""
+
     __slots__ = ()
     trace_id = None
     output = ""
@@ -168,107 +259,187 @@ _NOOP_CTX = _NoopContext()
 _NOOP_SPAN = _NoopSpan()
 
 
-class _HRMSpan:
-    __slots__ = ("_attrs", "_ctx", "_name", "_token", "_tracer")
+def _is_failure(exc: BaseException) -> bool:
+    # A generator closed early, or a clean sys.exit(), ends the operation; it does not fail it.
+    if isinstance(exc, GeneratorExit):
+        return False
+    return not (isinstance(exc, SystemExit) and exc.code in (None, 0))
 
-    def __init__(self, tracer: trace.Tracer, name: str, attrs: dict[str, Any]) -> None:
-        self._tracer = tracer
+
+class _HRMSpan:
+    """One traced operation: a context manager lighter than ``start_as_current_span``."""
+
+    __slots__ = ("_attrs", "_code", "_ctx", "_name", "_owner", "_token")
+
+    def __init__(self, owner: HRMTracer, code: str, name: str, attrs: dict[str, AttrValue]) -> None:
+        self._owner = owner
+        self._code = code
         self._name = name
         self._attrs = attrs
-        self._token: object | None = None
+        self._token: object = None
         self._ctx: TraceContext | None = None
 
     def __enter__(self) -> TraceContext:
         attrs = self._attrs
-        code = attrs.pop("_code")
-        eid = event_id(code)
-        parent_eid = current_event_id()
+        eid = event_id(self._code)
         attrs["hrm.event_id"] = eid
-        if parent_eid:
-            attrs["hrm.parent_event_id"] = parent_eid
-        span = self._tracer.start_span(self._name, attributes=attrs)
-        ctx = otel_context.set_value(_EVENT_KEY, eid, trace.set_span_in_context(span))
-        self._token = otel_context.attach(ctx)
-        self._ctx = TraceContext(span, eid)
-        return self._ctx
+        parent_eid = otel_context.get_value(_EVENT_KEY)
+        if parent_eid is not None:
+            attrs["hrm.parent_event_id"] = parent_eid  # type: ignore[assignment]  # always a str
+        owner = self._owner
+        span = owner._tracer().start_span(self._name, attributes=attrs)
+        self._token = otel_context.attach(
+            otel_context.set_value(_EVENT_KEY, eid, trace.set_span_in_context(span))
+        )
+        self._ctx = ctx = TraceContext(span, eid, owner._scrubber())
+        return ctx
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> Literal[False]:
-        tctx = self._ctx
-        if tctx is None:
+        ctx = self._ctx
+        if ctx is None:  # __exit__ without __enter__
             return False
-        span = tctx.span
-        status: HRMStatus = tctx.status or "success"
-        if exc is not None and not isinstance(exc, GeneratorExit):
+        span = ctx._span
+        scrub = ctx._scrub
+        status: HRMStatus = ctx.status or "success"
+        attrs: dict[str, AttrValue] = scrub.metadata(ctx._meta) if ctx._meta else {}
+        if exc is not None and _is_failure(exc):
             status = "error"
-            redact_secrets = _scrubbers()[0]
-            # Not span.record_exception(): its message and stack trace would leave unredacted.
-            span.add_event(
-                "exception",
-                {
-                    "exception.type": type(exc).__qualname__,
-                    "exception.message": redact_secrets(str(exc)),
-                    "exception.stacktrace": redact_secrets(
-                        "".join(traceback.format_exception(type(exc), exc, tb))
-                    ),
-                    "exception.escaped": True,
-                },
-            )
-            span.set_status(Status(StatusCode.ERROR, redact_secrets(f"{type(exc).__name__}: {exc}")))
-            span.set_attribute("hrm.meta.error", redact_secrets(str(exc))[:SUMMARY_LIMIT])
+            _record_exception(span, scrub, exc, tb)
+            attrs["hrm.meta.error"] = scrub.summary(f"{type(exc).__name__}: {exc}")
         elif status == "error":
             span.set_status(Status(StatusCode.ERROR))
-        span.set_attribute("hrm.status", status)
-        span.set_attribute("hrm.output_summary", tctx.output)
+        attrs["hrm.status"] = status
+        attrs["hrm.output_summary"] = ctx.output
+        span.set_attributes(attrs)
         span.end()
-        if self._token is not None:
-            otel_context.detach(self._token)  # type: ignore[arg-type]
+        try:
+            otel_context.detach(self._token)  # type: ignore[arg-type]  # the attach() token
+        finally:
+            self._token = None
         return False
 
 
-class HRMTracer:
-    """The seed's tracer API on OTel spans. Use the module-level ``tracer``."""
+def _record_exception(span: Span, scrub: _Scrubber, exc: BaseException, tb: TracebackType | None) -> None:
+    """The exception event, redacted (``span.record_exception`` would export the raw text)."""
+    message = scrub.text(str(exc))
+    stack = "".join(traceback.format_exception(type(exc), exc, tb))
+    if len(stack) > _STACK_LIMIT:
+        stack = "…" + stack[-_STACK_LIMIT:]  # the innermost frames and the message are at the end
+    span.add_event(
+        "exception",
+        {
+            "exception.type": type(exc).__qualname__,
+            "exception.message": message,
+            "exception.stacktrace": scrub.text(stack),
+            "exception.escaped": True,
+        },
+    )
+    span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {message}"))
 
-    def __init__(self, enabled: bool | None = None) -> None:
+
+class HRMTracer:
+    """The seed's tracer API on OTel spans. Use the module-level ``tracer``.
+
+    ``enabled`` None follows the settings (``MEMBRANE_TRACE``, the trace config file);
+    ``tracer_provider`` None means the global one; ``redactor`` None means one built from
+    the settings' ``redact_patterns``.
+    """
+
+    def __init__(
+        self,
+        enabled: bool | None = None,
+        *,
+        tracer_provider: trace.TracerProvider | None = None,
+        redactor: Redactor | None = None,
+    ) -> None:
         self._enabled = enabled
+        self._provider = tracer_provider
+        self._redactor = redactor
         self._otel: trace.Tracer | None = None
+        self._scrub: _Scrubber | None = None
+
+    # ------------------------------------------------------------------ switches
 
     @property
     def enabled(self) -> bool:
-        if self._enabled is None:
-            from membrane_otel.config import get_settings
+        enabled = self._enabled
+        return self._resolve() if enabled is None else enabled
 
-            self._enabled = get_settings().trace and os.environ.get("OTEL_SDK_DISABLED", "").lower() != "true"
+    def _resolve(self) -> bool:
+        from membrane_otel.config import ConfigError, get_settings
+
+        try:
+            on = get_settings().trace
+        except ConfigError as exc:
+            # Under opentelemetry-instrument a bad setting stops start-up; here, in the
+            # middle of the app, the honest answer is "off" and one warning.
+            _log.warning("HRM tracing off: %s", exc)
+            on = False
+        self._enabled = on and os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() != "true"
         return self._enabled
 
     def set_enabled(self, enabled: bool | None) -> None:
-        """Force tracing on/off; ``None`` re-reads the settings on next use."""
+        """Force tracing on/off; ``None`` re-reads the settings (and redaction rules) on next use."""
         self._enabled = enabled
+        if enabled is None:
+            self._scrub = None
 
     def _tracer(self) -> trace.Tracer:
-        if self._otel is None:
-            self._otel = trace.get_tracer("membrane_otel.hrm")
-        return self._otel
+        otel = self._otel
+        if otel is None:
+            provider = self._provider or trace.get_tracer_provider()
+            otel = provider.get_tracer("membrane_otel.hrm")
+            # Before the SDK is set up this is a proxy; keep asking until the real one exists,
+            # so spans do not pay the proxy's indirection for the life of the process.
+            if not isinstance(provider, trace.ProxyTracerProvider):
+                self._otel = otel
+        return otel
+
+    def _scrubber(self) -> _Scrubber:
+        scrub = self._scrub
+        if scrub is None:
+            redactor = self._redactor
+            if redactor is None:
+                from membrane_otel.config import get_settings
+                from membrane_otel.redact import Redactor, default_redactor
+
+                try:
+                    patterns = get_settings().redact_patterns
+                except Exception:  # settings already failed loudly elsewhere; keep the defaults
+                    patterns = ()
+                redactor = Redactor(extra_patterns=patterns) if patterns else default_redactor
+            self._scrub = scrub = _Scrubber(redactor)
+        return scrub
+
+    # ------------------------------------------------------------------ the seed's API
 
     def span(
         self, hrm: str, operation: str, component: str = "", input_data: Any = "", **metadata: Any
     ) -> _HRMSpan | _NoopSpan:
-        """A context manager tracing one operation; yields a :class:`TraceContext`."""
-        if not self.enabled:
+        """A context manager tracing one operation; yields a :class:`TraceContext`.
+
+        ``hrm`` is a layer code (``alt``) or name (``altitude``); keyword arguments become
+        ``hrm.meta.*`` attributes. An exception leaving the block marks the span ``error``
+        (with a redacted ``exception`` event) and propagates unchanged.
+        """
+        enabled = self._enabled
+        if enabled is None:
+            enabled = self._resolve()
+        if not enabled:
             return _NOOP_SPAN
         code, layer = layer_of(hrm)
-        attrs: dict[str, Any] = {
-            "_code": code,
+        scrub = self._scrubber()
+        attrs: dict[str, AttrValue] = {
             "hrm.layer": layer,
             "hrm.operation": operation,
             "hrm.component": component,
-            "hrm.input_summary": _summary(input_data) if input_data != "" else "",
+            "hrm.input_summary": scrub.summary(input_data),
         }
         if metadata:
-            redact_value = _scrubbers()[1]
-            attrs.update({f"hrm.meta.{k}": _attr(redact_value(v)) for k, v in metadata.items()})
-        return _HRMSpan(self._tracer(), f"{layer}.{operation}", attrs)
+            attrs.update(scrub.metadata(metadata))
+        return _HRMSpan(self, code, f"{layer}.{operation}", attrs)
 
     def event(
         self,
@@ -278,14 +449,37 @@ class HRMTracer:
         input_data: Any = "",
         output_data: Any = "",
         status: HRMStatus = "success",
-        metadata: dict[str, Any] | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> None:
-        """A one-shot event: a zero-length span, child of the current one."""
-        if not self.enabled:
+        """A one-shot operation: a zero-length span, child of the current one."""
+        enabled = self._enabled
+        if enabled is None:
+            enabled = self._resolve()
+        if not enabled:
             return
-        with self.span(hrm, operation, component, input_data, **(metadata or {})) as ctx:
-            ctx.set_output(output_data)
-            ctx.set_status(status)
+        if status not in STATUSES:
+            raise ValueError(f"unknown HRM status {status!r}: expected success, error or blocked")
+        code, layer = layer_of(hrm)
+        scrub = self._scrubber()
+        eid = event_id(code)
+        attrs: dict[str, AttrValue] = {
+            "hrm.layer": layer,
+            "hrm.operation": operation,
+            "hrm.component": component,
+            "hrm.input_summary": scrub.summary(input_data),
+            "hrm.output_summary": scrub.summary(output_data),
+            "hrm.status": status,
+            "hrm.event_id": eid,
+        }
+        parent_eid = current_event_id()
+        if parent_eid is not None:
+            attrs["hrm.parent_event_id"] = parent_eid
+        if metadata:
+            attrs.update(scrub.metadata(metadata))
+        span = self._tracer().start_span(f"{layer}.{operation}", attributes=attrs)
+        if status == "error":
+            span.set_status(Status(StatusCode.ERROR))
+        span.end()
 
     def trace(
         self,
@@ -295,30 +489,48 @@ class HRMTracer:
         *,
         summarize: Callable[..., Any] | None = None,
     ) -> Callable[[Callable[P, R]], Callable[P, R]]:
-        """Decorator tracing every call of a function (sync or async)."""
-        layer_of(hrm)  # a bad layer fails at decoration time, not on first call
+        """Decorator tracing every call of a function or method, sync or async.
 
-        def wrap(fn: Callable[P, R]) -> Callable[P, R]:
+        The input summary is the call's arguments (``self``/``cls`` left out) unless
+        ``summarize(*args, **kwargs)`` says otherwise; the output summary is the result.
+        Put it *under* ``@classmethod`` / ``@staticmethod``. Generator functions are refused:
+        their work happens after the call returns, so trace inside them with ``span()``.
+        """
+        layer_of(hrm)  # a bad layer fails at decoration time, not on the first call
+
+        def decorate(fn: Callable[P, R]) -> Callable[P, R]:
+            if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+                raise TypeError(
+                    f"tracer.trace cannot trace generator function {fn.__qualname__}: "
+                    "use `with tracer.span(...)` inside it"
+                )
             op = operation or fn.__name__
             comp = component or fn.__module__
+            try:
+                params = list(inspect.signature(fn).parameters)
+            except (TypeError, ValueError):  # builtins without a signature
+                params = []
+            skip = 1 if params and params[0] in ("self", "cls") else 0
 
             def summary(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
                 if summarize is not None:
                     return summarize(*args, **kwargs)
-                return ", ".join([*map(repr, args), *(f"{k}={v!r}" for k, v in kwargs.items())])
+                parts = [_repr.repr(a) for a in args[skip:]]
+                parts.extend(f"{k}={_repr.repr(v)}" for k, v in kwargs.items())
+                return ", ".join(parts)
 
             if inspect.iscoroutinefunction(fn):
 
                 @functools.wraps(fn)
                 async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
                     if not self.enabled:
-                        return await fn(*args, **kwargs)  # type: ignore[misc]
+                        return await fn(*args, **kwargs)
                     with self.span(hrm, op, comp, summary(args, kwargs)) as ctx:
-                        result = await fn(*args, **kwargs)  # type: ignore[misc]
+                        result = await fn(*args, **kwargs)
                         ctx.set_output(result)
                         return result
 
-                return async_wrapper  # type: ignore[return-value]
+                return async_wrapper  # type: ignore[return-value]  # same signature, awaitable result
 
             @functools.wraps(fn)
             def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -331,7 +543,26 @@ class HRMTracer:
 
             return wrapper
 
-        return wrap
+        return decorate
+
+    def wrap(self, fn: Callable[P, R]) -> Callable[P, R]:
+        """``fn`` bound to the caller's trace context, to run in another thread.
+
+        A new thread starts with an empty context (its spans are new roots); a function
+        wrapped here, where a span is open, makes its spans that span's children wherever
+        it runs. One wrapped function may run in several threads at once.
+        """
+        captured = otel_context.get_current()
+
+        @functools.wraps(fn)
+        def in_context(*args: P.args, **kwargs: P.kwargs) -> R:
+            token = otel_context.attach(captured)
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                otel_context.detach(token)
+
+        return in_context
 
 
 tracer = HRMTracer()
