@@ -1,7 +1,7 @@
-"""Secret redaction: everything is scrubbed before it is queued, so secrets never leave the process.
+r"""Secret redaction: everything is scrubbed before it is queued, so secrets never leave the process.
 
-A :class:`Redactor` is a small callable: its rules are compiled once in ``__init__`` and
-``__call__(text)`` returns the text with every secret value replaced by ``<REDACTED>``.
+A :class:`Redactor` is a small callable: its rules are compiled once (the built-in ones at
+import, extra patterns in ``__init__``) and ``__call__(text)`` returns the text with every secret value replaced by ``<REDACTED>``.
 What it recognises:
 
 * the seeds' forms: ``"token": "<REDACTED>"``, ``Authorization: Bearer <REDACTED>``,
@@ -20,9 +20,12 @@ What it recognises:
 Prose that only looks alike stays: "token bucket refilled", "password reset email sent",
 "the secret to good tests", "Bearer of bad news" (a key needs a ``:``/``=`` and a value).
 
-Speed: most log lines hold no secret, so each rule names the lowercase substrings its regex
-cannot match without (its *triggers*); ``__call__`` lowercases the text once and runs only
-the rules whose trigger occurs. A clean 1 KB line costs a few substring searches.
+Speed: most log lines hold no secret, so what matters is the cost of *not* matching. ``re``
+skips ahead fast only to a literal prefix (~0.4 us per KB, as fast as ``in``); a pattern
+that starts with a class, ``\b``, a lookbehind or ``(?i)`` tries every position (~9-90 us
+per KB). So every rule starts with a literal and asserts its left boundary by a lookbehind
+*after* it, and case-insensitive rules are lowercase patterns run over ``text.lower()``
+(computed once). A clean 1 KB line costs ~10 us.
 """
 
 from __future__ import annotations
@@ -53,10 +56,21 @@ _SECRET_WORDS = (
 # \b or a class costs ~9 us per KB instead of ~0.4).
 _KEY_PREFIXES = tuple(
     p + sep
-    for p in ("api", "access", "secret", "private", "signing", "encryption", "account", "auth",
-              "sharedaccess", "shared_access", "shared-access")
+    for p in (
+        "api",
+        "access",
+        "secret",
+        "private",
+        "signing",
+        "encryption",
+        "account",
+        "auth",
+        "sharedaccess",
+        "shared_access",
+        "shared-access",
+    )
     for sep in ("", "_", "-")
-)  # fmt: skip
+)
 _KEY_LOOKBEHIND = "(?:" + "|".join(f"(?<={re.escape(p)}key)" for p in _KEY_PREFIXES) + ")"
 
 # The key must end where the word ends: "tokens_saved" or "token.expiry" are other keys.
@@ -113,16 +127,13 @@ class _Rule:
     # rare text whose lowercase has another length (a few non-ASCII letters).
     lower: bool = False
     ci_regex: re.Pattern[str] | None = None
-    # Lowercase substrings the regex cannot match without, for rules that cannot start with
-    # a literal; empty means "just search".
-    triggers: tuple[str, ...] = ()
     # Characters before the match that belong to the secret (asserted by a lookbehind).
     lead: int = 0
 
 
-def _ci(name: str, pattern: str, repl: str | _Repl, triggers: tuple[str, ...] = ()) -> _Rule:
+def _ci(name: str, pattern: str, repl: str | _Repl) -> _Rule:
     """A case-insensitive rule; ``pattern`` is written in lowercase."""
-    return _Rule(name, re.compile(pattern), repl, True, re.compile(pattern, re.IGNORECASE), triggers)
+    return _Rule(name, re.compile(pattern), repl, True, re.compile(pattern, re.IGNORECASE))
 
 
 def _kv(word_pattern: str) -> str:
@@ -176,9 +187,17 @@ _BUILTIN_RULES: tuple[_Rule, ...] = (
         "=(?:"
         + "|".join(
             f"(?<=[?&;]{re.escape(k)}=)"
-            for k in ("sig", "signature", "x-amz-signature", "x-amz-credential", "x-goog-signature",
-                      "x-goog-credential", "key", "apikey")
-        )  # fmt: skip
+            for k in (
+                "sig",
+                "signature",
+                "x-amz-signature",
+                "x-amz-credential",
+                "x-goog-signature",
+                "x-goog-credential",
+                "key",
+                "apikey",
+            )
+        )
         + r""")(?P<uv>[^&#\s"'<>]+)""",
         _replace_value,
     ),
@@ -190,13 +209,20 @@ _BUILTIN_RULES: tuple[_Rule, ...] = (
     _ci("key_value", _kv(r"key" + _KEY_LOOKBEHIND), _replace_value),
     # Well-known token formats, recognised by shape alone and case-sensitive as issued. Each
     # starts with its literal; the lookbehind after it stands for a leading \b.
-    _Rule("aws_access_key_id", re.compile(r"A(?<![A-Za-z0-9_]A)(?:KIA|SIA)[A-Z0-9]{16}(?![A-Za-z0-9_])"), PLACEHOLDER),
+    _Rule(
+        "aws_access_key_id",
+        re.compile(r"A(?<![A-Za-z0-9_]A)(?:KIA|SIA)[A-Z0-9]{16}(?![A-Za-z0-9_])"),
+        PLACEHOLDER,
+    ),
     _Rule("gcp_api_key", re.compile(r"AIza(?<![A-Za-z0-9_]AIza)[0-9A-Za-z_\-]{35}"), PLACEHOLDER),
     _Rule(
         "github_token",
-        re.compile(
-            r"gh(?<![A-Za-z0-9_]gh)(?:[pousr]_[A-Za-z0-9]{20,255}|ithub_pat_[A-Za-z0-9_]{22,255})(?![A-Za-z0-9_])"
-        ),
+        re.compile(r"gh(?<![A-Za-z0-9_]gh)[pousr]_[A-Za-z0-9]{20,255}(?![A-Za-z0-9_])"),
+        PLACEHOLDER,
+    ),
+    _Rule(
+        "github_fine_grained_token",
+        re.compile(r"github_pat_(?<![A-Za-z0-9_]github_pat_)[A-Za-z0-9_]{22,255}"),
         PLACEHOLDER,
     ),
     _Rule("gitlab_token", re.compile(r"glpat-(?<![A-Za-z0-9_]glpat-)[A-Za-z0-9_\-]{20,}"), PLACEHOLDER),
@@ -222,7 +248,9 @@ _BUILTIN_RULES: tuple[_Rule, ...] = (
     _Rule("sk_api_key", re.compile(r"sk-(?<![A-Za-z0-9_\-]sk-)[A-Za-z0-9_\-]{20,}"), PLACEHOLDER),
     _Rule(
         "jwt",
-        re.compile(r"eyJ(?<![A-Za-z0-9_\-]eyJ)[A-Za-z0-9_\-]{5,}\.[A-Za-z0-9_\-]{5,}(?:\.[A-Za-z0-9_\-]+){0,3}"),
+        re.compile(
+            r"eyJ(?<![A-Za-z0-9_\-]eyJ)[A-Za-z0-9_\-]{5,}\.[A-Za-z0-9_\-]{5,}(?:\.[A-Za-z0-9_\-]+){0,3}"
+        ),
         PLACEHOLDER,
     ),
 )
