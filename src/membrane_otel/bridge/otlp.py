@@ -1,0 +1,240 @@
+"""The bridge's adapter: OTLP export requests → the neutral records of :mod:`membrane_otel.records`.
+
+The second of the two thin adapters (the first reads the SDK's objects in-process). What
+comes out must equal what :func:`membrane_otel.records.span_from_sdk` /
+:func:`~membrane_otel.records.log_from_sdk` make of the same span or record, so that the one
+translation gives the same ledger lines and envelopes in embedded and collector mode:
+AnyValue → plain Python (kvlist → dict, array → list, bytes → hex), ids → lowercase hex,
+an empty string status message → None, as the SDK has it.
+
+This runs once per record on the bridge's hot path, so it reads protobuf fields directly
+(``WhichOneof`` + ``getattr``) and shares one resource dict per resource block instead of
+copying it into every record.
+
+OTLP/JSON is protobuf JSON with one twist: trace and span ids are hex strings, where
+protobuf JSON expects base64 for ``bytes``. :func:`parse_json` rewrites them before parsing.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError, Message
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from membrane_otel.records import EventData, LogData, SpanData, StatusName
+
+__all__ = [
+    "Decoded",
+    "MalformedRequest",
+    "decode_logs",
+    "decode_traces",
+    "logs_from_request",
+    "parse_json",
+    "parse_protobuf",
+    "spans_from_request",
+]
+
+M = TypeVar("M", bound=Message)
+
+_STATUS: dict[int, StatusName] = {0: "unset", 1: "ok", 2: "error"}
+_SCALARS = frozenset(("string_value", "bool_value", "int_value", "double_value"))
+
+
+class MalformedRequest(ValueError):
+    """The body is not a valid OTLP export request (HTTP 400)."""
+
+
+@dataclass(slots=True)
+class Decoded:
+    """Records read from one request, and what could not be read (for ``partial_success``)."""
+
+    records: list[Any] = field(default_factory=list)
+    rejected: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def reject(self, why: str) -> None:
+        self.rejected += 1
+        if len(self.errors) < 5:  # the answer names a few reasons, not thousands
+            self.errors.append(why)
+
+
+# --------------------------------------------------------------------------- values
+
+
+def _value(v: Any) -> Any:
+    """One ``AnyValue`` as plain Python, as :func:`membrane_otel.records._plain` has it."""
+    kind = v.WhichOneof("value")
+    if kind in _SCALARS:
+        return getattr(v, kind)
+    if kind == "array_value":
+        return [_value(x) for x in v.array_value.values]
+    if kind == "kvlist_value":
+        return {kv.key: _value(kv.value) for kv in v.kvlist_value.values}
+    if kind == "bytes_value":
+        return v.bytes_value.hex()
+    return None
+
+
+def _attrs(kvs: Iterable[Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for kv in kvs:
+        v = kv.value
+        kind = v.WhichOneof("value")
+        # Most attributes are strings: one branch, no call.
+        out[kv.key] = getattr(v, kind) if kind in _SCALARS else _value(v)
+    return out
+
+
+def _id(raw: bytes, width: int, what: str) -> str:
+    """Hex of an id: ``""`` when absent; a wrong length is an invalid record."""
+    if not raw:
+        return ""
+    if len(raw) != width:
+        raise ValueError(f"{what} has {len(raw)} bytes, expected {width}")
+    return raw.hex()
+
+
+# --------------------------------------------------------------------------- spans
+
+
+def spans_from_request(req: ExportTraceServiceRequest) -> Decoded:
+    """Every span of an export request as :class:`SpanData`; unreadable spans are counted."""
+    out = Decoded()
+    append = out.records.append
+    for rs in req.resource_spans:
+        resource = _attrs(rs.resource.attributes)
+        for ss in rs.scope_spans:
+            scope = ss.scope.name
+            for s in ss.spans:
+                try:
+                    status = s.status
+                    trace_id = _id(s.trace_id, 16, "trace_id")
+                    span_id = _id(s.span_id, 8, "span_id")
+                    if not trace_id or not span_id:
+                        raise ValueError("span without trace_id or span_id")
+                    append(
+                        SpanData(
+                            name=s.name,
+                            trace_id=trace_id,
+                            span_id=span_id,
+                            parent_span_id=_id(s.parent_span_id, 8, "parent_span_id") or None,
+                            start_ns=s.start_time_unix_nano,
+                            end_ns=s.end_time_unix_nano or s.start_time_unix_nano,
+                            status=_STATUS.get(status.code, "unset"),
+                            status_message=status.message or None,
+                            attributes=_attrs(s.attributes),
+                            events=[EventData(e.name, e.time_unix_nano, _attrs(e.attributes)) for e in s.events],
+                            resource=resource,
+                            scope=scope,
+                        )
+                    )
+                except ValueError as exc:
+                    out.reject(f"span {s.name!r}: {exc}")
+    return out
+
+
+# --------------------------------------------------------------------------- logs
+
+
+def logs_from_request(req: ExportLogsServiceRequest) -> Decoded:
+    """Every log record of an export request as :class:`LogData`; unreadable ones are counted."""
+    out = Decoded()
+    append = out.records.append
+    for rl in req.resource_logs:
+        resource = _attrs(rl.resource.attributes)
+        for sl in rl.scope_logs:
+            scope = sl.scope.name
+            for r in sl.log_records:
+                try:
+                    append(
+                        LogData(
+                            time_ns=r.time_unix_nano or r.observed_time_unix_nano,
+                            severity_number=r.severity_number,
+                            severity_text=r.severity_text,
+                            body=_value(r.body) if r.HasField("body") else None,
+                            attributes=_attrs(r.attributes),
+                            event_name=r.event_name or None,
+                            trace_id=_id(r.trace_id, 16, "trace_id") or None,
+                            span_id=_id(r.span_id, 8, "span_id") or None,
+                            resource=resource,
+                            scope=scope,
+                        )
+                    )
+                except ValueError as exc:
+                    out.reject(f"log record: {exc}")
+    return out
+
+
+# --------------------------------------------------------------------------- bodies
+
+
+def parse_protobuf(body: bytes, message: M) -> M:
+    try:
+        message.ParseFromString(body)
+    except (DecodeError, RuntimeError, ValueError) as exc:
+        raise MalformedRequest(f"not a valid {type(message).__name__} protobuf: {exc}") from None
+    return message
+
+
+# JSON keys holding trace/span ids (camelCase as OTLP/JSON writes them, snake_case as
+# protobuf JSON also accepts).
+_ID_KEYS = frozenset(("traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id"))
+_HEX_LENGTHS = frozenset((16, 32))
+
+
+def _hex_ids_to_base64(node: Any) -> None:
+    """Rewrite OTLP/JSON's hex ids as the base64 protobuf JSON expects, in place.
+
+    A hex id is 16 or 32 characters; base64 of the same bytes is 12 or 24, so a value
+    that is already base64 (a client speaking plain protobuf JSON) is left alone.
+    """
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in _ID_KEYS and isinstance(value, str):
+                if len(value) in _HEX_LENGTHS:
+                    try:
+                        node[key] = base64.b64encode(bytes.fromhex(value)).decode("ascii")
+                    except ValueError:
+                        raise MalformedRequest(f"{key} {value!r} is not hex") from None
+            elif isinstance(value, dict | list):
+                _hex_ids_to_base64(value)
+    elif isinstance(node, list):
+        for item in node:
+            if isinstance(item, dict | list):
+                _hex_ids_to_base64(item)
+
+
+def parse_json(body: bytes, message: M) -> M:
+    """An OTLP/JSON body into ``message``; unknown fields are ignored, as the spec asks."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MalformedRequest(f"not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise MalformedRequest("an OTLP/JSON body must be a JSON object")
+    _hex_ids_to_base64(data)
+    try:
+        json_format.ParseDict(data, message, ignore_unknown_fields=True)
+    except (json_format.ParseError, binascii.Error, ValueError, TypeError) as exc:
+        raise MalformedRequest(f"not a valid {type(message).__name__}: {exc}") from None
+    return message
+
+
+def decode_traces(body: bytes, *, json_body: bool) -> Decoded:
+    req = ExportTraceServiceRequest()
+    parse_json(body, req) if json_body else parse_protobuf(body, req)
+    return spans_from_request(req)
+
+
+def decode_logs(body: bytes, *, json_body: bool) -> Decoded:
+    req = ExportLogsServiceRequest()
+    parse_json(body, req) if json_body else parse_protobuf(body, req)
+    return logs_from_request(req)
