@@ -1,0 +1,218 @@
+"""Row 4: ledger append (lock and hash chain included) vs plain buffered writes of the same lines.
+
+One iteration is one export batch (25 records, the default batch size) of realistic error
+records (15 attributes, a 7-frame stack trace). Variants:
+
+* plain: ``json.dumps`` of the same line dicts, written through a buffered text file and
+  flushed once per batch — what any JSONL writer pays;
+* ``Ledger.append_many``: the same dicts through the ledger (flock, tail read, chain, hash);
+* ``LedgerLogExporter.export``: the SDK's records through the ledger exporter (adapter +
+  translation + ledger) — the path a log record really takes, and the one issue 6 targets.
+
+Every batch carries fresh record ids (the ledger skips ids it has seen). Files are truncated
+after each segment (untimed) to keep the disk use small; appends do not depend on file size.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from benchmarks import add_profiles, interleave, profile_top, ratio, row, timer_overhead_ns, variant
+
+GLOBAL_STATE = False
+BATCH = 25
+
+_STACK = (
+    "Traceback (most recent call last):\n"
+    + "".join(
+        f'  File "orchestration/scripts/resurrect_all_citizens.py", line {40 + i}, in step_{i}\n'
+        f"    result = step_{i + 1}(citizen_id, attempt=attempt)\n"
+        for i in range(7)
+    )
+    + "ValueError: Bootstrap failed for 17: upstream returned 503\n"
+)
+
+
+def _attributes(rid: str) -> dict[str, Any]:
+    return {
+        "membrane.record_id": rid,
+        "membrane.l2": True,
+        "membrane.signal_type": "script_error",
+        "membrane.script_name": "resurrect_all_citizens",
+        "membrane.script_path": "orchestration/scripts/resurrect_all_citizens.py",
+        "membrane.node_id": "code_substrate_orchestration_scripts_resurrect_all_citizens_py",
+        "membrane.source": "script:resurrect_all_citizens",
+        "membrane.scope": "organizational",
+        "membrane.channel": "signals.script.resurrect_all_citizens",
+        "membrane.fingerprint": "3f1c2a9b8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a",
+        "membrane.dedupe_key": "9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b",
+        "code.function": "step_6",
+        "code.lineno": 46,
+        "exception.type": "ValueError",
+        "exception.message": "Bootstrap failed for 17: upstream returned 503",
+        "exception.stacktrace": _STACK,
+    }
+
+
+def make_records(n: int) -> list[Any]:
+    """``n`` SDK log records shaped like setup_l2_logger's errors, each with its own id."""
+    from opentelemetry._logs import LogRecord, SeverityNumber
+    from opentelemetry.sdk._logs import ReadableLogRecord
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+    resource = Resource.create({"service.name": "resurrect_all_citizens"})
+    scope = InstrumentationScope("resurrect_all_citizens")
+    out = []
+    for i in range(n):
+        lr = LogRecord(
+            timestamp=1_705_180_800_000_000_000 + i,
+            observed_timestamp=1_705_180_800_000_000_000 + i,
+            trace_id=0x5B8EFFF798038103D269B633813FC60C,
+            span_id=0xEEE19B7EC3C1B174,
+            severity_text="ERROR",
+            severity_number=SeverityNumber.ERROR,
+            body=f"Bootstrap failed for {i}",
+            attributes=_attributes(os.urandom(12).hex()),
+        )
+        out.append(ReadableLogRecord(log_record=lr, resource=resource, instrumentation_scope=scope))
+    return out
+
+
+def run(quick: bool) -> dict[str, Any]:
+    from membrane_otel.exporters import LedgerLogExporter
+    from membrane_otel.ledger import Ledger, _dumps
+    from membrane_otel.records import log_from_sdk
+    from membrane_otel.translate import log_line
+
+    rounds, per_round, warmup = (5, 20, 10) if quick else (30, 60, 50)
+    total = warmup + rounds * per_round
+    clock = __import__("time").perf_counter_ns
+
+    with tempfile.TemporaryDirectory(prefix="membrane-bench-ledger-") as tmp:
+        d = Path(tmp)
+        # Fresh records (and ids) for every batch of every variant, built before any timing.
+        recs = {name: make_records(total * BATCH) for name in ("plain", "ledger", "exporter")}
+        lines = {name: [log_line(log_from_sdk(r)) for r in recs[name]] for name in ("plain", "ledger")}
+
+        plain_path = d / "plain.jsonl"
+        plain_file = open(plain_path, "a", encoding="utf-8")
+        ledger = Ledger(d / "ledger.jsonl")
+        exporter = LedgerLogExporter(d / "exporter.jsonl")
+        cursor = {"plain": 0, "ledger": 0, "exporter": 0}
+
+        def take(name: str, source: list[Any]) -> list[Any]:
+            i = cursor[name]
+            cursor[name] = i + BATCH
+            return source[i : i + BATCH]
+
+        def plain() -> int:
+            batch = take("plain", lines["plain"])
+            t0 = clock()
+            write = plain_file.write
+            for obj in batch:
+                write(_dumps(obj) + "\n")
+            plain_file.flush()
+            return clock() - t0
+
+        def chained() -> int:
+            batch = take("ledger", lines["ledger"])
+            t0 = clock()
+            ledger.append_many(batch)
+            return clock() - t0
+
+        def exported() -> int:
+            batch = take("exporter", recs["exporter"])
+            t0 = clock()
+            exporter.export(batch)
+            return clock() - t0
+
+        def truncate(path: Path) -> Any:
+            return lambda: os.truncate(path, 0) if path.exists() else None
+
+        try:
+            samples = interleave(
+                {"plain": plain, "ledger": chained, "exporter": exported},
+                rounds=rounds,
+                per_round=per_round,
+                warmup=warmup,
+                settle={
+                    "plain": truncate(plain_path),
+                    "ledger": truncate(ledger.path),
+                    "exporter": truncate(d / "exporter.jsonl"),
+                },
+                overhead_ns=timer_overhead_ns(2000),
+            )
+        finally:
+            plain_file.close()
+            ledger.close()
+
+        med = {k: sorted(v)[len(v) // 2] for k, v in samples.items()}
+        rate = {k: BATCH / (v / 1e9) for k, v in med.items()}
+
+        def per_batch(name: str, label: str) -> dict[str, Any]:
+            v = variant(label, samples[name])
+            v["note"] = f"{rate[name]:,.0f} lines/s (median batch of {BATCH})"
+            return v
+
+        line_bytes = len(json.dumps(lines["plain"][0], ensure_ascii=False))
+        result = row(
+            "ledger",
+            "Ledger append (flock + hash chain) vs plain buffered writes of the same JSON lines",
+            variants=[
+                per_batch("plain", "plain buffered writes (json.dumps + write + flush)"),
+                per_batch("ledger", "Ledger.append_many (same dicts)"),
+                per_batch("exporter", "LedgerLogExporter.export (SDK records → translate → ledger)"),
+            ],
+            ratios=[
+                ratio(
+                    "ledger exporter throughput / plain writes",
+                    rate["exporter"] / rate["plain"],
+                    0.5,
+                    ">=",
+                    "issue 6",
+                ),
+                ratio(
+                    "Ledger.append_many throughput / plain writes",
+                    rate["ledger"] / rate["plain"],
+                    0.5,
+                    ">=",
+                    "issue 6",
+                ),
+            ],
+            note=f"Times are per batch of {BATCH} lines (~{line_bytes} bytes each, error records with a "
+            "7-frame stack trace).",
+        )
+
+        prof_recs = make_records(200 * BATCH)
+
+        def profile_exporter() -> str:
+            it = iter(range(0, len(prof_recs), BATCH))
+
+            def one() -> None:
+                i = next(it)
+                exporter.export(prof_recs[i : i + BATCH])
+
+            return profile_top(one, 100)
+
+        def profile_ledger() -> str:
+            prof_lines = [log_line(log_from_sdk(r)) for r in prof_recs]
+            it = iter(range(0, len(prof_lines), BATCH))
+
+            def one() -> None:
+                i = next(it)
+                ledger.append_many(prof_lines[i : i + BATCH])
+
+            return profile_top(one, 150)
+
+        return add_profiles(
+            result,
+            {
+                "ledger exporter throughput / plain writes": profile_exporter,
+                "Ledger.append_many throughput / plain writes": profile_ledger,
+            },
+        )
