@@ -39,6 +39,7 @@ LAYER_CODES = {
     "memory": "mem",
     "system": "sys",
 }
+SUMMARY_LIMIT = 100
 _MAX_PENDING = 10_000  # spans held for unfinished roots before the oldest traces print anyway
 _DONE_MEMORY = 1024  # printed traces remembered, so a late child prints at once, not at exit
 
@@ -71,12 +72,16 @@ def hrm_status(span: SpanData) -> str:
 
 
 def _error_text(span: SpanData) -> str:
+    """``Type: message`` of the span's exception, cut like a summary (a tree line stays a line)."""
+    text = span.status_message or ""
     for event in span.events:
         if event.name == "exception":
             kind = event.attributes.get("exception.type")
             message = event.attributes.get("exception.message")
-            return ": ".join(str(p) for p in (kind, message) if p)
-    return span.status_message or ""
+            text = ": ".join(str(p) for p in (kind, message) if p)
+            break
+    text = " ".join(text.split())
+    return text if len(text) <= SUMMARY_LIMIT else text[: SUMMARY_LIMIT - 1] + "…"
 
 
 def _detail(span: SpanData) -> str:

@@ -306,8 +306,8 @@ class _HRMSpan:
         attrs: dict[str, AttrValue] = scrub.metadata(ctx._meta) if ctx._meta else {}
         if exc is not None and _is_failure(exc):
             status = "error"
+            # The ledger line's metadata.error/error_type come from this event, as the seed's do.
             _record_exception(span, scrub, exc, tb)
-            attrs["hrm.meta.error"] = scrub.summary(f"{type(exc).__name__}: {exc}")
         elif status == "error":
             span.set_status(Status(StatusCode.ERROR))
         attrs["hrm.status"] = status
@@ -515,7 +515,10 @@ class HRMTracer:
             def summary(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
                 if summarize is not None:
                     return summarize(*args, **kwargs)
-                parts = [_repr.repr(a) for a in args[skip:]]
+                args = args[skip:]
+                if len(args) == 1 and not kwargs and isinstance(args[0], str):
+                    return args[0]  # one text argument reads best bare, as the seed's summaries do
+                parts = [_repr.repr(a) for a in args]
                 parts.extend(f"{k}={_repr.repr(v)}" for k, v in kwargs.items())
                 return ", ".join(parts)
 
