@@ -111,8 +111,9 @@ def stack_fingerprint(
     frame tuples (``frames``, outermost first: ``(file, function)`` or ``(file, line,
     function)``), or, for an error logged without an exception, from the call stack:
     ``stack`` is the innermost frame, and with no argument at all the caller's stack is
-    used with logging's and this package's own frames skipped, so that a fingerprint
-    taken inside a logging handler is the one of the ``logger.error(...)`` call site.
+    used, with this package's frames skipped and, when called inside a logging handler,
+    logging's and the handler's too: the fingerprint is the one of the ``logger.error(...)``
+    call site.
     """
     if tb is not None:
         sites: list[tuple[str, str]] = []
@@ -160,17 +161,34 @@ _FRAME_LINE = re.compile(
 
 
 # Frames skipped when fingerprinting a call site: logging itself and this package.
-_SKIP_DIRS = (
-    os.path.dirname(logging.__file__) + os.sep,
-    os.path.dirname(os.path.abspath(__file__)) + os.sep,
-)
+_LOGGING_DIR = os.path.dirname(logging.__file__) + os.sep
+_SKIP_DIRS = (_LOGGING_DIR, os.path.dirname(os.path.abspath(__file__)) + os.sep)
+_HANDLER_DEPTH = 16  # how far out to look for logging's frames above a handler
 
 
 def _outside_frame(frame: FrameType | None) -> FrameType | None:
-    """The first frame, walking outwards, that belongs to neither logging nor membrane_otel."""
-    while frame is not None and frame.f_code.co_filename.startswith(_SKIP_DIRS):
-        frame = frame.f_back
-    return frame
+    """The frame of the logging call, seen from inside a handler: the first frame beyond
+    logging's own (and this package's). Called outside logging, the first frame that is
+    not this package's."""
+    first_outside: FrameType | None = None
+    probe = frame
+    for _ in range(_HANDLER_DEPTH):
+        if probe is None:
+            break
+        filename = probe.f_code.co_filename
+        if filename.startswith(_LOGGING_DIR):
+            # Inside a handler (ours or anyone's): the call site is past logging's frames.
+            while probe is not None and probe.f_code.co_filename.startswith(_SKIP_DIRS):
+                probe = probe.f_back
+            return probe
+        if first_outside is None and not filename.startswith(_SKIP_DIRS):
+            first_outside = probe
+        probe = probe.f_back
+    if first_outside is None:
+        while frame is not None and frame.f_code.co_filename.startswith(_SKIP_DIRS):
+            frame = frame.f_back
+        return frame
+    return first_outside
 
 
 def capture_call_site(limit: int = FINGERPRINT_FRAMES) -> tuple[Frame, ...]:
@@ -232,10 +250,18 @@ def render_stack(
             code, lasti = code_lasti[i]
             if lasti >= 0:
                 with contextlib.suppress(StopIteration, ValueError):
-                    _, end_lineno, colno, end_colno = next(itertools.islice(code.co_positions(), lasti // 2, None))
+                    _, end_lineno, colno, end_colno = next(
+                        itertools.islice(code.co_positions(), lasti // 2, None)
+                    )
         summaries.append(
             traceback.FrameSummary(
-                filename, lineno, name, lookup_line=False, end_lineno=end_lineno, colno=colno, end_colno=end_colno
+                filename,
+                lineno,
+                name,
+                lookup_line=False,
+                end_lineno=end_lineno,
+                colno=colno,
+                end_colno=end_colno,
             )
         )
     body = "".join(traceback.StackSummary.from_list(summaries).format())
@@ -449,7 +475,9 @@ def truncate_stack(text: str, max_lines: int = STACK_MAX_LINES, max_bytes: int =
             break
     cut_lines = end >= 0 and end + 1 < len(text)
     head = text[: end + 1] if cut_lines else text
-    if not cut_lines and (len(head) * 4 <= max_bytes or len(head.encode("utf-8", "surrogatepass")) <= max_bytes):
+    if not cut_lines and (
+        len(head) * 4 <= max_bytes or len(head.encode("utf-8", "surrogatepass")) <= max_bytes
+    ):
         return text
     head = _cut_utf8(head, max_bytes - len(TRUNCATED) - 1)  # room for "\n" + marker
     return head + ("" if not head or head.endswith("\n") else "\n") + TRUNCATED
