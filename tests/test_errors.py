@@ -249,7 +249,7 @@ def test_render_includes_chained_exceptions_and_notes(two_deployments: tuple[Mod
         except KeyError:
             err = ValueError("while handling")
             err.add_note("note: retried 3 times")
-            raise err
+            raise err  # noqa: B904 -- the implicit "During handling" chain is what this test renders
 
     for fn in (explicit, implicit):
         exc = _raised(fn)
