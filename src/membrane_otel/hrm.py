@@ -416,14 +416,20 @@ class HRMTracer:
     # ------------------------------------------------------------------ the seed's API
 
     def span(
-        self, hrm: str, operation: str, component: str = "", input_data: Any = "", **metadata: Any
+        self,
+        hrm: str,
+        operation: str,
+        component: str = "",
+        input_data: Any = "",
+        metadata: Mapping[str, Any] | None = None,
     ) -> _HRMSpan | _NoopSpan:
         """A context manager tracing one operation; yields a :class:`TraceContext`.
 
-        ``hrm`` is a layer code (``alt``) or name (``altitude``); keyword arguments become
+        ``hrm`` is a layer code (``alt``) or name (``altitude``); ``metadata`` becomes
         ``hrm.meta.*`` attributes. An exception leaving the block marks the span ``error``
         (with a redacted ``exception`` event) and propagates unchanged.
         """
+        # No **kwargs here: CPython would build an empty dict on every call, tracing off too.
         enabled = self._enabled
         if enabled is None:
             enabled = self._resolve()
