@@ -201,3 +201,20 @@ def test_event_names_are_sanitised() -> None:
     """An action with spaces or slashes still gives a clean event name."""
     assert narrative.event_name("shed load/now") == "narrative.shed_load_now"
     assert asyncio.iscoroutinefunction(narrative.anarrate)
+
+
+def test_get_narratives_reads_rotated_ledger_files_too(tmp_path: Path) -> None:
+    """Narratives in rotated files of the ledger are found (the whole chain is the immutable log)."""
+    from membrane_otel.ledger import ledger_files, ledger_for
+
+    path = tmp_path / "ledger.jsonl"
+    book = ledger_for(path, max_bytes=600)
+    for i in range(6):
+        book.append_many(
+            [{"event": "narrative.act", "ts_unix": 1000.0 + i, "narrative.who": "a", "narrative.what": "act",
+              "narrative.where": f"w{i}", "narrative.why": ["r"], "narrative.how": "m"}]
+        )  # fmt: skip
+    assert len(ledger_files(path)) > 1
+    assert [n["where"] for n in narrative.get_narratives(ledger_path=path)] == [
+        f"w{i}" for i in range(5, -1, -1)
+    ]

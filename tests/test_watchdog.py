@@ -35,7 +35,7 @@ class Events:
         self.items.append((name, attrs))
 
     def names(self) -> list[tuple[str, str]]:
-        return [(n, a["alert.name"]) for n, a in self.items]
+        return [(n, a["alert"]) for n, a in self.items]
 
 
 class Figures:
@@ -95,8 +95,8 @@ def test_a_real_queue_over_its_threshold_raises_then_resolves_one_alert(meter: A
         dog.check_once()
         dog.check_once()  # the condition still holds: no second event
         assert events.names() == [("alert_triggered", "queue_depth")]
-        assert events.items[0][1]["alert.severity"] == "warn"
-        assert events.items[0][1]["alert.value"] >= 250
+        assert events.items[0][1]["level"] == "warn"
+        assert events.items[0][1]["value"] >= 250
         exporter.release.set()
         assert processor.force_flush(10_000)
         dog.check_once()
@@ -119,13 +119,13 @@ def test_escalation_to_critical_is_a_new_trigger_and_never_repeats(meter: Any) -
     read.values["queue_depth"] = 10
     dog.check_once()
     dog.check_once()
-    assert [(n, a["alert.severity"]) for n, a in events.items] == [
+    assert [(n, a["level"]) for n, a in events.items] == [
         ("alert_triggered", "warn"),
         ("alert_triggered", "critical"),
         ("alert_resolved", "critical"),
     ]
-    assert events.items[1][1]["alert.previous_severity"] == "warn"
-    assert events.items[2][1]["alert.duration_s"] >= 0
+    assert events.items[1][1]["previous_level"] == "warn"
+    assert events.items[2][1]["duration_s"] >= 0
     assert dog.slo_breaches == {"queue_depth": 3}
 
 
@@ -141,8 +141,8 @@ def test_new_drops_failures_and_spooling_alert_until_a_quiet_interval(meter: Any
         ("alert_triggered", "records_dropped"),
         ("alert_triggered", "spooling"),
     ]
-    dropped = next(a for n, a in events.items if a["alert.name"] == "records_dropped")
-    assert dropped["alert.value"] == 5
+    dropped = next(a for n, a in events.items if a["alert"] == "records_dropped")
+    assert dropped["value"] == 5
     events.items.clear()
     dog.check_once()  # nothing new
     assert sorted(events.names()) == [
@@ -285,11 +285,11 @@ membrane_otel.force_flush()
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     lines = [ln for ln in read_ledger(tmp_path / "ledger.jsonl") if ln["event"].startswith("alert_")]
-    assert [(ln["event"], ln["alert.name"]) for ln in lines] == [
+    assert [(ln["event"], ln["alert"]) for ln in lines] == [
         ("alert_triggered", "queue_depth"),
         ("alert_resolved", "queue_depth"),
     ]
-    assert lines[0]["alert.threshold"] == 1000
+    assert lines[0]["threshold"] == 1000
     assert "pipeline alert_triggered" in done.stderr  # and one readable warning for the user
 
 

@@ -343,16 +343,6 @@ def _since_unix(since: datetime | float | int | None) -> float | None:
     return float(since)
 
 
-def _ledger_files(path: Path) -> list[Path]:
-    """The ledger and its rotated predecessors, oldest first (the ledger module decides names)."""
-    from membrane_otel import ledger
-
-    files = getattr(ledger, "ledger_files", None)
-    if callable(files):
-        return [Path(p) for p in files(path)]
-    return [path]
-
-
 def _context_value(value: Any) -> Any:
     if isinstance(value, str) and value[:1] in "{[":
         try:
@@ -406,20 +396,20 @@ def get_narratives(
         ledger_path = get_settings().ledger_path
     floor = _since_unix(since)
     found: list[dict[str, Any]] = []
-    for path in _ledger_files(Path(ledger_path)):
-        for line in read_lines(path):
-            n = from_line(line)
-            if n is None:
-                continue
-            if actor is not None and n["who"] != actor:
-                continue
-            if action is not None and n["what"] != action:
-                continue
-            ts = n["ts_unix"]
-            if floor is not None and (not isinstance(ts, int | float) or ts < floor):
-                continue
-            found.append(n)
-    # Files are in append order; a stable sort by time keeps append order among equal stamps.
+    # read_lines walks the rotated files too, oldest first: the whole immutable log.
+    for line in read_lines(ledger_path):
+        n = from_line(line)
+        if n is None:
+            continue
+        if actor is not None and n["who"] != actor:
+            continue
+        if action is not None and n["what"] != action:
+            continue
+        ts = n["ts_unix"]
+        if floor is not None and (not isinstance(ts, int | float) or ts < floor):
+            continue
+        found.append(n)
+    # Lines are in append order; a stable sort by time keeps append order among equal stamps.
     found.reverse()
     found.sort(key=lambda n: n["ts_unix"] if isinstance(n["ts_unix"], int | float) else 0.0, reverse=True)
     return found if limit is None else found[: max(0, limit)]

@@ -69,21 +69,18 @@ def pipeline_figures(m: Mapping[str, int]) -> dict[str, float]:
     }
 
 
-def _emit_log_event(name: str, attributes: dict[str, Any]) -> None:
-    """An event as an OTel log record (``event_name`` set), the way every ledger event travels."""
-    from opentelemetry._logs import LogRecord, SeverityNumber, get_logger
+def _emit_event(name: str, payload: dict[str, Any]) -> None:
+    """Through :mod:`membrane_otel.events`: an OTel log record with ``event_name``, the ledger's way.
 
-    critical = attributes.get("alert.severity") == "critical" and name == "alert_triggered"
-    get_logger("membrane_otel.watchdog").emit(
-        LogRecord(
-            timestamp=time.time_ns(),
-            severity_number=SeverityNumber.ERROR if critical else SeverityNumber.WARN,
-            severity_text="ERROR" if critical else "WARN",
-            body=str(attributes.get("alert.message", name)),
-            attributes=attributes,
-            event_name=name,
-        )
-    )
+    ``alert_triggered`` goes through ``emit_alert`` so the record's severity follows the level.
+    """
+    from membrane_otel import events
+
+    if name == "alert_triggered":
+        fields = {k: v for k, v in payload.items() if k not in ("level", "message")}
+        events.emit_alert(str(payload["level"]), str(payload["message"]), **fields)
+    else:
+        events.emit_event(name, payload)
 
 
 @dataclass
@@ -124,7 +121,7 @@ class PipelineWatchdog:
         self.latency_warn_s = latency_warn_s
         self.latency_critical_s = latency_critical_s
         self._read = read_metrics or _default_read_metrics
-        self._emit = emit or _emit_log_event
+        self._emit = emit or _emit_event
         self._clock = clock
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -219,13 +216,13 @@ class PipelineWatchdog:
                 self._alerts[name] = alert
                 attrs = _alert_attrs(alert)
                 if current is not None:
-                    attrs["alert.previous_severity"] = current.severity
+                    attrs["previous_level"] = current.severity
                 events.append(("alert_triggered", attrs))
             for name in [n for n in self._alerts if n not in found]:
                 alert = self._alerts.pop(name)
                 attrs = _alert_attrs(alert)
-                attrs["alert.duration_s"] = round(now - alert.since, 3)
-                attrs["alert.message"] = f"resolved: {alert.message}"
+                attrs["duration_s"] = round(now - alert.since, 3)
+                attrs["message"] = f"resolved: {alert.message}"
                 events.append(("alert_resolved", attrs))
             self._previous = figures
             self._figures = figures
@@ -233,10 +230,10 @@ class PipelineWatchdog:
             self._checks += 1
             self._last_check = now
         for name, attrs in events:  # outside the lock: emitting enqueues into the pipeline
-            level = logging.ERROR if attrs.get("alert.severity") == "critical" else logging.WARNING
+            level = logging.ERROR if attrs.get("level") == "critical" else logging.WARNING
             if name == "alert_resolved":
                 level = logging.INFO
-            _log.log(level, "pipeline %s: %s", name, attrs["alert.message"])
+            _log.log(level, "pipeline %s: %s", name, attrs["message"])
             try:
                 self._emit(name, attrs)
             except Exception:
@@ -324,12 +321,12 @@ class PipelineWatchdog:
 
 def _alert_attrs(alert: Alert) -> dict[str, Any]:
     return {
-        "alert.name": alert.name,
-        "alert.severity": alert.severity,
-        "alert.value": alert.value,
-        "alert.threshold": alert.threshold,
-        "alert.message": alert.message,
-        "alert.component": "telemetry_pipeline",
+        "alert": alert.name,
+        "level": alert.severity,
+        "message": alert.message,
+        "value": alert.value,
+        "threshold": alert.threshold,
+        "component": "telemetry_pipeline",
     }
 
 
