@@ -195,6 +195,13 @@ def test_several_secrets_in_one_line() -> None:
     assert redact_secrets(line) == f"user=bob password={R} url=postgres://{R}:{R}@db/x auth={R} status=500"
 
 
+@pytest.mark.parametrize(("text", "expected"), REDACTED[::7])
+def test_secret_inside_a_long_text_is_redacted(text: str, expected: str) -> None:
+    """Long texts (which skip the short-string prefilter) are redacted the same way."""
+    pad = "lorem ipsum dolor sit amet " * 40
+    assert redact_secrets(f"{pad}{text}\n{pad}") == f"{pad}{expected}\n{pad}"
+
+
 def test_non_ascii_text_whose_lowercase_changes_length() -> None:
     """Text whose lowercase is longer (dotted capital I) is still redacted correctly."""
     text = "İstanbul PASSWORD=hunter2 ok"

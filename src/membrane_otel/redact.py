@@ -1,8 +1,8 @@
 r"""Secret redaction: everything is scrubbed before it is queued, so secrets never leave the process.
 
 A :class:`Redactor` is a small callable: its rules are compiled once (the built-in ones at
-import, extra patterns in ``__init__``) and ``__call__(text)`` returns the text with every secret value replaced by ``<REDACTED>``.
-What it recognises:
+import, extra patterns in ``__init__``) and ``__call__(text)`` returns the text with every
+secret value replaced by ``<REDACTED>``. What it recognises:
 
 * the seeds' forms: ``"token": "<REDACTED>"``, ``Authorization: Bearer <REDACTED>``,
   ``https://<REDACTED>:<REDACTED>@host``;
@@ -162,7 +162,7 @@ _BUILTIN_RULES: tuple[_Rule, ...] = (
     # digit), so "Bearer of bad news" stays.
     _ci(
         "bearer",
-        r"bearer(?<![a-z0-9_]bearer)[ \t]+(?P<cred>(?=[a-z0-9._~+/\-]*\d)[a-z0-9._~+/\-]{16,}=*)",
+        r"bearer(?<![a-z0-9_]bearer)[ \t]+(?P<cred>(?=[a-z._~+/\-]*\d)[a-z0-9._~+/\-]{16,}=*)",
         _replace_value,
     ),
     # A cookie header's value is a list of secrets: all of it goes, to the end of the line.
@@ -255,6 +255,16 @@ _BUILTIN_RULES: tuple[_Rule, ...] = (
     ),
 )
 
+# Short strings (most attribute values) take one combined search first: what every rule
+# above needs, lowercased. An alternation costs ~18 ns a character, so past a few hundred
+# characters running the literal-first rules directly is cheaper.
+_ANY_RULE = re.compile(
+    r"-----begin |authorization|bearer|cookie|://|sig=|signature=|credential=|key|pass|pwd|secret"
+    r"|token|akia|asia|aiza|gh[pousr]_|github_pat_|glpat-|xox|xapp-|hooks\.slack\.com/|k_live_"
+    r"|k_test_|whsec_|sk-|eyj"
+)
+_PREFILTER_MAX = 256
+
 # Attribute / payload keys that name a secret: their whole string value is one.
 _SENSITIVE_KEY = re.compile(r"(?:" + _SECRET_WORDS + r"|authorization|cookie)\Z", re.IGNORECASE)
 _MAX_DEPTH = 32
@@ -319,11 +329,8 @@ class Redactor:
         if not text:
             return text
         low = text.lower()
-        for rule in _BUILTIN_RULES:
-            new = _apply(rule, text, low)
-            if new is not text:
-                text = new
-                low = text.lower()
+        if len(text) > _PREFILTER_MAX or _ANY_RULE.search(low) is not None:
+            text = self._builtin(text, low)
         for regex, repl in self._extra_rules:
             text = regex.sub(repl, text)
         if self._extra is not None:
@@ -332,6 +339,15 @@ class Redactor:
             except Exception:
                 counters.incr("redact_errors")
                 return PLACEHOLDER
+        return text
+
+    @staticmethod
+    def _builtin(text: str, low: str) -> str:
+        for rule in _BUILTIN_RULES:
+            new = _apply(rule, text, low)
+            if new is not text:
+                text = new
+                low = text.lower()
         return text
 
     def is_sensitive_key(self, key: str) -> bool:
