@@ -110,7 +110,9 @@ def test_summaries_are_cut_to_100_chars(tracer: HRMTracer, exporter: InMemorySpa
     assert len(str(a["hrm.output_summary"])) <= SUMMARY_LIMIT
 
 
-def test_summaries_are_redacted_before_they_are_cut(tracer: HRMTracer, exporter: InMemorySpanExporter) -> None:
+def test_summaries_are_redacted_before_they_are_cut(
+    tracer: HRMTracer, exporter: InMemorySpanExporter
+) -> None:
     """A secret in a summary is replaced whole, even one that straddles the 100-char cut."""
     secret = "sk-live-0000SECRET0000abcdef"
     with tracer.span("sys", "execute", "x.py", "y" * 80 + f" api_key={secret}") as ctx:
@@ -121,7 +123,9 @@ def test_summaries_are_redacted_before_they_are_cut(tracer: HRMTracer, exporter:
     assert str(a["hrm.output_summary"]).endswith("<REDACTED>")
 
 
-def test_metadata_becomes_redacted_hrm_meta_attributes(tracer: HRMTracer, exporter: InMemorySpanExporter) -> None:
+def test_metadata_becomes_redacted_hrm_meta_attributes(
+    tracer: HRMTracer, exporter: InMemorySpanExporter
+) -> None:
     """Metadata is hrm.meta.*: scalars kept, secret keys masked, structures as redacted JSON."""
     with tracer.span("mem", "write", "manager.py", "k", metadata={"tier": "warm"}) as ctx:
         ctx.set_output(
@@ -217,7 +221,9 @@ def test_clean_exit_inside_a_span_is_not_an_error(tracer: HRMTracer, exporter: I
 def test_event_is_a_zero_length_child(tracer: HRMTracer, exporter: InMemorySpanExporter) -> None:
     """tracer.event records a finished child span of the current one, with its status and metadata."""
     with tracer.span("foc", "route", "router.py", "signal") as ctx:
-        tracer.event("foc", "consent_check", "consent.py", "send_email", "denied", "blocked", {"allowed": False})
+        tracer.event(
+            "foc", "consent_check", "consent.py", "send_email", "denied", "blocked", {"allowed": False}
+        )
         tracer.event("mem", "read", "m.py", "k", "miss", status="error")
     found = by_input(exporter)
     consent, read = found["send_email"], found["k"]
@@ -421,7 +427,9 @@ def test_new_thread_starts_a_new_root(tracer: HRMTracer, exporter: InMemorySpanE
     assert orphan.parent is None and "hrm.parent_event_id" not in attrs(orphan)
 
 
-def test_wrap_carries_the_parent_into_worker_threads(tracer: HRMTracer, exporter: InMemorySpanExporter) -> None:
+def test_wrap_carries_the_parent_into_worker_threads(
+    tracer: HRMTracer, exporter: InMemorySpanExporter
+) -> None:
     """tracer.wrap(fn) run by several pool threads at once makes every span a child of the caller."""
 
     def work(i: int) -> int:

@@ -252,4 +252,3 @@ class ConsoleTreeSpanExporter(SpanExporter):
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return True
-

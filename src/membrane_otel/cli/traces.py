@@ -52,7 +52,9 @@ def build_parser(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
     stats = sub.add_parser("stats", parents=[common], help="per-layer ops, mean/p95 ms, errors; slowest")
-    stats.add_argument("--last", type=int, metavar="N", default=1000, help="the last N HRM events (1000; 0 all)")
+    stats.add_argument(
+        "--last", type=int, metavar="N", default=1000, help="the last N HRM events (1000; 0 all)"
+    )
     stats.add_argument("--top", type=int, metavar="N", default=5, help="how many slowest operations (5)")
 
 
@@ -260,7 +262,14 @@ def format_stats(stats: dict[str, Any], *, colour: bool) -> list[str]:
     lines = [paint(f"HRM layer stats (last {stats['events']} events)", BOLD, colour)]
     header = ("layer", "ops", "mean ms", "p95 ms", "errors", "blocked")
     table = [
-        (name, str(s["ops"]), f"{s['mean_ms']:.2f}", f"{s['p95_ms']:.2f}", str(s["errors"]), str(s["blocked"]))
+        (
+            name,
+            str(s["ops"]),
+            f"{s['mean_ms']:.2f}",
+            f"{s['p95_ms']:.2f}",
+            str(s["errors"]),
+            str(s["blocked"]),
+        )
         for name, s in stats["layers"].items()
     ]
     widths = [max(len(row[i]) for row in [header, *table]) for i in range(len(header))]
@@ -332,7 +341,11 @@ def run(args: argparse.Namespace) -> int:
         if args.last:
             hrm_rows = hrm_rows[-args.last :]
         stats = compute_stats(hrm_rows, args.top)
-        out = [json.dumps(stats, ensure_ascii=False)] if args.json else format_stats(stats, colour=_colour(args))
+        out = (
+            [json.dumps(stats, ensure_ascii=False)]
+            if args.json
+            else format_stats(stats, colour=_colour(args))
+        )
         print("\n".join(out))
         return 0
     return _view(args, rows, layer, path)
