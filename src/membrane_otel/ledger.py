@@ -12,25 +12,27 @@ then, under an exclusive ``flock`` on a sidecar lock file, the tail is read (for
 file is renamed to ``<stem>.00001<suffix>`` (numbers sort), and the new file's first line
 chains to the old file's last, with ``seq`` continuing.
 
-This module imports only the standard library: ``membrane-otel emit`` appends through it
-without paying for the OTel SDK or pydantic.
+This module imports only the standard library, and little of it at import time (no
+``typing``, ``pathlib`` or ``re`` until they are needed): ``membrane-otel emit`` appends
+through it, and its start-up time is the shell emitter's.
 """
 
 from __future__ import annotations
 
-import collections
 import fcntl
 import hashlib
 import json
 import os
-import re
 import threading
+import time
 import weakref
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy honours the name)
+if TYPE_CHECKING:
+    import re
+    from collections.abc import Iterator, Mapping, Sequence
+    from pathlib import Path
+    from typing import Any
 
 GENESIS = "0" * 64
 _HASH_MARK = ',"hash":"'
@@ -39,7 +41,8 @@ _CHAIN_KEYS = ("seq", "prev_hash", "hash")
 # Record ids read back from the tail at open, so a batch re-delivered after a restart is
 # still recognised. 1 MiB is a few thousand lines: the span a replay realistically covers.
 _RECENT_SCAN_BYTES = 1 << 20
-_RID = re.compile(rb'"record_id":"([^"\\]{1,200})"')
+_RID_PATTERN = rb'"record_id":"([^"\\]{1,200})"'
+_rid_re: re.Pattern[bytes] | None = None
 
 # The ledger line's own keys, as membrane_otel.translate.log_line writes them; a payload
 # field of one of these names is kept as payload_<name>. (Kept here too, stdlib-only, so
@@ -70,8 +73,10 @@ def split_hash(raw: str) -> tuple[str, str] | None:
 
 
 def iso(ns: int) -> str:
-    """ISO 8601 UTC with milliseconds, as every ledger line's ``ts``."""
-    return datetime.fromtimestamp(ns / 1e9, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """ISO 8601 UTC with milliseconds, as every ledger line's ``ts`` (``2025-10-30T12:00:00.123Z``)."""
+    # time, not datetime: one import less for the shell emitter; the same text.
+    seconds, rest = divmod(ns, 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{rest // 1_000_000:03d}Z"
 
 
 def event_line(
@@ -109,26 +114,45 @@ def event_line(
 # --------------------------------------------------------------------------- files
 
 
-def rotated_path(path: Path, index: int) -> Path:
+def _stem_suffix(path: str) -> tuple[str, str, str]:
+    folder, name = os.path.split(path)
+    stem, suffix = os.path.splitext(name)
+    return folder, stem, suffix
+
+
+def rotated_name(path: str | os.PathLike[str], index: int) -> str:
     """``memory/resonance_ledger.jsonl`` → ``memory/resonance_ledger.00001.jsonl``."""
-    return path.with_name(f"{path.stem}.{index:05d}{path.suffix}")
+    folder, stem, suffix = _stem_suffix(os.fspath(path))
+    return os.path.join(folder, f"{stem}.{index:05d}{suffix}")
+
+
+def _rotated(path: str) -> list[tuple[int, str]]:
+    """``(index, file)`` of the rotated files of the ledger at ``path``, oldest first."""
+    folder, stem, suffix = _stem_suffix(path)
+    head = stem + "."
+    found: list[tuple[int, str]] = []
+    try:
+        entries = list(os.scandir(folder or "."))
+    except FileNotFoundError:
+        return []
+    for entry in entries:
+        name = entry.name
+        if name.startswith(head) and name.endswith(suffix):
+            middle = name[len(head) : len(name) - len(suffix)]
+            if len(middle) >= 5 and middle.isdigit() and entry.is_file():
+                found.append((int(middle), os.path.join(folder, name)))
+    found.sort()
+    return found
 
 
 def ledger_files(path: str | os.PathLike[str]) -> list[Path]:
     """Every file of the ledger at ``path``, oldest first: the rotated ones, then ``path``."""
-    p = Path(path)
-    pattern = re.compile(re.escape(p.stem) + r"\.(\d{5,})" + re.escape(p.suffix) + "$")
-    rotated: list[tuple[int, Path]] = []
-    try:
-        for entry in os.scandir(p.parent if str(p.parent) else "."):
-            m = pattern.match(entry.name)
-            if m and entry.is_file():
-                rotated.append((int(m.group(1)), p.parent / entry.name))
-    except FileNotFoundError:
-        return []
-    files = [f for _, f in sorted(rotated)]
-    if p.exists():
-        files.append(p)
+    from pathlib import Path
+
+    p = os.fspath(path)
+    files = [Path(f) for _, f in _rotated(p)]
+    if os.path.exists(p):
+        files.append(Path(p))
     return files
 
 
@@ -160,7 +184,7 @@ def _read_tail(fd: int, size: int, *, min_lines: int = 2) -> bytes:
     return data
 
 
-def file_tail(path: Path) -> tuple[int, str] | None:
+def file_tail(path: str | os.PathLike[str]) -> tuple[int, str] | None:
     """``(seq, hash)`` of the last whole chained line of one file, if it has any."""
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -180,12 +204,13 @@ def file_tail(path: Path) -> tuple[int, str] | None:
 # --------------------------------------------------------------------------- the appender
 
 
-@dataclass(slots=True)
 class _Tail:
-    inode: int
-    size: int
-    seq: int
-    hash: str
+    """Where our last write left the file, to skip re-reading the tail if nobody wrote since."""
+
+    __slots__ = ("hash", "inode", "seq", "size")
+
+    def __init__(self, inode: int, size: int, seq: int, digest: str) -> None:
+        self.inode, self.size, self.seq, self.hash = inode, size, seq, digest
 
 
 class Ledger:
@@ -207,12 +232,12 @@ class Ledger:
         dedupe_window: int = 65536,
         fsync: bool = False,
     ) -> None:
-        self.path = Path(path)
+        self._p = os.fspath(path)
         self.max_bytes = max_bytes
-        self._lock_path = self.path.with_name(self.path.name + ".lock")
+        self._lock_path = self._p + ".lock"
         self._fsync = fsync
         self._thread_lock = threading.Lock()
-        self._recent: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._recent: dict[str, None] = {}  # insertion-ordered: the oldest id is first
         self._window = dedupe_window
         self._fd: int | None = None
         self._lock_fd: int | None = None
@@ -222,20 +247,28 @@ class Ledger:
         self.rotations = 0
         _all.add(self)
 
+    @property
+    def path(self) -> Path:
+        from pathlib import Path
+
+        return Path(self._p)
+
     # -- file handles -----------------------------------------------------------------
 
     def _open(self) -> tuple[int, int]:
         if self._fd is None or self._lock_fd is None or self._pid != os.getpid():
             if self._pid != os.getpid():
                 self._after_fork()
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            folder = os.path.dirname(self._p)
+            if folder:
+                os.makedirs(folder, exist_ok=True)
             self._lock_fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
             self._fd = self._open_data()
         return self._fd, self._lock_fd
 
     def _open_data(self) -> int:
         # O_RDWR so the tail can be read with pread from the same descriptor.
-        return os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        return os.open(self._p, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
 
     def _after_fork(self) -> None:
         # The parent's descriptors share its flock (a lock belongs to the open file
@@ -264,18 +297,26 @@ class Ledger:
 
     def _load_recent(self, fd: int) -> None:
         """Remember the record ids at the end of the file (survives a process restart)."""
+        global _rid_re
         self._recent_loaded = True
         size = os.fstat(fd).st_size
+        if size == 0:
+            return
+        if _rid_re is None:
+            import re
+
+            _rid_re = re.compile(_RID_PATTERN)
         start = max(0, size - _RECENT_SCAN_BYTES)
         data = os.pread(fd, size - start, start)
-        for m in _RID.finditer(data):
+        for m in _rid_re.finditer(data):
             self._remember(m.group(1).decode("utf-8", "replace"))
 
     def _remember(self, rid: str) -> None:
-        self._recent[rid] = None
-        self._recent.move_to_end(rid)
-        if len(self._recent) > self._window:
-            self._recent.popitem(last=False)
+        recent = self._recent
+        recent.pop(rid, None)
+        recent[rid] = None
+        if len(recent) > self._window:
+            del recent[next(iter(recent))]
 
     # -- the chain ----------------------------------------------------------------------
 
@@ -296,8 +337,8 @@ class Ledger:
         if found is None:
             # A fresh (or only torn) file after a rotation: the chain goes on from the
             # newest rotated file.
-            rotated = [f for f in ledger_files(self.path) if f != self.path]
-            found = file_tail(rotated[-1]) if rotated else None
+            rotated = _rotated(self._p)
+            found = file_tail(rotated[-1][1]) if rotated else None
         seq, digest = found or (0, GENESIS)
         return seq, digest, torn
 
@@ -307,7 +348,7 @@ class Ledger:
         if fd is None:
             raise RuntimeError("ledger not open")
         try:
-            same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            same = os.stat(self._p).st_ino == os.fstat(fd).st_ino
         except FileNotFoundError:
             same = False
         if not same:
@@ -317,11 +358,9 @@ class Ledger:
         return fd
 
     def _rotate(self, fd: int) -> int:
-        rotated = [f for f in ledger_files(self.path) if f != self.path]
-        index = 1
-        if rotated:
-            index = int(rotated[-1].name[len(self.path.stem) + 1 :].split(".", 1)[0]) + 1
-        os.rename(self.path, rotated_path(self.path, index))
+        rotated = _rotated(self._p)
+        index = rotated[-1][0] + 1 if rotated else 1
+        os.rename(self._p, rotated_name(self._p, index))
         os.close(fd)
         self._fd = fd = self._open_data()
         self.rotations += 1
@@ -339,13 +378,13 @@ class Ledger:
         """
         with self._thread_lock:
             fd, lock_fd = self._open()
-            if not self._recent_loaded:
+            if not self._recent_loaded and self._window:
                 self._load_recent(fd)
             fresh: list[Mapping[str, Any]] = []
             batch_ids: list[str] = []
             seen: set[str] = set()
             for rec in records:
-                rid = rec.get("record_id")
+                rid = rec.get("record_id") if self._window else None
                 if isinstance(rid, str):
                     if rid in self._recent or rid in seen:
                         continue
@@ -432,14 +471,14 @@ def read_lines(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
 
 # --------------------------------------------------------------------------- sharing
 
-_ledgers: dict[Path, Ledger] = {}
+_ledgers: dict[str, Ledger] = {}
 _ledgers_lock = threading.Lock()
 _all: weakref.WeakSet[Ledger] = weakref.WeakSet()
 
 
 def ledger_for(path: str | os.PathLike[str], *, max_bytes: int | None = None) -> Ledger:
     """The process's shared :class:`Ledger` for ``path`` (``max_bytes`` updates its rotation size)."""
-    key = Path(path).absolute()
+    key = os.path.abspath(path)
     with _ledgers_lock:
         ledger = _ledgers.get(key)
         if ledger is None:

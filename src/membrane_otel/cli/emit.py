@@ -1,0 +1,131 @@
+"""``membrane-otel emit EVENT_TYPE``: the shell emitter (replaces the seed's ``emit_event.ps1``).
+
+    membrane-otel emit system_startup -p component=quick_status -p version=1.0
+    membrane-otel emit health_check --payload '{"status": "HEALTHY", "confidence": 0.786}' \\
+        --session-id "$SESSION_ID"
+
+It appends one line straight to the ledger with :class:`membrane_otel.ledger.Ledger`: the
+same hash chain, the same lock and the same line shape as the OTel exporter writes. Start-up
+time is the feature here (shell scripts call it in loops), so this module and what it
+imports are standard library only: no OTel SDK, no pydantic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+HELP = "append one event to the ledger (the shell emitter)"
+
+DEFAULT_LEDGER = "memory/resonance_ledger.jsonl"
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024  # as Settings.ledger_max_bytes
+_WORDS = {"true": True, "false": False, "null": None, "none": None}
+
+
+def build_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("event_type", metavar="EVENT_TYPE", help="e.g. task_started, health_check, migration")
+    parser.add_argument("--payload", metavar="JSON", help="payload fields as one JSON object")
+    parser.add_argument(
+        "-p",
+        "--param",
+        dest="params",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="one payload field; numbers, true/false/null are typed, the rest are strings "
+        "(KEY:=JSON takes a raw JSON value); repeatable, wins over --payload",
+    )
+    parser.add_argument("--task-id")
+    parser.add_argument("--persona-id")
+    parser.add_argument("--session-id")
+    parser.add_argument(
+        "--ledger",
+        metavar="PATH",
+        help=f"ledger file (default: $MEMBRANE_LEDGER_PATH, $AGI_LEDGER_PATH, else {DEFAULT_LEDGER})",
+    )
+    parser.add_argument("--echo", action="store_true", help="print the line as written (without its chain fields)")
+
+
+def parse_value(raw: str) -> object:
+    """``-p`` values: ints, floats, true/false/null as such; anything else stays a string."""
+    word = raw.strip().lower()
+    if word in _WORDS:
+        return _WORDS[word]
+    text = raw.strip()
+    # Only plain decimal numbers: "007", "1e3" or "0x10" are kept as written (ids, versions).
+    digits = text[1:] if text[:1] in "+-" else text
+    if digits.isdigit() and (digits == "0" or not digits.startswith("0")):
+        return int(text)
+    whole, dot, frac = digits.partition(".")
+    if dot and whole.isdigit() and frac.isdigit() and (whole == "0" or not whole.startswith("0")):
+        return float(text)
+    return raw
+
+
+def _payload(args: argparse.Namespace) -> dict[str, object]:
+    payload: dict[str, object] = {}
+    if args.payload:
+        try:
+            data = json.loads(args.payload)
+        except ValueError as exc:
+            raise SystemExit(f"membrane-otel emit: --payload is not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise SystemExit("membrane-otel emit: --payload must be a JSON object, e.g. '{\"k\": 1}'")
+        payload.update(data)
+    for item in args.params:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"membrane-otel emit: -p {item!r}: expected KEY=VALUE")
+        if key.endswith(":"):
+            try:
+                payload[key[:-1]] = json.loads(raw)
+            except ValueError as exc:
+                raise SystemExit(f"membrane-otel emit: -p {item!r}: not valid JSON: {exc}") from None
+        else:
+            payload[key] = parse_value(raw)
+    return payload
+
+
+def _max_bytes() -> int:
+    raw = os.environ.get("MEMBRANE_LEDGER_MAX_BYTES", "").strip()
+    if not raw:
+        return DEFAULT_MAX_BYTES
+    if not raw.isdigit():
+        raise SystemExit(f"MEMBRANE_LEDGER_MAX_BYTES={raw!r} is not valid: expected a whole number of bytes")
+    return int(raw)
+
+
+def _service() -> str:
+    return os.environ.get("OTEL_SERVICE_NAME") or "membrane-otel-emit"
+
+
+def run(args: argparse.Namespace) -> int:
+    import time
+
+    from membrane_otel.ledger import Ledger, event_line
+
+    payload = _payload(args)
+    path = args.ledger or os.environ.get("MEMBRANE_LEDGER_PATH") or os.environ.get("AGI_LEDGER_PATH")
+    ids = {"task_id": args.task_id, "persona_id": args.persona_id, "session_id": args.session_id}
+    line = event_line(
+        args.event_type,
+        payload,
+        time_ns=time.time_ns(),
+        record_id=os.urandom(12).hex(),
+        ids=ids,
+        service=_service(),
+    )
+    # A fresh record id every run: no dedupe window needed, and none read from the file.
+    ledger = Ledger(path or DEFAULT_LEDGER, max_bytes=_max_bytes(), dedupe_window=0)
+    try:
+        ledger.append(line)
+    except OSError as exc:
+        print(f"membrane-otel emit: cannot append to {ledger.path}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    finally:
+        ledger.close()
+    if args.echo:
+        print(json.dumps(line, ensure_ascii=False))
+    return 0
