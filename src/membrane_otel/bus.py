@@ -426,7 +426,8 @@ class BusClient:
             if self._stopping:
                 return
             self._stopping = True
-            self._shutdown_deadline = self._clock() + timeout_millis / 1000.0
+            # Sending may use 90% of the time; spooling what is left needs the rest.
+            self._shutdown_deadline = self._clock() + 0.9 * timeout_millis / 1000.0
             self._cond.notify_all()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
@@ -507,6 +508,11 @@ class BusClient:
         self._problems.forget()
         return True
 
+    def _time_left(self, deadline: float | None) -> float | None:
+        """Seconds the transport may spend (None: its own timeouts). A passed deadline still
+        gets a token instant, so the attempt fails fast and its batch is spooled."""
+        return None if deadline is None else max(0.001, deadline - self._clock())
+
     def _remaining(self, deadline: float | None, cap: float) -> float:
         if deadline is None:
             return cap
@@ -530,7 +536,7 @@ class BusClient:
                 self._spool_checked_at = self._clock()
                 return True
             try:
-                ack = self._transport.send(batch.envelopes, deadline)
+                ack = self._transport.send(batch.envelopes, self._time_left(deadline))
             except BusError:
                 self.spool.release(batch)
                 raise
@@ -546,7 +552,7 @@ class BusClient:
                 batch = [self._queue.popleft() for _ in range(n)]
                 self._inflight = batch
             try:
-                ack = self._transport.send(batch, deadline)
+                ack = self._transport.send(batch, self._time_left(deadline))
             except BusError:
                 with self._cond:
                     mine, self._inflight = self._inflight, None
