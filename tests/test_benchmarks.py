@@ -1,0 +1,84 @@
+"""The benchmarks still work: a few rows in quick mode, in-process, and the report writer.
+
+No speed is asserted here (that is what the report is for); only that each row measures
+every variant and computes every ratio it promises.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from benchmarks import bench_ledger, bench_span, report
+
+
+def _check_row(result: dict[str, Any], key: str) -> None:
+    assert result["key"] == key
+    assert result["status"] == "ok", result["note"]
+    for v in result["variants"]:
+        assert v["median"] is not None and v["median"] > 0, v
+        assert v["n"] > 0, v
+    for r in result["ratios"]:
+        assert r["value"] is not None and r["value"] > 0, r
+        if r["target"] is not None:
+            assert r["met"] in (True, False), r
+            if r["met"] is False:
+                assert r["label"] in result["profiles"], f"missed {r['label']} without a profile"
+
+
+def test_span_row_measures_hrm_bare_logfire_and_off() -> None:
+    """The span row times all four variants and reports the three issue-3 ratios."""
+    result = bench_span.run(quick=True)
+    _check_row(result, "span")
+    assert len(result["variants"]) == 4
+    labels = {r["label"] for r in result["ratios"]}
+    assert labels == {"HRM / bare SDK span", "HRM / Logfire span", "tracing off / 1 µs budget"}
+
+
+def test_ledger_row_compares_chained_appends_with_plain_writes() -> None:
+    """The ledger row times plain writes, Ledger.append_many and the ledger exporter."""
+    result = bench_ledger.run(quick=True)
+    _check_row(result, "ledger")
+    assert [v["name"].split(" ")[0] for v in result["variants"]] == [
+        "plain",
+        "Ledger.append_many",
+        "LedgerLogExporter.export",
+    ]
+
+
+def test_report_writes_table_and_chart(tmp_path: Path) -> None:
+    """The report has one table line per ratio, says which targets were missed, and draws the PNG."""
+    from benchmarks import ratio, row, variant
+
+    results = [
+        row(
+            "a",
+            "Row A",
+            variants=[variant("x", [1000, 2000, 3000])],
+            ratios=[ratio("x / y", 1.5, 1.3, "<=", "issue 3")],
+            profiles={"x / y": "some profile"},
+        ),
+        row(
+            "b",
+            "Row B",
+            status="pending",
+            note="not built yet",
+            ratios=[ratio("b / c", None, 0.5, ">=", "issue 7")],
+        ),
+    ]
+    meta = {
+        "mode": "quick",
+        "date": "today",
+        "elapsed_s": 1.0,
+        "load_before": "0",
+        "load_after": "0",
+        "machine": {"CPU": "test"},
+        "versions": {"Python": "3"},
+    }
+    md, png = tmp_path / "P.md", tmp_path / "p.png"
+    report.write(results, meta, md, png)
+    text = md.read_text()
+    assert "**0 of 1 targets met.** Missed: x / y = 1.50 (target ≤ 1.3)" in text
+    assert "| 2 | b |" in text and "pending" in text
+    assert "some profile" in text
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
