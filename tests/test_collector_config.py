@@ -373,3 +373,49 @@ def test_span_through_the_collector_reaches_jaeger(tmp_path: Path) -> None:
         provider.shutdown()
         spans = wait_for(lambda: ob.jaeger_spans(jports.query_url, "collector-smoke"), timeout=15)
         assert [(s["name"], s["attrs"]["hrm.layer"]) for s in spans] == [("altitude.transition", "altitude")]
+
+
+@pytest.mark.e2e
+@needs_collector
+def test_collector_masks_secrets_the_sender_left_in(tmp_path: Path) -> None:
+    """A token that a plain OTel client sends reaches the bridge's ledger masked by the redaction processor."""
+    import logging
+    import sys
+
+    from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
+    from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
+    from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
+    from opentelemetry.sdk.resources import Resource
+
+    from tests._helpers import wait_for
+
+    token = "ghp_" + "A1b2C3d4E5" * 4
+    ledger = tmp_path / "ledger.jsonl"
+    (bridge_port,) = ob.free_ports(1)
+    bridge_argv = [
+        str(Path(sys.executable).parent / "membrane-otel"), "bridge", "serve",
+        "--port", str(bridge_port), "--ledger", str(ledger), "--no-bus",
+    ]  # fmt: skip
+    bridge_url = f"http://127.0.0.1:{bridge_port}"
+    with (
+        ob.running(bridge_argv, ob.base_env(), tmp_path / "bridge.log", f"{bridge_url}/health"),
+        ob.collector(tmp_path, bridge_url=bridge_url) as (_c, ports),
+    ):
+        provider = LoggerProvider(resource=Resource.create({"service.name": "plain-client"}))
+        provider.add_log_record_processor(
+            SimpleLogRecordProcessor(OTLPLogExporter(endpoint=ports.grpc_endpoint, insecure=True))
+        )
+        logger = logging.getLogger("plain-client")
+        logger.propagate = False
+        handler = LoggingHandler(logger_provider=provider)
+        logger.addHandler(handler)
+        try:
+            logger.error("deploy with %s failed", token, extra={"github.token": token})
+        finally:
+            logger.removeHandler(handler)
+            provider.shutdown()
+        text = wait_for(
+            lambda: ledger.exists() and "deploy with" in ledger.read_text() and ledger.read_text(), 15
+        )
+        assert token not in text
+        assert "****" in text

@@ -30,6 +30,9 @@ if [[ ! -x $builder ]]; then
     GOBIN=$root/$tools_dir/builder-$BUILDER_VERSION go install "go.opentelemetry.io/collector/cmd/builder@$BUILDER_VERSION"
 fi
 
+# The generated sources sit inside this git work tree; stamping VCS data into the binary
+# would need a usable git there and buys nothing.
+export GOFLAGS="${GOFLAGS:+$GOFLAGS }-buildvcs=false"
 echo "collector: building $binary from $manifest (several minutes on 2 cores)"
 start=$(date +%s)
 rm -rf "$tools_dir/otelcol-build"

@@ -29,16 +29,17 @@ fi
 mkdir -p "$tools_dir"
 echo "jaeger: building $binary from $JAEGER_MODULE@$JAEGER_VERSION (several minutes on 2 cores)"
 start=$(date +%s)
-src_dir=$(go mod download -json "$JAEGER_MODULE@$JAEGER_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
-if [[ -z $src_dir || ! -d $src_dir ]]; then
-    echo "jaeger: could not download $JAEGER_MODULE@$JAEGER_VERSION" >&2
+if ! info=$(go mod download -json "$JAEGER_MODULE@$JAEGER_VERSION"); then
+    echo "jaeger: could not download $JAEGER_MODULE@$JAEGER_VERSION:" >&2
+    echo "$info" >&2
     exit 1
 fi
+src_dir=$(sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p' <<<"$info")
 work=$tools_dir/jaeger-src
 rm -rf "$work"
 cp -r "$src_dir" "$work"
 chmod -R u+w "$work"
-(cd "$work" && go build -trimpath -ldflags "-s -w" -o "$root/$binary.tmp" ./cmd/jaeger)
+(cd "$work" && go build -buildvcs=false -trimpath -ldflags "-s -w" -o "$root/$binary.tmp" ./cmd/jaeger)
 mv -f "$binary.tmp" "$binary"
 rm -rf "$work"
 rm -f "$tools_dir"/.jaeger-*
