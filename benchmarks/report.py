@@ -150,9 +150,12 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any], png_name: str)
         "- Warm-up first; then rounds, one segment per variant per round, in an order that rotates every "
         "round, so machine noise lands on all variants alike. Background queues a variant filled are "
         "drained (untimed) before the next variant's segment.",
-        "- Every call is timed on its own with `perf_counter_ns`; the harness's own overhead (calibrated "
-        "on an empty call) is subtracted. Medians and p99s are over all calls; ratios are of medians "
-        "unless the label says p99; throughput ratios are inverted time ratios (higher is better).",
+        "- Every call is timed on its own with `perf_counter_ns` (wall time); the harness's own overhead "
+        "(calibrated on an empty call) is subtracted. The ledger and bridge-ingest rows, whose targets "
+        "are throughput, time each batch in the thread's CPU time instead (records per second per "
+        "core), so that other processes on a shared machine do not charge their time to the longer "
+        "variant. Medians and p99s are over all calls; ratios are of medians unless the label says "
+        "p99; throughput ratios are inverted time ratios (higher is better).",
         "- Where a target is missed, the row carries the top of a profile (cProfile by own time, or "
         "`-X importtime` for process start-up) of the variant that missed.",
         "",
