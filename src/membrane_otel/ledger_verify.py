@@ -154,6 +154,7 @@ def verify(
             )
         pending.clear()
         prev_hash, prev_seq = digest, seq
+        report.last_seq, report.last_hash = seq, digest
         if report.first_seq is None:
             report.first_seq = seq
         report.lines += 1
@@ -167,7 +168,6 @@ def verify(
                 torn.size,
             )  # fmt: skip
         )
-    report.last_seq, report.last_hash = prev_seq, prev_hash
     if progress is not None:
         progress(report.lines, report.bytes, total)
     return report

@@ -88,6 +88,13 @@ def _payload(args: argparse.Namespace) -> dict[str, object]:
     return payload
 
 
+def resolve_ledger_path(explicit: str | None) -> str:
+    """``--ledger``, else ``$MEMBRANE_LEDGER_PATH``, else ``$AGI_LEDGER_PATH``, else the default."""
+    return (
+        explicit or os.environ.get("MEMBRANE_LEDGER_PATH") or os.environ.get("AGI_LEDGER_PATH") or DEFAULT_LEDGER
+    )
+
+
 def _max_bytes() -> int:
     raw = os.environ.get("MEMBRANE_LEDGER_MAX_BYTES", "").strip()
     if not raw:
@@ -107,7 +114,6 @@ def run(args: argparse.Namespace) -> int:
     from membrane_otel.ledger import Ledger, event_line
 
     payload = _payload(args)
-    path = args.ledger or os.environ.get("MEMBRANE_LEDGER_PATH") or os.environ.get("AGI_LEDGER_PATH")
     ids = {"task_id": args.task_id, "persona_id": args.persona_id, "session_id": args.session_id}
     line = event_line(
         args.event_type,
@@ -118,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
         service=_service(),
     )
     # A fresh record id every run: no dedupe window needed, and none read from the file.
-    ledger = Ledger(path or DEFAULT_LEDGER, max_bytes=_max_bytes(), dedupe_window=0)
+    ledger = Ledger(resolve_ledger_path(args.ledger), max_bytes=_max_bytes(), dedupe_window=0)
     try:
         ledger.append(line)
     except OSError as exc:

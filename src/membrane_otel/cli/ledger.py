@@ -1,0 +1,492 @@
+"""``membrane-otel ledger tail | query | stats | verify``: read and check the resonance ledger.
+
+Every action reads all the ledger's files (rotated ones first). On a terminal the output is
+aligned and coloured; piped, it is plain (``--json`` gives the raw lines). Standard
+library only, like the shell emitter: reading a ledger must not wait for the OTel SDK.
+
+``verify`` exit codes: 0 chain intact; 1 tampering found (the first edited, removed or
+reordered line is named); 3 chain intact but torn lines (a writer died mid-write);
+2 no ledger, or bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import Any, TextIO
+
+from membrane_otel.cli.emit import resolve_ledger_path
+
+HELP = "tail, query, stats and verify the ledger"
+
+# Fields every line has, shown in their own columns (or not at all) in human output.
+_HIDDEN = frozenset(
+    ("event", "ts", "ts_unix", "seq", "prev_hash", "hash", "record_id", "otel_trace_id", "otel_span_id", "service")
+)
+_IDS = (("task_id", "task"), ("persona_id", "persona"), ("session_id", "session"))
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+Line = dict[str, Any]
+
+
+def build_parser(parser: argparse.ArgumentParser) -> None:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--ledger",
+        metavar="PATH",
+        help="ledger file (default: $MEMBRANE_LEDGER_PATH, $AGI_LEDGER_PATH, else memory/resonance_ledger.jsonl)",
+    )
+    common.add_argument(
+        "--color", choices=("auto", "always", "never"), default="auto", help="colour output (default: auto)"
+    )
+    filters = argparse.ArgumentParser(add_help=False)
+    f = filters.add_argument_group("filters")
+    f.add_argument("--event", action="append", metavar="NAME", help="event type; globs allowed (task_*); repeatable")
+    f.add_argument("--task-id")
+    f.add_argument("--persona", metavar="PERSONA_ID")
+    f.add_argument("--session", metavar="SESSION_ID")
+    f.add_argument("--actor", help="narratives whose narrative.who is ACTOR")
+    f.add_argument("--action", help="narratives whose narrative.what (or event narrative.ACTION) is ACTION")
+    f.add_argument("--match", action="append", metavar="KEY=VALUE", help="a field equals a value; repeatable")
+    f.add_argument("--since", metavar="WHEN", help="1h, 30m, 2d, 45s, 1w ago, or an ISO 8601 time")
+    f.add_argument("--until", metavar="WHEN", help="same forms as --since")
+
+    sub = parser.add_subparsers(dest="action_name", required=True, metavar="ACTION")
+    tail = sub.add_parser("tail", parents=[common, filters], help="the last lines; -f follows new ones")
+    tail.add_argument("-n", "--lines", type=int, default=10, metavar="N", help="how many (default 10)")
+    tail.add_argument("-f", "--follow", action="store_true", help="keep printing lines as they are appended")
+    tail.add_argument("--json", action="store_true", help="raw JSON lines")
+
+    query = sub.add_parser("query", parents=[common, filters], help="lines matching filters")
+    query.add_argument("--limit", type=int, default=0, metavar="N", help="only the N most recent matches")
+    query.add_argument("--json", action="store_true", help="raw JSON lines")
+
+    stats = sub.add_parser("stats", parents=[common], help="counts by event, time span, files and sizes")
+    stats.add_argument("--json", action="store_true", help="one JSON object")
+
+    verify = sub.add_parser(
+        "verify",
+        parents=[common],
+        help="walk the hash chain over every file; name the first edited, removed or reordered line",
+        description="Exit 0: intact. 1: tampering found. 3: intact, but torn lines (a writer died mid-write). "
+        "2: no ledger.",
+    )
+    verify.add_argument("-q", "--quiet", action="store_true", help="no progress and no OK line; problems only")
+    verify.add_argument("--json", action="store_true", help="the report as one JSON object")
+    verify.add_argument(
+        "--progress-every", type=int, default=100_000, metavar="N", help="when stderr is not a terminal: "
+        "a progress line every N lines (default 100000; 0: none)"
+    )  # fmt: skip
+
+
+# --------------------------------------------------------------------------- output
+
+
+class _Style:
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+
+    def __call__(self, text: str, code: str) -> str:
+        return f"\x1b[{code}m{text}\x1b[0m" if self.enabled and text else text
+
+
+def _style(args: argparse.Namespace, stream: TextIO) -> _Style:
+    if args.color == "always":
+        return _Style(True)
+    if args.color == "never" or os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
+        return _Style(False)
+    return _Style(stream.isatty())
+
+
+def _event_colour(event: str) -> str:
+    if any(w in event for w in ("fail", "error", "rollback", "anomaly")):
+        return "31"  # red
+    if any(w in event for w in ("alert", "warn", "threshold", "rejected")):
+        return "33"  # yellow
+    if any(w in event for w in ("completed", "_end", "resolved", "added")):
+        return "32"  # green
+    if event.startswith("narrative."):
+        return "35"  # magenta
+    return "36"  # cyan
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, str):
+        return value if value and not any(c in value for c in ' ="\n\t') else json.dumps(value, ensure_ascii=False)
+    return json.dumps(value, ensure_ascii=False, default=str, separators=(",", ":"))
+
+
+def render(line: Line, style: _Style, event_width: int = 22) -> str:
+    """One ledger line as ``ts  event  ids  key=value …``."""
+    ts = str(line.get("ts", "?"))
+    event = str(line.get("event", "?"))
+    parts = [style(ts.ljust(24), "2"), style(event.ljust(event_width), _event_colour(event))]
+    ids = [f"{label}={_value(line[key])}" for key, label in _IDS if line.get(key) is not None]
+    if ids:
+        parts.append(style(" ".join(ids), "1"))
+    fields = [
+        f"{style(k, '2')}={_value(v)}" for k, v in line.items() if k not in _HIDDEN and not any(k == i for i, _ in _IDS)
+    ]
+    parts.extend(fields)
+    return "  ".join(parts).rstrip()
+
+
+def _emit(line: Line, raw: bytes, args: argparse.Namespace, style: _Style, width: int) -> None:
+    if args.json:
+        sys.stdout.write(raw.decode("utf-8", "replace") + "\n")
+    else:
+        sys.stdout.write(render(line, style, width) + "\n")
+
+
+# --------------------------------------------------------------------------- filters
+
+
+def parse_when(text: str, now: float | None = None) -> float:
+    """``1h`` / ``30m`` / ``2d`` / ``45s`` / ``1w`` ago, or ISO 8601 (naive = local time) → unix seconds."""
+    now = time.time() if now is None else now
+    t = text.strip()
+    if len(t) >= 2 and t[-1].lower() in _UNITS:
+        try:
+            return now - float(t[:-1]) * _UNITS[t[-1].lower()]
+        except ValueError:
+            pass
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(t.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        raise SystemExit(f"membrane-otel ledger: cannot read time {text!r}: use 1h, 30m, 2d or ISO 8601") from None
+
+
+def _equals(key: str, want: str) -> Callable[[Line], bool]:
+    """The field ``key`` is ``want``, compared as the text one would type (1, true, null, abc)."""
+
+    def check(line: Line) -> bool:
+        return key in line and (line[key] == want or _value(line[key]) == want)
+
+    return check
+
+
+def build_filter(args: argparse.Namespace, now: float | None = None) -> Callable[[Line], bool]:
+    """One predicate from the filter options (all must hold)."""
+    checks: list[Callable[[Line], bool]] = []
+    if args.event:
+        pats = list(args.event)
+        checks.append(lambda ln: any(fnmatch.fnmatchcase(str(ln.get("event", "")), p) for p in pats))
+    for key, want in (("task_id", args.task_id), ("persona_id", args.persona), ("session_id", args.session)):
+        if want is not None:
+            checks.append(_equals(key, want))
+    if args.actor is not None:
+        actor = args.actor
+        checks.append(lambda ln: str(ln.get("event", "")).startswith("narrative.") and ln.get("narrative.who") == actor)
+    if args.action is not None:
+        action = args.action
+        checks.append(
+            lambda ln: str(ln.get("event", "")).startswith("narrative.")
+            and (ln.get("narrative.what") == action or ln.get("event") == f"narrative.{action}")
+        )
+    for item in args.match or ():
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise SystemExit(f"membrane-otel ledger: --match {item!r}: expected KEY=VALUE")
+        checks.append(_equals(key, raw))
+    if args.since:
+        since = parse_when(args.since, now)
+        checks.append(lambda ln: float(ln.get("ts_unix") or 0) >= since)
+    if args.until:
+        until = parse_when(args.until, now)
+        checks.append(lambda ln: float(ln.get("ts_unix") or 0) <= until)
+    return lambda ln: all(c(ln) for c in checks)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _parse(raw: bytes) -> Line | None:
+    from membrane_otel.ledger import parse_line
+
+    return parse_line(raw)
+
+
+def _reverse_raw(path: str) -> Iterator[bytes]:
+    """Raw lines, newest first, over every file of the ledger (reads blocks from the end)."""
+    from membrane_otel.ledger import ledger_files
+
+    for file in reversed(ledger_files(path)):
+        with open(file, "rb") as f:
+            pos = f.seek(0, os.SEEK_END)
+            rest = b""
+            while pos > 0:
+                step = min(65536, pos)
+                pos -= step
+                f.seek(pos)
+                block = f.read(step) + rest
+                lines = block.split(b"\n")
+                rest = lines.pop(0)
+                for raw in reversed(lines):
+                    if raw.strip():
+                        yield raw
+            if rest.strip():
+                yield rest
+
+
+def _forward(path: str) -> Iterator[tuple[Line, bytes]]:
+    from membrane_otel.ledger import iter_raw
+
+    for _, _, raw in iter_raw(path):
+        line = _parse(raw)
+        if line is not None:
+            yield line, raw
+
+
+def _last(path: str, n: int, keep: Callable[[Line], bool]) -> list[tuple[Line, bytes]]:
+    found: list[tuple[Line, bytes]] = []
+    if n <= 0:
+        return found
+    for raw in _reverse_raw(path):
+        line = _parse(raw)
+        if line is not None and keep(line):
+            found.append((line, raw))
+            if len(found) >= n:
+                break
+    found.reverse()
+    return found
+
+
+def _follow(path: str, keep: Callable[[Line], bool], out: Callable[[Line, bytes], None]) -> int:
+    """Print lines as they are appended, across rotations, until interrupted."""
+    f = None
+    inode = -1
+    buf = b""
+    try:
+        f = open(path, "rb")
+        f.seek(0, os.SEEK_END)
+        inode = os.fstat(f.fileno()).st_ino
+    except FileNotFoundError:
+        f = None
+    while True:
+        chunk = f.read() if f is not None else b""
+        if chunk:
+            buf += chunk
+            *complete, buf = buf.split(b"\n")
+            for raw in complete:
+                line = _parse(raw)
+                if line is not None and keep(line):
+                    out(line, raw)
+            sys.stdout.flush()
+            continue
+        try:
+            current = os.stat(path).st_ino
+        except FileNotFoundError:
+            current = -1
+        if current != inode and current != -1:
+            # Rotated (or created): the old file was read to its end above; start the new one.
+            if f is not None:
+                f.close()
+            f = open(path, "rb")
+            inode, buf = current, b""
+            continue
+        time.sleep(0.1)  # a CLI polling a file: stdlib has no portable file-change wait
+
+
+# --------------------------------------------------------------------------- actions
+
+
+def _tail(args: argparse.Namespace, path: str) -> int:
+    keep = build_filter(args)
+    style = _style(args, sys.stdout)
+    rows = _last(path, args.lines, keep)
+    width = max([22, *(len(str(ln.get("event", ""))) for ln, _ in rows)])
+    for line, raw in rows:
+        _emit(line, raw, args, style, width)
+    sys.stdout.flush()
+    if args.follow:
+        return _follow(path, keep, lambda ln, raw: _emit(ln, raw, args, style, width))
+    return 0
+
+
+def _query(args: argparse.Namespace, path: str) -> int:
+    keep = build_filter(args)
+    style = _style(args, sys.stdout)
+    rows: list[tuple[Line, bytes]]
+    if args.limit > 0:
+        rows = _last(path, args.limit, keep)
+    elif args.json:
+        for line, raw in _forward(path):
+            if keep(line):
+                _emit(line, raw, args, style, 0)
+        return 0
+    else:
+        rows = [(ln, raw) for ln, raw in _forward(path) if keep(ln)]
+    width = max([10, *(len(str(ln.get("event", ""))) for ln, _ in rows)])
+    for line, raw in rows:
+        _emit(line, raw, args, style, width)
+    if not rows and sys.stdout.isatty():
+        print("no matching lines", file=sys.stderr)
+    return 0
+
+
+def _stats(args: argparse.Namespace, path: str) -> int:
+    from membrane_otel.ledger import ledger_files
+
+    files = ledger_files(path)
+    events: Counter[str] = Counter()
+    ids: dict[str, set[str]] = {k: set() for k, _ in _IDS}
+    per_file: list[dict[str, Any]] = []
+    first = last = None
+    unreadable = 0
+    for file in files:
+        count = 0
+        with open(file, "rb") as f:
+            for raw in f:
+                line = _parse(raw)
+                if line is None:
+                    unreadable += bool(raw.strip())
+                    continue
+                count += 1
+                events[str(line.get("event", "?"))] += 1
+                for key in ids:
+                    if line.get(key) is not None:
+                        ids[key].add(str(line[key]))
+                if first is None:
+                    first = line
+                last = line
+        per_file.append({"file": str(file), "lines": count, "bytes": file.stat().st_size})
+    span = float(last.get("ts_unix") or 0) - float(first.get("ts_unix") or 0) if first and last else 0.0
+    report = {
+        "ledger": path,
+        "lines": sum(events.values()),
+        "unreadable_lines": unreadable,
+        "bytes": sum(entry["bytes"] for entry in per_file),
+        "first_ts": first.get("ts") if first else None,
+        "last_ts": last.get("ts") if last else None,
+        "span_seconds": round(span, 3),
+        "events": dict(events.most_common()),
+        "distinct": {k: len(v) for k, v in ids.items()},
+        "files": per_file,
+    }
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False))
+        return 0
+    st = _style(args, sys.stdout)
+    print(f"{st('ledger', '1')}  {path}")
+    print(f"  {report['lines']:,} lines, {_size(report['bytes'])} in {len(files)} file(s)")
+    if first and last:
+        print(f"  from {report['first_ts']} to {report['last_ts']} ({_duration(span)})")
+    distinct = ", ".join(f"{n:,} {label}s" for (k, label), n in zip(_IDS, report["distinct"].values(), strict=True))
+    print(f"  {distinct}")
+    if unreadable:
+        print(st(f"  {unreadable} unreadable line(s): run 'membrane-otel ledger verify'", "33"))
+    if events:
+        print(st("\nevents", "1"))
+        width = max(len(e) for e in events)
+        for event, n in events.most_common():
+            print(f"  {st(event.ljust(width), _event_colour(event))}  {n:>9,}")
+    print(st("\nfiles", "1"))
+    width = max((len(os.path.basename(entry["file"])) for entry in per_file), default=4)
+    for entry in per_file:
+        name = os.path.basename(entry["file"]).ljust(width)
+        print(f"  {name}  {entry['lines']:>9,} lines  {_size(entry['bytes']):>9}")
+    return 0
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
+
+
+def _duration(seconds: float) -> str:
+    s = int(seconds)
+    d, s = divmod(s, 86400)
+    h, s = divmod(s, 3600)
+    m, s = divmod(s, 60)
+    return " ".join(f"{v}{u}" for v, u in ((d, "d"), (h, "h"), (m, "m"), (s, "s")) if v) or f"{seconds:.3f}s"
+
+
+def _verify(args: argparse.Namespace, path: str) -> int:
+    from membrane_otel.ledger_verify import Problem, verify
+
+    err = sys.stderr
+    tty = err.isatty()
+    out = _style(args, sys.stdout)
+    last_draw = [0.0]
+
+    def progress(lines: int, done: int, total: int) -> None:
+        if args.quiet or args.json:
+            return
+        if tty:
+            now = time.monotonic()
+            if now - last_draw[0] >= 0.1:
+                last_draw[0] = now
+                pct = 100 * done / total if total else 100
+                err.write(f"\rverifying {pct:5.1f}%  {lines:,} lines ")
+                err.flush()
+        elif args.progress_every and lines % args.progress_every == 0 and done < total:
+            err.write(f"verify: {lines:,} lines checked ({done:,} of {total:,} bytes)\n")
+
+    report = verify(path, progress=progress, progress_every=10_000)
+    if tty and not args.quiet and not args.json:
+        err.write("\r\x1b[K")
+    if not report.files:
+        print(f"membrane-otel ledger verify: no ledger at {path}", file=err)
+        return 2
+
+    def problem_dict(p: Problem) -> dict[str, Any]:
+        return {"kind": p.kind, "file": str(p.file), "line": p.line, "seq": p.seq, "message": p.message}
+
+    code = 1 if report.problem else 3 if report.torn else 0
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "ok": report.ok,
+                    "exit_code": code,
+                    "files": [str(f) for f in report.files],
+                    "lines": report.lines,
+                    "first_seq": report.first_seq,
+                    "last_seq": report.last_seq,
+                    "last_hash": report.last_hash,
+                    "problem": problem_dict(report.problem) if report.problem else None,
+                    "torn": [problem_dict(t) for t in report.torn],
+                }
+            )
+        )
+        return code
+    for torn in report.torn:
+        print(out("TORN", "33") + f"  {torn.message}")
+    if report.problem:
+        p = report.problem
+        seq = f" (seq {p.seq})" if p.seq is not None else ""
+        print(out("TAMPERED", "1;31") + f"  {p.file}:{p.line}{seq}: {p.message}")
+        print(f"  the chain is intact up to seq {report.last_seq}; from this line on nothing can be trusted")
+        return 1
+    if not args.quiet:
+        files = len(report.files)
+        print(
+            out("OK", "1;32")
+            + f"  chain intact: {report.lines:,} lines in {files} file{'s' * (files != 1)}"
+            + f" (seq {report.first_seq or 0}..{report.last_seq}), last hash {report.last_hash[:16]}…"
+        )
+    return code
+
+
+def run(args: argparse.Namespace) -> int:
+    path = resolve_ledger_path(args.ledger)
+    action = args.action_name
+    if action == "tail":
+        return _tail(args, path)
+    if action == "query":
+        return _query(args, path)
+    if action == "stats":
+        return _stats(args, path)
+    return _verify(args, path)
