@@ -337,3 +337,28 @@ def test_forked_child_publishes_on_its_own(tmp_path: Path, clients: list[BusClie
         assert os.waitstatus_to_exitcode(status) == 0
         assert client.force_flush(5000)
     assert sorted(ids(read_record(record))) == ["child-000000", "parent-000000"]
+
+
+def test_without_acks_sent_counts_as_delivered(tmp_path: Path, clients: list[BusClient]) -> None:
+    """require_ack=False (a bus that never acks): envelopes flow, and unread replies never back up."""
+    with BusProcess() as bus, Subscriber(bus.url) as sub:
+        client = _client(clients, bus.url, Spool(tmp_path), require_ack=False, batch_size=5)
+        for i in range(200):
+            client.publish(envelope(i))
+        assert client.force_flush(5000)
+        assert ids(sub.wait_for_count(200)) == _expected(200)
+    assert Spool(tmp_path).status()["files"] == 0
+
+
+def test_a_frame_too_big_for_the_bus_is_rejected_not_retried(tmp_path: Path, clients: list[BusClient]) -> None:
+    """The bus closes on an oversized frame (1009): that envelope is counted rejected, never spooled."""
+    before = counters.snapshot()
+    record = tmp_path / "bus.jsonl"
+    with BusProcess(record=record) as bus:
+        client = _client(clients, bus.url, Spool(tmp_path / "spool"), batch_size=1)
+        client.publish(envelope(0, content="x" * (17 * 1024 * 1024)))
+        client.publish(envelope(1))
+        wait_for(lambda: read_record(record), 10, what="the small envelope at the bus")
+        client.force_flush(5000)
+    assert ids(read_record(record)) == ["s-000001"]
+    assert _deltas(before, "bus_rejected", "spool_writes") == (1, 0)

@@ -18,6 +18,14 @@ Wire protocol (the reference bus in ``busserver.py`` speaks it):
 
 Rejected envelopes are counted (``bus_rejected``) and dropped, never spooled: sending them
 again would be rejected again.
+
+For a bus that never acks, ``require_ack=False`` counts a frame as delivered once it is
+written to the socket; a crash of the bus can then lose the frames in flight.
+
+Failures and retries: a refused or unreachable bus is retried with capped exponential
+backoff, but between attempts a cheap TCP probe (one connect, no handshake) is made every
+flush interval, so a bus that comes back is used within one interval. A bus that answers
+and refuses (HTTP 401, bad certificate, no ack in time) waits out the full backoff.
 """
 
 from __future__ import annotations
@@ -120,6 +128,7 @@ class WsTransport:
         ssl_ca: str | None = None,
         connect_timeout: float = 3.0,
         ack_timeout: float = 5.0,
+        require_ack: bool = True,
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("ws", "wss") or not parts.hostname:
@@ -132,6 +141,7 @@ class WsTransport:
         self._headers = {"Authorization": f"Bearer {token}"} if token else None
         self._connect_timeout = connect_timeout
         self._ack_timeout = ack_timeout
+        self._require_ack = require_ack
         self._ws: ClientConnection | None = None
 
     def _connect(self, timeout: float) -> ClientConnection:
@@ -145,6 +155,9 @@ class WsTransport:
                 ssl=self._ssl,
                 open_timeout=timeout,
                 close_timeout=1.0,
+                # Without acks nobody waits on replies; a bounded receive queue would, when
+                # full, stop reading the socket, and with it pings and the closing handshake.
+                max_queue=16 if self._require_ack else None,
             )
             # Entered as a context manager (websockets >= 17.1 warns otherwise); close() exits it.
             return ws.__enter__()
@@ -174,6 +187,8 @@ class WsTransport:
         frame = json.dumps(list(envelopes), separators=(",", ":"), ensure_ascii=False, default=str)
         try:
             ws.send(frame)
+            if not self._require_ack:
+                return self._assume_delivered(ws, envelopes)
             while True:
                 left = min(self._ack_timeout, budget - (time.monotonic() - start))
                 if left <= 0:
@@ -186,11 +201,24 @@ class WsTransport:
             self.close()
             raise BusError(f"no ack within {budget:.1f}s") from exc
         except ConnectionClosed as exc:
-            self._ws = None
+            self.close()
+            if exc.rcvd is not None and exc.rcvd.code == 1009:
+                # The bus will never take a frame this big; resending it would loop forever.
+                return Ack(frozenset(), "frame too big for the bus (close code 1009)")
             raise BusError(f"connection lost ({exc})") from exc
         except OSError as exc:
             self.close()
             raise BusError(f"connection failed ({exc})") from exc
+
+    def _assume_delivered(self, ws: ClientConnection, envelopes: Sequence[Envelope]) -> Ack:
+        """For buses that never ack: sent is delivered (a crash can lose what is in flight).
+        Whatever the bus does send is discarded at each send, so it never piles up."""
+        while True:
+            try:
+                ws.recv(timeout=0)
+            except TimeoutError:
+                break
+        return Ack(frozenset(sid for e in envelopes if (sid := _stimulus_id(e)) is not None))
 
     def probe(self, timeout: float) -> bool:
         try:
@@ -312,6 +340,7 @@ class BusClient:
         batch_size: int = 25,
         connect_timeout: float = 3.0,
         ack_timeout: float = 5.0,
+        require_ack: bool = True,
         max_backoff_s: float = 30.0,
         on_published: Callable[[list[Envelope]], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -323,7 +352,12 @@ class BusClient:
         self.url = url
         self.spool = spool
         self._transport: Transport = transport or WsTransport(
-            url, token=token, ssl_ca=ssl_ca, connect_timeout=connect_timeout, ack_timeout=ack_timeout
+            url,
+            token=token,
+            ssl_ca=ssl_ca,
+            connect_timeout=connect_timeout,
+            ack_timeout=ack_timeout,
+            require_ack=require_ack,
         )
         self._queue_size = queue_size
         self._interval = flush_interval_ms / 1000.0
@@ -618,6 +652,7 @@ def flush_spool(
     ssl_ca: str | None = None,
     connect_timeout: float = 5.0,
     ack_timeout: float = 10.0,
+    require_ack: bool = True,
     transport: Transport | None = None,
 ) -> int:
     """Replay every spooled batch to the bus now; return how many envelopes it accepted.
@@ -626,7 +661,12 @@ def flush_spool(
     is put back, and what was acknowledged before stays delivered.
     """
     tr = transport or WsTransport(
-        url, token=token, ssl_ca=ssl_ca, connect_timeout=connect_timeout, ack_timeout=ack_timeout
+        url,
+        token=token,
+        ssl_ca=ssl_ca,
+        connect_timeout=connect_timeout,
+        ack_timeout=ack_timeout,
+        require_ack=require_ack,
     )
     problems = _ProblemLog(time.monotonic)
     delivered = 0
