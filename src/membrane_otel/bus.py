@@ -276,10 +276,6 @@ class _ProblemLog:
             self._last[key] = now
         _log.log(level, msg, *args, exc_info=exc_info)
 
-    def forget(self) -> None:
-        with self._lock:
-            self._last.clear()
-
 
 @contextlib.contextmanager
 def _no_instrumentation() -> Iterator[None]:
@@ -529,18 +525,22 @@ class BusClient:
             if not self._replay(deadline):
                 self._spill_queue()  # more spooled than one slice: newer envelopes queue behind
                 return False
-            self._send_queue(deadline)
+            if not self._send_queue(deadline):
+                self._spill_queue()  # out of time (shutdown, force_flush): keep the rest safe
+                return False
         except BusError as exc:
             self._transport.close()
             self._on_failure(exc)
             self._spill_queue()
             return False
         if self._backoff:
-            _log.info("membrane bus at %s is reachable again", self.url)
+            self._problems.log(logging.INFO, "recovered", "membrane bus at %s is reachable again", self.url)
         self._backoff = 0.0
         self._next_attempt = 0.0
-        self._problems.forget()
         return True
+
+    def _past(self, deadline: float | None) -> bool:
+        return deadline is not None and self._clock() >= deadline
 
     def _time_left(self, deadline: float | None) -> float | None:
         """Seconds the transport may spend (None: its own timeouts). A passed deadline still
@@ -562,7 +562,7 @@ class BusClient:
             return True
         slice_end = self._clock() + max(self._interval, 0.2)
         while True:
-            if self._clock() >= slice_end or len(self._queue) > self._queue_size // 2:
+            if self._clock() >= slice_end or self._past(deadline) or len(self._queue) > self._queue_size // 2:
                 return False
             batch = self.spool.claim_oldest()
             if batch is None:
@@ -577,11 +577,14 @@ class BusClient:
             self.spool.ack(batch)
             _account(batch.envelopes, ack, self._problems, self._on_published)
 
-    def _send_queue(self, deadline: float | None) -> None:
+    def _send_queue(self, deadline: float | None) -> bool:
+        """Send the queue batch by batch; False when the deadline cut it short."""
         while True:
+            if self._past(deadline):
+                return False
             with self._cond:
                 if not self._queue:
-                    return
+                    return True
                 n = min(self._batch_size, len(self._queue))
                 batch = [self._queue.popleft() for _ in range(n)]
                 self._inflight = batch
