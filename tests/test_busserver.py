@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
+import select
 import subprocess
 import urllib.error
 import urllib.request
@@ -170,3 +173,41 @@ def test_pretty_line_shows_time_severity_channel_content() -> None:
     line = _pretty(env, color=False)
     assert line.endswith(" CRITICAL test.bus  Bootstrap failed  [test:bus]")
     assert len(line.split()[0]) == len("HH:MM:SS.mmm")
+
+
+def test_tail_prints_readable_lines_on_a_terminal() -> None:
+    """`bus tail` on a TTY prints one readable line per envelope instead of JSON."""
+    parent, child = pty.openpty()
+    with BusProcess() as bus:
+        tail = subprocess.Popen(
+            [*CLI, "bus", "tail", "--url", bus.url, "--count", "1"],
+            stdout=child,
+            stderr=subprocess.DEVNULL,
+            env=cli_env(NO_COLOR="1"),
+        )
+        os.close(child)
+        try:
+            health = f"http://127.0.0.1:{bus.port}/health"
+            wait_for(lambda: json.loads(urllib.request.urlopen(health, timeout=5).read())["subscribers"] == 1)
+            with connect(bus.url) as ws:
+                _ask(ws, json.dumps(envelope(1, content="Bootstrap failed")))
+            assert tail.wait(15) == 0
+            out = b""
+            while chunk := _read_pty(parent):
+                out += chunk
+        finally:
+            if tail.poll() is None:
+                tail.kill()
+                tail.wait()
+            os.close(parent)
+    line = out.decode().strip()
+    assert line.endswith(" ERROR    test.bus  Bootstrap failed  [test:bus]"), line
+
+
+def _read_pty(fd: int) -> bytes:
+    if not select.select([fd], [], [], 0.5)[0]:
+        return b""
+    try:
+        return os.read(fd, 4096)
+    except OSError:  # EIO: the child side is closed and drained
+        return b""
