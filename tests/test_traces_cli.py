@@ -140,6 +140,8 @@ def test_ledger_holds_the_right_trees(run: Run) -> None:
     assert by["flaky"]["status"] == "error" and by["send_email"]["status"] == "blocked"
     assert "abc123secretvalue" not in "".join(json.dumps(ln) for ln in read_lines(run.ledger))
     assert by["key21"]["metadata"] == {"tokens_saved": 21, "tier": "warm"}
+    # The seed's metadata["error"] is str(e); the type rides along.
+    assert by["flaky"]["metadata"] == {"error": "backend down token=<REDACTED>", "error_type": "RuntimeError"}
 
 
 def test_view_trace_id_shows_the_whole_request_as_the_console_did(

@@ -336,7 +336,8 @@ def _record_exception(span: Span, scrub: _Scrubber, exc: BaseException, tb: Trac
             "exception.escaped": True,
         },
     )
-    span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {message}"))
+    # The description is the bare message: the ledger line's metadata.error is the seed's str(e).
+    span.set_status(Status(StatusCode.ERROR, message or type(exc).__name__))
 
 
 class HRMTracer:
