@@ -434,7 +434,8 @@ def _verify(args: argparse.Namespace, path: str) -> int:
         elif args.progress_every and lines % args.progress_every == 0 and done < total:
             err.write(f"verify: {lines:,} lines checked ({done:,} of {total:,} bytes)\n")
 
-    report = verify(path, progress=progress, progress_every=10_000)
+    every = args.progress_every if args.progress_every > 0 and not tty else 10_000
+    report = verify(path, progress=progress, progress_every=every)
     if tty and not args.quiet and not args.json:
         err.write("\r\x1b[K")
     if not report.files:
