@@ -309,8 +309,8 @@ def test_a_body_over_the_limit_is_413(start: Start) -> None:
 
 
 def test_a_gzip_bomb_is_refused_with_413(start: Start) -> None:
-    """10 MB of zeros, gzip-compressed to a few KB, is over the default decompressed cap: 413."""
-    run = start()
+    """10 MB of zeros, gzip-compressed to a few KB, is over a 4 MiB decompressed cap: 413."""
+    run = start(max_body=4 * 1024 * 1024)
     bomb = gzip.compress(b"\x00" * (10 * 1024 * 1024), compresslevel=9)
     assert len(bomb) < 64 * 1024
     started = time.monotonic()
@@ -353,6 +353,26 @@ def test_an_unwritable_ledger_answers_503_with_retry_after_and_recovers(start: S
     assert post(run.port, "/v1/logs", body)[0] == 200
     assert len(run.lines()) == 3  # the retried batch was not taken for a duplicate
     assert get(f"{run.url}/ready")[0] == 200
+
+
+def test_a_stalled_client_gets_503_for_others_then_frees_its_slot(start: Start) -> None:
+    """With every slot held by a client that stopped mid-body, others get 503 + Retry-After; then it times out."""
+    import socket
+
+    run = start(max_inflight=1, socket_timeout_s=2.0, retry_after_s=1)
+    stalled = socket.create_connection(("127.0.0.1", run.port), timeout=10)
+    try:
+        stalled.sendall(
+            b"POST /v1/logs HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
+            b"Content-Length: 1000\r\n\r\n" + b"\x00" * 10
+        )
+        wait_for(lambda: run.server.inflight.in_use == 1, what="the stalled request to hold the slot")
+        status, hdrs, _ = post(run.port, "/v1/logs", logs_body())
+        assert status == 503 and hdrs["retry-after"] == "1"
+        wait_for(lambda: run.server.inflight.in_use == 0, timeout=10, what="the stalled client to time out")
+        good_request_works(run)
+    finally:
+        stalled.close()
 
 
 # --------------------------------------------------------------------------- /ingest and the bus

@@ -36,7 +36,8 @@ _log = RateLimitedLogger(logging.getLogger("membrane_otel.bridge"))
 
 
 class LedgerWriter(Protocol):
-    path: Path
+    @property
+    def path(self) -> Path: ...
 
     def append_many(self, records: Sequence[dict[str, Any]]) -> int: ...
 

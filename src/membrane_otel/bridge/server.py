@@ -42,10 +42,11 @@ from membrane_otel.bridge.otlp import MalformedRequest, decode_logs, decode_trac
 
 __all__ = ["DEFAULT_MAX_BODY", "BridgeHTTPServer", "ServerOptions", "make_server"]
 
-# Above the ~5 MiB a Collector batch of a few thousand records takes, below what a single
-# request may pin in memory per in-flight slot. Configure the Collector's batch processor
-# (send_batch_max_size) so its batches stay under it: a 413 is not retried.
-DEFAULT_MAX_BODY = 8 * 1024 * 1024
+# A Collector batch of 4096 records with stack traces inflates to ~10-30 MiB; a 413 is not
+# retried (the batch would be lost), so the cap sits above that. Memory is bounded by
+# max_inflight × this (plus the decoded records). Collectors whose batches could be larger
+# should bound them (batch send_batch_max_size, or a bytes sizer on the sending queue).
+DEFAULT_MAX_BODY = 32 * 1024 * 1024
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 # How much of an unwanted body we read and discard so the connection can stay open.
@@ -61,8 +62,31 @@ class ServerOptions:
     token: str | None = None
     max_body: int = DEFAULT_MAX_BODY
     retry_after_s: int = 5
-    max_inflight: int = 16  # requests decoded at once; memory is bounded by this × max_body
+    # Requests decoded at once. More would not be faster (decoding holds the GIL) and each
+    # may hold max_body bytes, so a few is the right number; the rest wait, then get 503.
+    max_inflight: int = 4
     socket_timeout_s: float = 30.0
+
+
+class _Slots:
+    """At most ``n`` requests decoding at once; ``in_use`` says how many are."""
+
+    def __init__(self, n: int) -> None:
+        self._sem = threading.BoundedSemaphore(n)
+        self._lock = threading.Lock()
+        self.in_use = 0
+
+    def acquire(self, timeout: float) -> bool:
+        if not self._sem.acquire(timeout=timeout):
+            return False
+        with self._lock:
+            self.in_use += 1
+        return True
+
+    def release(self) -> None:
+        with self._lock:
+            self.in_use -= 1
+        self._sem.release()
 
 
 class _Reply(Exception):
@@ -290,7 +314,7 @@ class BridgeHTTPServer(ThreadingHTTPServer):
         self.bridge = bridge
         self.options = options
         self.ssl_context = ssl_context
-        self.inflight = threading.BoundedSemaphore(options.max_inflight)
+        self.inflight = _Slots(options.max_inflight)
         super().__init__(address, _Handler)
 
     @property

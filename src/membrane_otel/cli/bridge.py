@@ -34,7 +34,7 @@ def build_parser(parser: argparse.ArgumentParser) -> None:
     serve.add_argument("--keyfile", default=None, help="TLS private key (PEM), if not in --certfile")
     serve.add_argument(
         "--max-body", type=int, default=None, metavar="BYTES",
-        help="largest accepted body after decompression (default 8 MiB)",
+        help="largest accepted body after decompression (default 32 MiB)",
     )
     serve.add_argument(
         "--no-bus", action="store_true", help="write the ledger only; publish no envelopes to the membrane bus"
@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
 
         publisher = build_publisher(settings)
     bridge = Bridge(
-        ledger_for(settings.ledger_path),
+        ledger_for(settings.ledger_path, max_bytes=settings.ledger_max_bytes),
         publisher,
         legacy_format=settings.envelope_format == "legacy",
         default_scope=settings.scope,
