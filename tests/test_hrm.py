@@ -135,6 +135,7 @@ def test_metadata_becomes_redacted_hrm_meta_attributes(
             context={"user": "ada", "api_key": "k-123"},
             agents=["a", "b"],
             mixed=[1, "a"],
+            odd_keys={(1, 2): "x"},
             missing=None,
         )
     a = attrs(spans(exporter)[0])
@@ -142,7 +143,7 @@ def test_metadata_becomes_redacted_hrm_meta_attributes(
     assert a["hrm.meta.password"] == "<REDACTED>"
     assert a["hrm.meta.context"] == '{"user": "ada", "api_key": "<REDACTED>"}'
     assert a["hrm.meta.agents"] == ("a", "b") and a["hrm.meta.mixed"] == '[1, "a"]'
-    assert "hrm.meta.missing" not in a
+    assert "hrm.meta.missing" not in a and a["hrm.meta.odd_keys"] == "{(1, 2): 'x'}"
 
 
 def test_configured_redact_patterns_apply_to_summaries(

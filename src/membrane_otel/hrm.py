@@ -123,7 +123,10 @@ def _attr_value(value: Any) -> AttrValue:
         kinds = {type(v) for v in value}
         if len(kinds) == 1 and kinds <= {str, bool, int, float}:
             return list(value)
-    return json.dumps(value, default=str, ensure_ascii=False)
+    try:
+        return json.dumps(value, default=str, ensure_ascii=False)
+    except (TypeError, ValueError):  # tuple keys, cycles: the text form still says something
+        return _text(value)
 
 
 class _Scrubber:
@@ -160,9 +163,10 @@ class _Scrubber:
     def metadata(self, metadata: Mapping[str, Any]) -> dict[str, AttrValue]:
         redactor = self._redactor
         out: dict[str, AttrValue] = {}
-        for key, value in metadata.items():
+        for raw_key, value in metadata.items():
             if value is None:
                 continue
+            key = str(raw_key)
             name = f"hrm.meta.{key}"
             if redactor.is_sensitive_key(key):
                 out[name] = "<REDACTED>"  # a bare value has no context for the text rules
