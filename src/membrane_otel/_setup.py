@@ -143,6 +143,12 @@ def force_flush(timeout_millis: int = 30000) -> bool:
         flush = getattr(provider, "force_flush", None)
         if callable(flush):
             ok = bool(flush(timeout_millis)) and ok
+    # The batch processors hand records to the membrane exporter, which only queues them on
+    # the bus client: flush that queue too, or "flushed" envelopes are still in memory.
+    from membrane_otel import membrane
+
+    if membrane._publisher is not None:
+        ok = bool(membrane._publisher.force_flush(timeout_millis)) and ok
     return ok
 
 
