@@ -187,7 +187,7 @@ def test_bus_killed_and_restarted_three_times_loses_nothing(tmp_path: Path) -> N
     record = tmp_path / "bus.jsonl"
     bus = BusProcess(port, record=record).start()
     env = clean_env(tmp_path, MEMBRANE_BUS_URL=bus.url, MEMBRANE_THROTTLE="0", OTEL_TRACES_EXPORTER="none")
-    err = open(tmp_path / "app.stderr", "w")  # noqa: SIM115 - closed in finally, after the app exits
+    err = open(tmp_path / "app.stderr", "w")  # closed in finally, after the app exits
     app = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(FLAPPING)],
         env=env,
