@@ -327,7 +327,7 @@ class _HRMSpan:
 
 def _record_exception(span: Span, scrub: _Scrubber, exc: BaseException, tb: TracebackType | None) -> None:
     """The exception event, redacted (``span.record_exception`` would export the raw text)."""
-    message = scrub.text(str(exc))
+    message = scrub.text(_text(exc))
     stack = "".join(traceback.format_exception(type(exc), exc, tb))
     if len(stack) > _STACK_LIMIT:
         stack = "…" + stack[-_STACK_LIMIT:]  # the innermost frames and the message are at the end
