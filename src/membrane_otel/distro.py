@@ -7,6 +7,7 @@ no change to the app. A bad ``MEMBRANE_*`` value stops start-up with one line na
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -20,10 +21,10 @@ def _settings_or_exit() -> config.Settings:
     try:
         return config.load_settings()
     except config.ConfigError as exc:
-        # SystemExit passes through opentelemetry-instrument's broad `except Exception`,
-        # so the user sees this one line instead of a traceback from sitecustomize.
-        print(f"membrane-otel: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+        # We run inside `site` (sitecustomize): raising would give the user a traceback
+        # from the import system, or "Fatal Python error". Stop start-up with one line.
+        print(f"membrane-otel: {exc}", file=sys.stderr, flush=True)
+        os._exit(2)
 
 
 class MembraneDistro(BaseDistro):  # type: ignore[misc]  # BaseDistro is untyped

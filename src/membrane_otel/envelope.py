@@ -74,6 +74,7 @@ class EnvelopeMetadata(BaseModel):
     stack_trace: str | None = None
     node_id: str | None = None
     held_back: int | None = Field(None, ge=0)
+    held_back_fingerprint: int | None = Field(None, ge=0)
     otel_trace_id: str | None = None
     otel_span_id: str | None = None
 

@@ -37,10 +37,10 @@ from opentelemetry._logs import LogRecord, SeverityNumber, get_logger
 
 from membrane_otel._internal import counters
 from membrane_otel._internal.ratelog import RateLimitedLogger
+from membrane_otel.errors import CapturedException
 
 BODY_LIMIT = 64 * 1024
 _diag = RateLimitedLogger(logging.getLogger("membrane_otel.l2logger"))
-_LOGGING_FILES = (logging.__file__.rsplit(".", 1)[0], __file__.rsplit(".", 1)[0])
 
 
 def _severity(levelno: int) -> tuple[SeverityNumber, str]:
@@ -64,9 +64,9 @@ class _Pending:
     message: str
     logger_name: str
     attributes: dict[str, Any]
-    error_type: str | None
-    error_message: str | None
-    frames: tuple[tuple[str, int, str], ...] | None
+    script_name: str
+    error_type: str
+    exception: CapturedException | None
     context: otel_context.Context
 
 
@@ -132,13 +132,16 @@ class _Renderer:
 
 
 def _emit(item: _Pending) -> None:
-    from membrane_otel.errors import render_stack, truncate_stack
+    from membrane_otel.errors import dedupe_key, truncate_stack
     from membrane_otel.redact import redact_secrets
 
     attrs = item.attributes
-    if item.frames is not None and item.error_type is not None:
-        text = render_stack(item.error_type, item.error_message or "", item.frames)
-        attrs["exception.stacktrace"] = truncate_stack(redact_secrets(text))
+    attrs["membrane.dedupe_key"] = dedupe_key(
+        item.script_name, item.error_type, item.message, attrs["membrane.fingerprint"]
+    )
+    if item.exception is not None:
+        # The same text traceback.format_exception would print, rendered here, off-thread.
+        attrs["exception.stacktrace"] = truncate_stack(redact_secrets(item.exception.render()))
     severity, text = _severity(item.levelno)
     get_logger(item.logger_name).emit(
         LogRecord(
@@ -173,19 +176,6 @@ def flush(timeout_millis: float = 30000) -> bool:
     return _renderer.flush(timeout_millis / 1000) if _renderer is not None else True
 
 
-def _call_site_frames() -> tuple[tuple[str, int, str], ...]:
-    """Frames of the logging call (innermost first), skipping logging's and ours."""
-    frames: list[tuple[str, int, str]] = []
-    f = sys._getframe(1)
-    while f is not None and len(frames) < 64:
-        filename = f.f_code.co_filename
-        if not filename.startswith(_LOGGING_FILES):
-            frames.append((filename, f.f_lineno, f.f_code.co_name))
-        f = f.f_back  # type: ignore[assignment]
-    frames.reverse()  # outermost first, as a traceback lists them
-    return tuple(frames)
-
-
 class L2Handler(logging.Handler):
     """Turns records at or above ``l2_level`` into OTel log records with seeds/000 attributes."""
 
@@ -206,6 +196,7 @@ class L2Handler(logging.Handler):
             "membrane.source": f"script:{script_name}",
             "membrane.scope": get_settings().scope,
             "membrane.channel": f"signals.script.{slug}",
+            "code.file.path": script_path,
         }
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -216,41 +207,29 @@ class L2Handler(logging.Handler):
             self.handleError(record)
 
     def _capture(self, record: logging.LogRecord) -> None:
-        from membrane_otel.errors import capture_frames, dedupe_key, stack_fingerprint
+        from membrane_otel.errors import capture_exception, stack_fingerprint
         from membrane_otel.redact import redact_secrets
 
         message = redact_secrets(record.getMessage())
         if len(message) > BODY_LIMIT:
             message = message[: BODY_LIMIT - 14] + "...<truncated>"
-        error_type = error_message = None
-        frames: tuple[tuple[str, int, str], ...] | None = None
-        exc_info = record.exc_info
-        if exc_info and exc_info[0] is not None:
-            error_type = exc_info[0].__name__
-            error_message = redact_secrets(str(exc_info[1])) if exc_info[1] is not None else ""
-            frames = capture_frames(exc_info[2])
+        attrs = dict(self._static)
+        captured: CapturedException | None = None
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None:
+            # Plain data only (no frames, no locals): a few µs; rendering happens later.
+            captured = capture_exception(exc)
+            error_type = captured.type_name
+            attrs["exception.type"] = error_type
+            attrs["exception.message"] = redact_secrets(captured.message)
+            attrs["membrane.fingerprint"] = captured.fingerprint
         else:
             error_type = record.levelname.title()
-        if frames:
-            fingerprint = stack_fingerprint(frames=[(f, fn) for f, _, fn in frames])
-        else:
             # No traceback: the fingerprint comes from where the error was logged.
-            site = _call_site_frames()
-            fingerprint = stack_fingerprint(frames=[(f, fn) for f, _, fn in site])
-        attrs = dict(self._static)
-        attrs.update(
-            {
-                "membrane.fingerprint": fingerprint,
-                "membrane.dedupe_key": dedupe_key(self.script_name, error_type, message, fingerprint),
-                "code.function": record.funcName,
-                "code.lineno": record.lineno,
-                "code.namespace": record.module,
-                "code.file.path": self.script_path,
-            }
-        )
-        if exc_info and exc_info[0] is not None:
-            attrs["exception.type"] = error_type
-            attrs["exception.message"] = error_message or ""
+            attrs["membrane.fingerprint"] = stack_fingerprint()
+        attrs["code.function"] = record.funcName
+        attrs["code.lineno"] = record.lineno
+        attrs["code.namespace"] = record.module
         _get_renderer().put(
             _Pending(
                 time_ns=int(record.created * 1e9),
@@ -258,9 +237,9 @@ class L2Handler(logging.Handler):
                 message=message,
                 logger_name=record.name,
                 attributes=attrs,
-                error_type=error_type if frames is not None else None,
-                error_message=error_message,
-                frames=frames,
+                script_name=self.script_name,
+                error_type=error_type,
+                exception=captured,
                 context=otel_context.get_current(),
             )
         )

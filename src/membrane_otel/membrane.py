@@ -21,6 +21,7 @@ from membrane_otel.records import LogData
 from membrane_otel.translate import log_envelope, otel_severity, wants_envelope
 
 _log = RateLimitedLogger(logging.getLogger("membrane_otel.membrane"))
+THROTTLED_SIGNALS = frozenset({"script_error"})
 
 
 class MembranePublisher:
@@ -46,14 +47,20 @@ class MembranePublisher:
                 counters.incr("rejected")
                 _log.error("record %s cannot become an envelope: %s", log.event_name or "log", exc.errors()[0])
                 continue
-            if self._throttle is not None:
-                md = env.metadata
+            md = env.metadata
+            # Error storms are throttled (seeds/000: per type 1/15 s, per fingerprint 1/10 s);
+            # stimuli, metrics and UI/tool signals are not errors and pass untouched.
+            if self._throttle is not None and md.signal_type in THROTTLED_SIGNALS:
                 decision = self._throttle.admit(md.signal_type, md.stack_fingerprint or md.dedupe_key or "")
                 if not decision.allowed:
                     counters.incr("suppressed")
                     continue
+                # Every record the type limit held back since the last one out, so that
+                # sum(held_back) over delivered envelopes == suppressed (nothing unaccounted).
+                if decision.held_back_type:
+                    md.held_back = decision.held_back_type
                 if decision.held_back:
-                    md.held_back = decision.held_back
+                    md.held_back_fingerprint = decision.held_back
             self.publish(env.to_json_dict(legacy=self._legacy))
             sent += 1
         return sent

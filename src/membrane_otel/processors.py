@@ -17,6 +17,30 @@ from opentelemetry.sdk._logs import LogRecordProcessor, ReadWriteLogRecord
 from membrane_otel._internal import counters
 
 Redact = Callable[[Any], Any]
+_SEV_WARN = 13
+
+
+def _enrich_error(log_record: ReadWriteLogRecord, attrs: Any) -> None:
+    """Fingerprint and dedupe key for warnings/errors that arrive without them.
+
+    Records from ``setup_l2_logger`` carry them already; records from any other logger
+    (through the root's OTel handler under opentelemetry-instrument) get them here, from
+    the rendered stack the handler attached or, with no traceback, from the call site —
+    we are still on the application's thread, inside the logging call.
+    """
+    from membrane_otel.errors import dedupe_key, fingerprint_from_stacktrace, stack_fingerprint
+
+    stack = attrs.get("exception.stacktrace")
+    fingerprint = fingerprint_from_stacktrace(stack) if isinstance(stack, str) else None
+    if fingerprint is None:
+        fingerprint = stack_fingerprint()
+    scope = log_record.instrumentation_scope
+    script = scope.name if scope is not None else "app"
+    body = log_record.log_record.body
+    attrs["membrane.fingerprint"] = fingerprint
+    attrs["membrane.dedupe_key"] = dedupe_key(
+        script, attrs.get("exception.type"), body if isinstance(body, str) else str(body), fingerprint
+    )
 
 
 def _identity(value: Any) -> Any:
@@ -56,6 +80,12 @@ class MembraneLogProcessor(LogRecordProcessor):
                         attrs[key] = new  # type: ignore[index]
             if "membrane.record_id" not in attrs:
                 attrs["membrane.record_id"] = os.urandom(12).hex()  # type: ignore[index]
+            if (
+                "membrane.fingerprint" not in attrs
+                and record.event_name is None
+                and (record.severity_number is not None and record.severity_number.value >= _SEV_WARN)
+            ):
+                _enrich_error(log_record, attrs)
         else:
             record.attributes = {"membrane.record_id": os.urandom(12).hex()}
         counters.incr("produced_logs")
