@@ -218,3 +218,17 @@ def test_get_narratives_reads_rotated_ledger_files_too(tmp_path: Path) -> None:
     assert [n["where"] for n in narrative.get_narratives(ledger_path=path)] == [
         f"w{i}" for i in range(5, -1, -1)
     ]
+
+
+def test_the_ledger_cli_queries_narratives_by_actor_and_action(rig: Rig) -> None:
+    """`membrane-otel ledger query --actor … --action …` finds the lines narrate() wrote."""
+    from tests._bus_helpers import CLI, cli_env
+
+    rig.n.log_task_dispatch("htm", "t1", "k", "w1", 1, "rr", ["r"])
+    rig.n.log_load_shedding("htm", 5, 50, "low priority", ["full"])
+    rig.n.log_reroute("policy", "t1", "w1", "w2", ["w1 down"], "failover")
+    query = ["query", "--ledger", str(rig.ledger), "--json", "--actor", "htm", "--action", "shed_load"]
+    done = subprocess.run([*CLI, "ledger", *query], env=cli_env(), capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    found = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+    assert [(ln["narrative.who"], ln["narrative.what"]) for ln in found] == [("htm", "shed_load")]
