@@ -147,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--quick", action="store_const", dest="mode", const="quick", help="CI: proves they run")
     mode.add_argument("--full", action="store_const", dest="mode", const="full", help="the figures for docs/")
     parser.add_argument("--only", default="", help=f"comma-separated rows (of {', '.join(ROWS)})")
+    parser.add_argument(
+        "--out-dir", type=Path, default=None, help="write every output here instead of docs/ and .bench/"
+    )
     parser.add_argument("--row", choices=list(ROWS), help=argparse.SUPPRESS)
     parser.add_argument("--json-out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -179,20 +182,21 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine,
         "versions": versions,
     }
-    bench_dir = ROOT / ".bench"
-    bench_dir.mkdir(exist_ok=True)
+    bench_dir = args.out_dir or ROOT / ".bench"
+    bench_dir.mkdir(parents=True, exist_ok=True)
     (bench_dir / f"results.{args.mode}.json").write_text(
         json.dumps({"meta": meta, "results": results}, indent=1, ensure_ascii=False), encoding="utf-8"
     )
     partial = len(keys) < len(ROWS)
-    if args.mode == "full" and not partial:
+    if args.mode == "full" and not partial and args.out_dir is None:
         md, png = ROOT / "docs" / "PERFORMANCE.md", ROOT / "docs" / "performance.png"
     else:
         suffix = args.mode if not partial else f"{args.mode}.partial"
         md, png = bench_dir / f"PERFORMANCE.{suffix}.md", bench_dir / f"performance.{suffix}.png"
     report.write(results, meta, md, png)
     broken = [r["key"] for r in results if r["status"] == "error"]
-    print(f"bench {args.mode}: report {md.relative_to(ROOT)} ({meta['elapsed_s']:.0f} s)")
+    shown = md.relative_to(ROOT) if md.is_relative_to(ROOT) else md
+    print(f"bench {args.mode}: report {shown} ({meta['elapsed_s']:.0f} s)")
     if broken:
         print(
             f"bench {args.mode}: BROKEN benchmark(s): {', '.join(broken)} (see the report)", file=sys.stderr

@@ -82,3 +82,24 @@ def test_report_writes_table_and_chart(tmp_path: Path) -> None:
     assert "| 2 | b |" in text and "pending" in text
     assert "some profile" in text
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_runner_runs_a_row_in_its_own_process_and_writes_the_report(tmp_path: Path) -> None:
+    """`python -m benchmarks --quick --only ledger` exits 0 and writes the report where told."""
+    import subprocess
+    import sys
+
+    from benchmarks import ROOT, clean_env
+
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--only", "ledger", "--out-dir", str(tmp_path)],
+        cwd=ROOT,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    text = (tmp_path / "PERFORMANCE.quick.partial.md").read_text()
+    assert "Ledger append" in text and "## Machine and versions" in text
+    assert (tmp_path / "performance.quick.partial.png").exists()
