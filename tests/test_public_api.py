@@ -10,6 +10,7 @@ PUBLIC = [
     "configure",
     "force_flush",
     "get_metrics",
+    "setup_l2_logger",
     "shutdown",
     "tracer",
 ]

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from membrane_otel._setup import configure, force_flush, get_metrics, shutdown
     from membrane_otel.config import ConfigError, Settings
     from membrane_otel.hrm import tracer
+    from membrane_otel.l2logger import setup_l2_logger
 
 # public name -> module that defines it
 _EXPORTS: dict[str, str] = {
@@ -27,6 +28,7 @@ _EXPORTS: dict[str, str] = {
     "get_metrics": "membrane_otel._setup",
     "shutdown": "membrane_otel._setup",
     "tracer": "membrane_otel.hrm",
+    "setup_l2_logger": "membrane_otel.l2logger",
 }
 
 __all__ = sorted(_EXPORTS)
