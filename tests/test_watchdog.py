@@ -382,3 +382,41 @@ print(json.dumps([before, after]))
     before, after = json.loads(done.stdout.strip().splitlines()[-1])
     assert before == {"exporters": True}
     assert after == {"exporters": False}
+
+
+def test_the_process_watchdog_feeds_the_global_meter_from_real_counters(tmp_path: Path) -> None:
+    """start_watchdog() in a configured app: its figures reach a metric reader on the global provider."""
+    code = """
+import json, logging, membrane_otel
+from opentelemetry import metrics
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+reader = InMemoryMetricReader()
+metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+membrane_otel.configure()
+from membrane_otel.watchdog import start_watchdog, stop_watchdog
+dog = start_watchdog()
+assert start_watchdog() is dog
+for i in range(7):
+    logging.getLogger("app").warning("w %d", i)
+membrane_otel.force_flush()
+names = {}
+for rm in reader.get_metrics_data().resource_metrics:
+    for sm in rm.scope_metrics:
+        for m in sm.metrics:
+            names[m.name] = {",".join(map(str, (p.attributes or {}).values())) or "-": p.value for p in m.data.data_points}
+stop_watchdog(); stop_watchdog()
+print(json.dumps({"interval": dog.interval_s, "metrics": names}))
+"""
+    env = clean_env(
+        tmp_path, OTEL_LOGS_EXPORTER="ledger", OTEL_TRACES_EXPORTER="none", MEMBRANE_WATCHDOG_INTERVAL="7"
+    )
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["interval"] == 7
+    got = report["metrics"]
+    assert got["membrane_otel.records.produced"] == {"logs": 7}
+    assert got["membrane_otel.records.exported"]["logs"] == 7
+    assert got["membrane_otel.queue.depth"]["logs.ledger"] == 0
+    assert "logs.ledger" in got["membrane_otel.export.latency"]

@@ -33,7 +33,15 @@ from typing import Any, Literal
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
 
-__all__ = ["Alert", "PipelineWatchdog", "acheck_readiness", "check_readiness", "pipeline_figures"]
+__all__ = [
+    "Alert",
+    "PipelineWatchdog",
+    "acheck_readiness",
+    "check_readiness",
+    "pipeline_figures",
+    "start_watchdog",
+    "stop_watchdog",
+]
 
 _log = logging.getLogger("membrane_otel.watchdog")
 
@@ -390,6 +398,36 @@ _PIPELINE_INSTRUMENTS: tuple[tuple[str, Callable[[Mapping[str, int]], list[Obser
         "Envelopes held back by the throttle",
     ),
 )
+
+
+_process_watchdog: PipelineWatchdog | None = None
+_process_lock = threading.Lock()
+
+
+def start_watchdog(**kwargs: Any) -> PipelineWatchdog:
+    """Start the process's watchdog (once; later calls return the running one).
+
+    ``interval_s`` defaults to ``MEMBRANE_WATCHDOG_INTERVAL`` (15 s); other keyword arguments
+    go to :class:`PipelineWatchdog`. Its OTel instruments use the global meter provider.
+    """
+    global _process_watchdog
+    with _process_lock:
+        if _process_watchdog is None:
+            if "interval_s" not in kwargs:
+                from membrane_otel.config import get_settings
+
+                kwargs["interval_s"] = get_settings().watchdog_interval_s
+            _process_watchdog = PipelineWatchdog(**kwargs)
+        _process_watchdog.start()
+        return _process_watchdog
+
+
+def stop_watchdog(timeout_s: float = 5.0) -> None:
+    """Stop the process's watchdog, if one was started. Idempotent."""
+    with _process_lock:
+        dog = _process_watchdog
+    if dog is not None:
+        dog.stop(timeout_s)
 
 
 # -- readiness ------------------------------------------------------------------------------------
