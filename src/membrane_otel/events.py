@@ -262,6 +262,81 @@ class EventEmitter:
             _rate_log.error("emit_event(%r) failed: %r", event_type, exc)
             return False
 
+    # -- the seed's wrappers ---------------------------------------------------------------
+
+    def task_lifecycle(self, stage: str, task_id: str, **fields: Any) -> bool:
+        """``task_started`` / ``task_completed`` / ``task_failed`` for stage started/completed/failed."""
+        name = _LIFECYCLE.get(str(stage).lower(), f"task_{stage}")
+        fields.pop("task_id", None)
+        persona_id, session_id = fields.pop("persona_id", None), fields.pop("session_id", None)
+        return self.emit(name, fields, task_id=task_id, persona_id=persona_id, session_id=session_id)
+
+    def alert(self, level: str, message: str, **fields: Any) -> bool:
+        """``alert_triggered`` with ``level`` and ``message``; the record's severity follows the level."""
+        severity, text = _ALERT_SEVERITY.get(str(level).lower(), (SeverityNumber.WARN, "WARN"))
+        ids = {k: fields.pop(k, None) for k in ("task_id", "persona_id", "session_id")}
+        payload = {"level": level, "message": message, **fields}
+        return self.emit("alert_triggered", payload, severity=severity, severity_text=text, **ids)
+
+    def system_event(self, kind: str, description: str, **fields: Any) -> bool:
+        """A system operation as event ``kind``: ``system_event("migration", "D to C drive", status=…)``."""
+        ids = {k: fields.pop(k, None) for k in ("task_id", "persona_id", "session_id")}
+        return self.emit(kind, {"description": description, **fields}, **ids)
+
+    def monitoring_snapshot(
+        self,
+        metrics: Mapping[str, Any],
+        *,
+        task_id: str | None = None,
+        persona_id: str | None = None,
+        session_id: str | None = None,
+    ) -> bool:
+        """A ``monitoring_snapshot`` line with the metrics as fields, and each number as a gauge."""
+        try:
+            ids = {"task_id": task_id, "persona_id": persona_id, "session_id": session_id}
+            _record_gauges(metrics, {k: str(v) for k, v in ids.items() if v is not None})
+        except Exception as exc:  # the line below must still be written
+            counters.incr("emit_failed")
+            _rate_log.error("monitoring gauges failed: %r", exc)
+        return self.emit(
+            "monitoring_snapshot", metrics, task_id=task_id, persona_id=persona_id, session_id=session_id
+        )
+
+    def append_ledger(self, record: Mapping[str, Any]) -> bool:
+        """The old API: ``append_ledger({"event": "eval", "task_id": t, "quality": 0.85})``."""
+        try:
+            fields = dict(record)
+            event = fields.pop("event", None) or "ledger_entry"
+        except Exception as exc:
+            counters.incr("emit_failed")
+            _rate_log.error("append_ledger(%r) failed: %r", type(record).__name__, exc)
+            return False
+        return self.emit(str(event), fields)
+
+
+_gauges: dict[str, Any] = {}
+_gauges_lock = threading.Lock()
+
+
+def _record_gauges(metrics: Mapping[str, Any], attributes: dict[str, str]) -> None:
+    """Each numeric value as an OTel gauge data point ``monitoring.<name>`` (no-op without a meter provider)."""
+    from opentelemetry import metrics as otel_metrics
+
+    for key, value in metrics.items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        name = f"monitoring.{key}"
+        if not _METRIC_NAME.match(name):
+            continue
+        gauge = _gauges.get(name)
+        if gauge is None:
+            with _gauges_lock:
+                gauge = _gauges.get(name)
+                if gauge is None:
+                    meter = otel_metrics.get_meter("membrane_otel.events")
+                    gauge = _gauges[name] = meter.create_gauge(name, description=f"monitoring snapshot: {key}")
+        gauge.set(value, attributes)
+
 
 _default: EventEmitter | None = None
 _default_lock = threading.Lock()
@@ -295,50 +370,19 @@ def emit_event(
     return _emitter().emit(event_type, payload, task_id=task_id, persona_id=persona_id, session_id=session_id)
 
 
-def _ids(fields: dict[str, Any]) -> dict[str, Any]:
-    return {k: fields.pop(k) for k in ("task_id", "persona_id", "session_id") if k in fields}
-
-
 def emit_task_lifecycle(stage: str, task_id: str, **fields: Any) -> bool:
-    """``task_started`` / ``task_completed`` / ``task_failed`` for ``stage`` started/completed/failed."""
-    name = _LIFECYCLE.get(str(stage).lower(), f"task_{stage}")
-    ids = _ids(fields)
-    ids.pop("task_id", None)
-    return _emitter().emit(name, fields, task_id=task_id, **ids)
+    """``emit_task_lifecycle("completed", "demo-001", quality=0.85)`` → ``task_completed``."""
+    return _emitter().task_lifecycle(stage, task_id, **fields)
 
 
 def emit_alert(level: str, message: str, **fields: Any) -> bool:
-    """``alert_triggered`` with ``level`` and ``message``; the record's severity follows the level."""
-    severity, text = _ALERT_SEVERITY.get(str(level).lower(), (SeverityNumber.WARN, "WARN"))
-    ids = _ids(fields)
-    payload = {"level": level, "message": message, **fields}
-    return _emitter().emit("alert_triggered", payload, severity=severity, severity_text=text, **ids)
+    """``emit_alert("warning", "Proxy port not responding", port=18091)`` → ``alert_triggered``."""
+    return _emitter().alert(level, message, **fields)
 
 
 def emit_system_event(kind: str, description: str, **fields: Any) -> bool:
-    """A system operation: ``emit_system_event("migration", "D to C drive", status="completed")``."""
-    ids = _ids(fields)
-    return _emitter().emit(kind, {"description": description, **fields}, **ids)
-
-
-_gauges: dict[str, Any] = {}
-
-
-def _record_gauges(metrics: Mapping[str, Any], attributes: dict[str, str]) -> None:
-    """Each numeric value as an OTel gauge data point ``monitoring.<name>`` (no-op without a meter provider)."""
-    from opentelemetry import metrics as otel_metrics
-
-    for key, value in metrics.items():
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            continue
-        name = f"monitoring.{key}"
-        if not _METRIC_NAME.match(name):
-            continue
-        gauge = _gauges.get(name)
-        if gauge is None:
-            meter = otel_metrics.get_meter("membrane_otel.events")
-            gauge = _gauges[name] = meter.create_gauge(name, description=f"monitoring snapshot: {key}")
-        gauge.set(value, attributes)
+    """``emit_system_event("migration", "D to C drive", status="completed")`` → ``migration``."""
+    return _emitter().system_event(kind, description, **fields)
 
 
 def emit_monitoring_snapshot(
@@ -348,25 +392,10 @@ def emit_monitoring_snapshot(
     persona_id: str | None = None,
     session_id: str | None = None,
 ) -> bool:
-    """A ``monitoring_snapshot`` line with the metrics as fields, and each number as a gauge."""
-    try:
-        ids = {"task_id": task_id, "persona_id": persona_id, "session_id": session_id}
-        _record_gauges(metrics, {k: str(v) for k, v in ids.items() if v is not None})
-    except Exception as exc:  # the line below must still be written
-        counters.incr("emit_failed")
-        _rate_log.error("monitoring gauges failed: %r", exc)
-    return _emitter().emit(
-        "monitoring_snapshot", metrics, task_id=task_id, persona_id=persona_id, session_id=session_id
-    )
+    """``monitoring_snapshot`` line with ``metrics`` as fields; numbers also as ``monitoring.*`` gauges."""
+    return _emitter().monitoring_snapshot(metrics, task_id=task_id, persona_id=persona_id, session_id=session_id)
 
 
 def append_ledger(record: Mapping[str, Any]) -> bool:
-    """The old API: ``append_ledger({"event": "eval", "task_id": t, "quality": 0.85})``."""
-    try:
-        fields = dict(record)
-        event = fields.pop("event", None) or "ledger_entry"
-    except Exception as exc:
-        counters.incr("emit_failed")
-        _rate_log.error("append_ledger(%r) failed: %r", type(record).__name__, exc)
-        return False
-    return _emitter().emit(str(event), fields)
+    """The old API, unchanged for its callers: ``append_ledger({"event": "eval", "task_id": t, ...})``."""
+    return _emitter().append_ledger(record)
