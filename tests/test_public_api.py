@@ -19,5 +19,6 @@ PUBLIC = [
 def test_all_is_exactly_the_public_api() -> None:
     """__all__ lists the public names, sorted, and each resolves."""
     assert sorted(PUBLIC) == membrane_otel.__all__
+    assert sorted(membrane_otel._EXPORTS) == membrane_otel.__all__, "every export is lazily importable"
     for name in membrane_otel.__all__:
         assert getattr(membrane_otel, name) is not None

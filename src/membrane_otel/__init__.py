@@ -31,7 +31,16 @@ _EXPORTS: dict[str, str] = {
     "setup_l2_logger": "membrane_otel.l2logger",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "ConfigError",
+    "Settings",
+    "configure",
+    "force_flush",
+    "get_metrics",
+    "setup_l2_logger",
+    "shutdown",
+    "tracer",
+]
 
 
 def __getattr__(name: str) -> Any:

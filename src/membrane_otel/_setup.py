@@ -99,7 +99,8 @@ def configure(*, _auto_instrumentation_version: str | None = None, **overrides: 
             auto_instrumentation_version=_auto_instrumentation_version,
             log_record_processors=[MembraneLogProcessor(default_redactor(settings.redact_patterns))],
             export_log_record_processor=BatchLogProcessor,
-            export_span_processor=BatchSpanProcessorWithCounts,
+            # Our processors take keyword options beyond the SDK's factory protocol.
+            export_span_processor=BatchSpanProcessorWithCounts,  # type: ignore[arg-type]
             setup_logging_handler=False,
         )
         if _auto_instrumentation_version is None:

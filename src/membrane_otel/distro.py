@@ -11,7 +11,7 @@ import os
 import sys
 from typing import Any
 
-from opentelemetry.instrumentation.distro import BaseDistro
+from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]  # untyped module
 from opentelemetry.sdk._configuration import _BaseConfigurator
 
 from membrane_otel import config
@@ -27,7 +27,7 @@ def _settings_or_exit() -> config.Settings:
         os._exit(2)
 
 
-class MembraneDistro(BaseDistro):  # type: ignore[misc]  # BaseDistro is untyped
+class MembraneDistro(BaseDistro):  # type: ignore[misc]  # BaseDistro is Any to mypy
     """Sets our exporters as the defaults, as upstream's distro sets ``otlp``."""
 
     def _configure(self, **kwargs: Any) -> None:
@@ -39,7 +39,7 @@ class MembraneDistro(BaseDistro):  # type: ignore[misc]  # BaseDistro is untyped
             apply_env_defaults(settings)
 
 
-class MembraneConfigurator(_BaseConfigurator):  # type: ignore[misc]
+class MembraneConfigurator(_BaseConfigurator):
     """Builds the SDK with membrane-otel's processors and exporters."""
 
     def _configure(self, **kwargs: Any) -> None:

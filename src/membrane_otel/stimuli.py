@@ -138,7 +138,13 @@ def emit_script_error(
     metadata: Mapping[str, Any] | None = None,
 ) -> str:
     """A script error as a stimulus: fingerprinted, redacted, truncated, with a dedupe key."""
-    from membrane_otel.errors import capture_frames, dedupe_key, render_stack, stack_fingerprint, truncate_stack
+    from membrane_otel.errors import (
+        capture_frames,
+        dedupe_key,
+        render_stack,
+        stack_fingerprint,
+        truncate_stack,
+    )
     from membrane_otel.redact import redact_secrets
 
     message = redact_secrets(error_message)

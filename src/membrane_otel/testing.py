@@ -23,6 +23,7 @@ from typing import Any
 
 from opentelemetry.context import Context
 from opentelemetry.sdk._logs import LogRecordProcessor, ReadableLogRecord, ReadWriteLogRecord
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from membrane_otel.records import LogData, SpanData, log_from_sdk, span_from_sdk
@@ -90,7 +91,7 @@ class _LogTap(LogRecordProcessor):
             data = log_from_sdk(
                 ReadableLogRecord(
                     log_record=record,
-                    resource=log_record.resource,
+                    resource=log_record.resource or Resource.get_empty(),
                     instrumentation_scope=log_record.instrumentation_scope,
                     limits=log_record.limits,
                 )

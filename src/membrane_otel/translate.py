@@ -216,11 +216,11 @@ def log_envelope(log: LogData, *, default_scope: str = "organizational") -> Enve
             channel=a.get("membrane.channel", "signals.stimulus"),
             content=_truncate(body, CONTENT_LIMIT),
             severity=severity,
-            features_raw=features,  # type: ignore[arg-type]  # validated by pydantic
+            features_raw=features,
             origin=a.get("membrane.origin", "internal"),
             provenance=provenance if isinstance(provenance, dict) else {"value": provenance},
             target_nodes=list(target) if target else None,
-            metadata=metadata,  # type: ignore[arg-type]
+            metadata=metadata,
         )
     else:
         severity, urgency = severity_and_urgency(log.severity_number)
@@ -250,11 +250,11 @@ def log_envelope(log: LogData, *, default_scope: str = "organizational") -> Enve
             source=str(a.get("membrane.source") or f"script:{script}"),
             channel=str(a.get("membrane.channel") or f"signals.script.{_slug(script)}"),
             content=_truncate(content, CONTENT_LIMIT),
-            severity=severity,  # type: ignore[arg-type]
-            features_raw={"urgency": urgency, "novelty": 0.25, "trust": 0.9},  # type: ignore[arg-type]
-            origin="internal",  # type: ignore[arg-type]
+            severity=severity,
+            features_raw={"urgency": urgency, "novelty": 0.25, "trust": 0.9},
+            origin="internal",
             provenance={"service": log.resource.get("service.name"), "logger": log.scope},
-            metadata={k: v for k, v in metadata.items() if v is not None},  # type: ignore[arg-type]
+            metadata={k: v for k, v in metadata.items() if v is not None},
         )
     if log.trace_id:
         env.metadata.otel_trace_id = log.trace_id

@@ -30,6 +30,7 @@ from opentelemetry.context import (
 )
 from opentelemetry.sdk._logs import LogRecordProcessor, ReadableLogRecord, ReadWriteLogRecord
 from opentelemetry.sdk._logs.export import LogRecordExporter
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter
 
@@ -37,11 +38,12 @@ from membrane_otel._internal import counters
 from membrane_otel._internal.ratelog import RateLimitedLogger
 
 T = TypeVar("T")
+T_contra = TypeVar("T_contra", contravariant=True)
 _log = RateLimitedLogger(logging.getLogger("membrane_otel.batching"))
 
 
-class _Export(Protocol[T]):  # the part of SpanExporter / LogRecordExporter we call
-    def export(self, batch: Sequence[T], /) -> Any: ...
+class _Export(Protocol[T_contra]):  # the part of SpanExporter / LogRecordExporter we call
+    def export(self, batch: Sequence[T_contra], /) -> Any: ...
     def shutdown(self) -> None: ...
 
 
@@ -207,7 +209,7 @@ class BatchLogProcessor(LogRecordProcessor):
         self._batcher.emit(
             ReadableLogRecord(
                 log_record=api_record,
-                resource=log_record.resource,
+                resource=log_record.resource or Resource.get_empty(),
                 instrumentation_scope=log_record.instrumentation_scope,
                 limits=log_record.limits,
             )
