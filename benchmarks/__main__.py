@@ -157,10 +157,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.row:
         return _run_row_here(args.row, args.mode == "quick", args.json_out)
 
-    keys = [k.strip() for k in args.only.split(",") if k.strip()] or list(ROWS)
-    unknown = [k for k in keys if k not in ROWS]
+    wanted = {k.strip() for k in args.only.split(",") if k.strip()}
+    unknown = sorted(wanted - set(ROWS))
     if unknown:
         parser.error(f"unknown row(s): {', '.join(unknown)}")
+    keys = [k for k in ROWS if not wanted or k in wanted]  # always in report order
     started, load_before = time.monotonic(), _load()
     results = []
     for key in keys:

@@ -13,7 +13,6 @@ and ``hrm.status`` at the end, made current for its duration.
 
 from __future__ import annotations
 
-import inspect
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -64,12 +63,7 @@ def _provider() -> Any:
 def _hrm_tracer(provider: Any) -> Any:
     from membrane_otel.hrm import HRMTracer
 
-    if "tracer_provider" in inspect.signature(HRMTracer).parameters:
-        return HRMTracer(enabled=True, tracer_provider=provider)  # type: ignore[call-arg]
-    t = HRMTracer(enabled=True)
-    # HRMTracer takes no provider yet: hand it this one's tracer, as its lazy getter would.
-    t._otel = provider.get_tracer("membrane_otel.hrm")
-    return t
+    return HRMTracer(enabled=True, tracer_provider=provider)
 
 
 def _logfire(processor: Any) -> Any:
