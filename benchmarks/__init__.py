@@ -181,7 +181,7 @@ def profile_top(fn: Callable[[], object], calls: int, *, limit: int = 15) -> str
     for _ in range(calls):
         fn()
     prof.disable()
-    parts = []
+    parts = [_hottest(pstats.Stats(prof))]
     for order, title in (("tottime", "by own time"), ("cumulative", "by cumulative time")):
         out = io.StringIO()
         pstats.Stats(prof, stream=out).strip_dirs().sort_stats(order).print_stats(limit)
@@ -189,10 +189,19 @@ def profile_top(fn: Callable[[], object], calls: int, *, limit: int = 15) -> str
         # Keep pstats' summary line and the table; drop its preamble and "Ordered by" lines.
         head = next((i for i, line in enumerate(lines) if "function calls" in line), 0)
         table = [ln for ln in lines[head + 1 :] if not ln.lstrip().startswith(("Ordered by", "List reduced"))]
-        if not parts:
-            parts.append(f"{calls} calls; {lines[head].strip()}")
+        if len(parts) == 1:
+            parts.insert(0, f"{calls} calls; {lines[head].strip()}")
         parts += [f"-- {title}", *table]
     return "\n".join(parts)
+
+
+def _hottest(st: pstats.Stats, n: int = 5) -> str:
+    """One line naming where most of the own time went, as shares of the total."""
+    raw: dict[Any, tuple[Any, ...]] = st.stats  # type: ignore[attr-defined]
+    total = sum(v[2] for v in raw.values()) or 1.0
+    top = sorted(raw.items(), key=lambda kv: kv[1][2], reverse=True)[:n]
+    names = [f"{Path(f).name}:{line}({fn}) {tt / total:.0%}" for (f, line, fn), (_, _, tt, _, _) in top]
+    return "most own time: " + ", ".join(names)
 
 
 def add_profiles(result: dict[str, Any], profilers: Mapping[str, Callable[[], str]]) -> dict[str, Any]:

@@ -107,7 +107,7 @@ def _load() -> str:
 
 
 def machine_and_versions() -> tuple[dict[str, str], dict[str, str]]:
-    import psutil
+    import psutil  # type: ignore[import-untyped]
 
     commit = _git("rev-parse", "--short", "HEAD")
     dirty = " (with uncommitted changes)" if _git("status", "--porcelain", "--untracked-files=no") else ""
@@ -131,7 +131,7 @@ def machine_and_versions() -> tuple[dict[str, str], dict[str, str]]:
 
 def _headline(result: dict[str, Any]) -> str:
     if result["status"] != "ok":
-        return result["status"]
+        return str(result["status"])
     parts = []
     for r in result["ratios"]:
         if r["value"] is None:

@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +108,7 @@ def _app(probes: int, files: list[str]) -> int:
     for i in range(probes):
         for kind in ("error", "event"):
             marker = f"probe-{os.getpid()}-{kind}-{i}-{random.getrandbits(32):08x}"
+            call: Callable[[], object]
             if kind == "error":
                 call = functools.partial(logger.error, "e2e probe %s", marker)
             else:

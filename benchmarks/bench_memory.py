@@ -54,7 +54,7 @@ def _storm(seconds: float) -> int:
 
 
 def run(quick: bool) -> dict[str, Any]:
-    import psutil
+    import psutil  # type: ignore[import-untyped]
 
     seconds = 1.0 if quick else 10.0
     with tempfile.TemporaryDirectory(prefix="membrane-bench-memory-") as tmp_name:
