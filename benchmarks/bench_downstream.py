@@ -18,6 +18,7 @@ so the background threads keep working the downstream path throughout.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -85,12 +86,7 @@ def _worker() -> int:
             from benchmarks import profile_top
 
             n, gap = int(cmd[1]), float(cmd[2])
-
-            def paced(gap: float = gap) -> None:
-                call()
-                time.sleep(gap)
-
-            out.write(json.dumps(profile_top(paced, n)) + "\n")
+            out.write(json.dumps(profile_top(call, n, between=functools.partial(time.sleep, gap))) + "\n")
         out.flush()
     # Leave without waiting for a dead downstream: the spool already holds what matters.
     os._exit(0)
@@ -180,7 +176,7 @@ def _env(tmp: Path, name: str, bus_port: int, otlp_port: int) -> dict[str, str]:
 
 
 def run(quick: bool) -> dict[str, Any]:
-    rounds, per_round, warmup = (4, 60, 60) if quick else (24, 200, 200)
+    rounds, per_round, warmup = (4, 100, 60) if quick else (24, 200, 200)
     with tempfile.TemporaryDirectory(prefix="membrane-bench-downstream-") as tmp_name:
         tmp = Path(tmp_name)
         bus_port, sink_port = free_port(), free_port()
