@@ -137,12 +137,46 @@ def variant(
     return {"name": name, "median": median, "p99": p99, "unit": unit, "n": n or 0, "note": note}
 
 
-def ratio(label: str, value: float | None, target: float | None, op: Op, source: str = "") -> dict[str, Any]:
-    """A headline ratio and the target it is read against (``value op target`` = met)."""
+def ratio(
+    label: str,
+    value: float | None,
+    target: float | None,
+    op: Op,
+    source: str = "",
+    spread: tuple[float, float] | None = None,
+) -> dict[str, Any]:
+    """A headline ratio and the target it is read against (``value op target`` = met).
+
+    ``spread`` is the 10th–90th percentile of the same ratio taken round by round: how much
+    the figure moved during the run.
+    """
     met: bool | None = None
     if value is not None and target is not None:
         met = value <= target if op == "<=" else value >= target
-    return {"label": label, "value": value, "target": target, "op": op, "met": met, "source": source}
+    return {
+        "label": label,
+        "value": value,
+        "target": target,
+        "op": op,
+        "met": met,
+        "source": source,
+        "spread": list(spread) if spread else None,
+    }
+
+
+def round_spread(a: Sequence[int], b: Sequence[int], per_round: int) -> tuple[float, float]:
+    """10th–90th percentile over rounds of median(a) / median(b), one value per round.
+
+    ``interleave`` appends each round's segment in order, so round ``i`` of a variant is
+    its samples ``[i * per_round, (i + 1) * per_round)``.
+    """
+    values = []
+    for i in range(min(len(a), len(b)) // per_round):
+        sa = sorted(a[i * per_round : (i + 1) * per_round])
+        sb = sorted(b[i * per_round : (i + 1) * per_round])
+        if sb[len(sb) // 2]:
+            values.append(sa[len(sa) // 2] / sb[len(sb) // 2])
+    return percentile(values, 0.1), percentile(values, 0.9)
 
 
 def row(

@@ -33,6 +33,7 @@ from benchmarks import (
     interleave,
     profile_top,
     ratio,
+    round_spread,
     row,
     throwaway_stream,
     timed,
@@ -97,11 +98,11 @@ def console_of(logger: logging.Logger) -> logging.Handler:
     return next(h for h in logger.handlers if type(h) is logging.StreamHandler)
 
 
-def plain_logger(name: str, console: logging.Handler, *extra: logging.Handler) -> logging.Logger:
+def plain_logger(name: str, *handlers: logging.Handler) -> logging.Logger:
     logger = logging.getLogger(name)
     logger.propagate = False
     logger.setLevel(logging.INFO)
-    logger.handlers[:] = [console, *extra]
+    logger.handlers[:] = list(handlers)
     return logger
 
 
@@ -140,14 +141,23 @@ def run(quick: bool) -> dict[str, Any]:
         plain_provider.add_log_record_processor(
             BatchLogProcessor(LedgerLogExporter(tmp / "plain-otel.jsonl"))
         )
-        otel = plain_logger("bench.plain_otel", console, LoggingHandler(logger_provider=plain_provider))
+        otel_handler = LoggingHandler(logger_provider=plain_provider)
+        otel = plain_logger("bench.plain_otel", console, otel_handler)
         file_handler = logging.FileHandler(tmp / "plain.log", encoding="utf-8")
         filelog = plain_logger("bench.file", console, file_handler)
+
+        # Context: the two OTel handlers alone, without the console render they share.
+        from membrane_otel.l2logger import setup_l2_logger
+
+        l2_only = setup_l2_logger(SCRIPT + "_quiet", SCRIPT_PATH, console=False)
+        otel_only = plain_logger("bench.otel_only", otel_handler)
 
         variants = {
             "membrane": exception_call(membrane),
             "otel": exception_call(otel),
             "file": exception_call(filelog),
+            "l2_only": exception_call(l2_only),
+            "otel_only": exception_call(otel_only),
         }
         try:
             samples = interleave(
@@ -159,6 +169,8 @@ def run(quick: bool) -> dict[str, Any]:
                     "membrane": lambda: membrane_otel.force_flush(30000),
                     "otel": lambda: plain_provider.force_flush(30000),
                     "file": file_handler.flush,
+                    "l2_only": lambda: membrane_otel.force_flush(30000),
+                    "otel_only": lambda: plain_provider.force_flush(30000),
                 },
                 overhead_ns=timer_overhead_ns(2000),
             )
@@ -174,6 +186,7 @@ def run(quick: bool) -> dict[str, Any]:
             med = {k: sorted(v)[len(v) // 2] for k, v in samples.items()}
             redact_med = sorted(redact)[len(redact) // 2] / 1000
             vs_otel = med["membrane"] / med["otel"]
+            spread = round_spread(samples["membrane"], samples["otel"], per_round)
             result = row(
                 "errorlog",
                 "logger.exception: setup_l2_logger vs plain OTel LoggingHandler vs logging.FileHandler",
@@ -181,11 +194,27 @@ def run(quick: bool) -> dict[str, Any]:
                     variant("setup_l2_logger (fingerprint, dedupe key, redaction)", samples["membrane"]),
                     variant("console + OTel LoggingHandler, same processor/exporter", samples["otel"]),
                     variant("console + logging.FileHandler", samples["file"]),
+                    variant("L2 handler alone, no console (context)", samples["l2_only"]),
+                    variant("OTel LoggingHandler alone, no console (context)", samples["otel_only"]),
                     variant("redact_secrets, 1 KB line", redact),
                 ],
                 ratios=[
-                    ratio("setup_l2_logger / OTel LoggingHandler", vs_otel, 1.0, "<=", "issue 4"),
-                    ratio("setup_l2_logger / OTel LoggingHandler (issue 9)", vs_otel, 2.0, "<=", "issue 9"),
+                    ratio("setup_l2_logger / OTel LoggingHandler", vs_otel, 1.0, "<=", "issue 4", spread),
+                    ratio(
+                        "setup_l2_logger / OTel LoggingHandler (issue 9)",
+                        vs_otel,
+                        2.0,
+                        "<=",
+                        "issue 9",
+                        spread,
+                    ),
+                    ratio(
+                        "L2 handler / OTel LoggingHandler, no console (context)",
+                        med["l2_only"] / med["otel_only"],
+                        None,
+                        "<=",
+                        spread=round_spread(samples["l2_only"], samples["otel_only"], per_round),
+                    ),
                     ratio(
                         "setup_l2_logger / FileHandler (context)", med["membrane"] / med["file"], None, "<="
                     ),

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import add_profiles, interleave, profile_top, ratio, row, variant
+from benchmarks import add_profiles, interleave, profile_top, ratio, round_spread, row, variant
 
 GLOBAL_STATE = False
 BATCH = 25
@@ -178,6 +178,7 @@ def run(quick: bool) -> dict[str, Any]:
                     0.5,
                     ">=",
                     "issue 6",
+                    round_spread(samples["plain"], samples["exporter"], per_round),
                 ),
                 ratio(
                     "Ledger.append_many throughput / plain writes",
@@ -185,6 +186,7 @@ def run(quick: bool) -> dict[str, Any]:
                     0.5,
                     ">=",
                     "issue 6",
+                    round_spread(samples["plain"], samples["ledger"], per_round),
                 ),
             ],
             note=f"Thread CPU time per batch of {BATCH} lines (~{line_bytes} bytes each, error records with a "

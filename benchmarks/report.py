@@ -32,8 +32,14 @@ def fmt_value(v: float | None, unit: str) -> str:
     return f"{_sig(v)} {unit}".strip()
 
 
-def fmt_ratio(r: dict[str, Any]) -> str:
-    return "–" if r["value"] is None else _sig(r["value"], 3)
+def fmt_ratio(r: dict[str, Any], *, spread: bool = False) -> str:
+    if r["value"] is None:
+        return "–"
+    text = _sig(r["value"], 3)
+    if spread and r.get("spread"):
+        lo, hi = r["spread"]
+        text += f" <sub>({_sig(lo, 2)}–{_sig(hi, 2)})</sub>"
+    return text
 
 
 def fmt_target(r: dict[str, Any]) -> str:
@@ -106,7 +112,8 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any], png_name: str)
         + (" Not measured: " + "; ".join(open_) + "." if open_ else ""),
         "",
         "Ratios are the headline (the variants of a row ran side by side in one run, interleaved); "
-        "absolute times are context and depend on the machine. Figures are median / p99.",
+        "absolute times are context and depend on the machine. Figures are median / p99; the small "
+        "range after a ratio is its 10th–90th percentile taken round by round.",
         "",
         f"![ratios against their goals]({png_name})",
         "",
@@ -125,7 +132,7 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any], png_name: str)
                         _cell(res["key"]) if first else "",
                         figures(res) if first else "",
                         _cell(r["label"]),
-                        fmt_ratio(r),
+                        fmt_ratio(r, spread=True),
                         fmt_target(r),
                         verdict(res, r) if (r["target"] is not None or res["status"] != "ok") else "",
                     ]
@@ -158,6 +165,15 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any], png_name: str)
         "p99; throughput ratios are inverted time ratios (higher is better).",
         "- Where a target is missed, the row carries the top of a profile (cProfile by own time, or "
         "`-X importtime` for process start-up) of the variant that missed.",
+        "",
+        "## Running it",
+        "",
+        "- `make bench` (`python -m benchmarks --full`) regenerates this page and its chart; a few minutes.",
+        "- `make bench-quick` (`--quick`, run by `make test` and CI) runs every row with few iterations to "
+        "prove the benchmarks still work, writes `.bench/PERFORMANCE.quick.md`, and fails only when a "
+        "benchmark breaks, never on a figure.",
+        "- `python -m benchmarks --full --only span,ledger` runs some rows (report in `.bench/`); raw "
+        "results of every run are in `.bench/results.<mode>.json`.",
         "",
         "## Rows",
     ]
