@@ -256,3 +256,42 @@ def test_render_puts_ids_before_fields() -> None:
         6,
     )  # fmt: skip
     assert text == 'T                         eval    task=t1  quality=0.85  note="two words"'
+
+
+def test_tail_follow_keeps_up_across_rotation(tmp_path: Path) -> None:
+    """tail -f prints every appended line, also after the file is rotated under it."""
+    import queue
+    import threading
+
+    path = tmp_path / "ledger.jsonl"
+    led = Ledger(path, max_bytes=2000)
+    led.append({"event": "eval", "i": -1})
+    tail = subprocess.Popen(
+        [CLI, "ledger", "tail", "-f", "-n", "1", "--json"], env=clean_env(tmp_path), stdout=subprocess.PIPE
+    )
+    assert tail.stdout is not None
+    lines: queue.Queue[bytes] = queue.Queue()
+    reader = threading.Thread(target=lambda: [lines.put(ln) for ln in tail.stdout], daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    seen: list[int] = []
+
+    def read_until(n: int) -> None:
+        deadline = time.monotonic() + 10
+        while len(seen) < n:
+            try:
+                seen.append(json.loads(lines.get(timeout=max(0.0, deadline - time.monotonic())))["i"])
+            except queue.Empty:
+                raise AssertionError(f"tail -f stalled after {seen[-3:]}") from None
+
+    try:
+        read_until(1)
+        for i in range(60):
+            led.append({"event": "eval", "i": i, "pad": "p" * 30})
+        read_until(61)
+    finally:
+        tail.kill()
+        tail.wait()
+        reader.join(5)
+        tail.stdout.close()
+    assert seen == list(range(-1, 60))
+    assert len(list(tmp_path.glob("ledger.0*.jsonl"))) >= 2

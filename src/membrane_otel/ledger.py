@@ -126,9 +126,9 @@ def rotated_name(path: str | os.PathLike[str], index: int) -> str:
     return os.path.join(folder, f"{stem}.{index:05d}{suffix}")
 
 
-def _rotated(path: str) -> list[tuple[int, str]]:
+def rotated_files(path: str | os.PathLike[str]) -> list[tuple[int, str]]:
     """``(index, file)`` of the rotated files of the ledger at ``path``, oldest first."""
-    folder, stem, suffix = _stem_suffix(path)
+    folder, stem, suffix = _stem_suffix(os.fspath(path))
     head = stem + "."
     found: list[tuple[int, str]] = []
     try:
@@ -150,7 +150,7 @@ def ledger_files(path: str | os.PathLike[str]) -> list[Path]:
     from pathlib import Path
 
     p = os.fspath(path)
-    files = [Path(f) for _, f in _rotated(p)]
+    files = [Path(f) for _, f in rotated_files(p)]
     if os.path.exists(p):
         files.append(Path(p))
     return files
@@ -337,7 +337,7 @@ class Ledger:
         if found is None:
             # A fresh (or only torn) file after a rotation: the chain goes on from the
             # newest rotated file.
-            rotated = _rotated(self._p)
+            rotated = rotated_files(self._p)
             found = file_tail(rotated[-1][1]) if rotated else None
         seq, digest = found or (0, GENESIS)
         return seq, digest, torn
@@ -358,7 +358,7 @@ class Ledger:
         return fd
 
     def _rotate(self, fd: int) -> int:
-        rotated = _rotated(self._p)
+        rotated = rotated_files(self._p)
         index = rotated[-1][0] + 1 if rotated else 1
         os.rename(self._p, rotated_name(self._p, index))
         os.close(fd)

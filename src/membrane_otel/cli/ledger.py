@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import itertools
 import json
 import os
 import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
 
 from membrane_otel.cli.emit import resolve_ledger_path
 
@@ -214,26 +215,25 @@ def _parse(raw: bytes) -> Line | None:
     return parse_line(raw)
 
 
-def _reverse_raw(path: str) -> Iterator[bytes]:
-    """Raw lines, newest first, over every file of the ledger (reads blocks from the end)."""
-    from membrane_otel.ledger import ledger_files
+def _reverse_lines(fd: int, size: int) -> Iterator[bytes]:
+    """Raw lines of ``fd[0:size]``, newest first (reads blocks from the end)."""
+    pos, rest = size, b""
+    while pos > 0:
+        step = min(65536, pos)
+        pos -= step
+        lines = (os.pread(fd, step, pos) + rest).split(b"\n")
+        rest = lines.pop(0)
+        for raw in reversed(lines):
+            if raw.strip():
+                yield raw
+    if rest.strip():
+        yield rest
 
-    for file in reversed(ledger_files(path)):
-        with open(file, "rb") as f:
-            pos = f.seek(0, os.SEEK_END)
-            rest = b""
-            while pos > 0:
-                step = min(65536, pos)
-                pos -= step
-                f.seek(pos)
-                block = f.read(step) + rest
-                lines = block.split(b"\n")
-                rest = lines.pop(0)
-                for raw in reversed(lines):
-                    if raw.strip():
-                        yield raw
-            if rest.strip():
-                yield rest
+
+def _reverse_files(names: list[str]) -> Iterator[bytes]:
+    for name in reversed(names):
+        with open(name, "rb") as f:
+            yield from _reverse_lines(f.fileno(), os.fstat(f.fileno()).st_size)
 
 
 def _forward(path: str) -> Iterator[tuple[Line, bytes]]:
@@ -245,11 +245,12 @@ def _forward(path: str) -> Iterator[tuple[Line, bytes]]:
             yield line, raw
 
 
-def _last(path: str, n: int, keep: Callable[[Line], bool]) -> list[tuple[Line, bytes]]:
+def _last(raws: Iterator[bytes], n: int, keep: Callable[[Line], bool]) -> list[tuple[Line, bytes]]:
+    """The newest ``n`` kept lines of ``raws`` (newest first), returned oldest first."""
     found: list[tuple[Line, bytes]] = []
     if n <= 0:
         return found
-    for raw in _reverse_raw(path):
+    for raw in raws:
         line = _parse(raw)
         if line is not None and keep(line):
             found.append((line, raw))
@@ -259,40 +260,63 @@ def _last(path: str, n: int, keep: Callable[[Line], bool]) -> list[tuple[Line, b
     return found
 
 
-def _follow(path: str, keep: Callable[[Line], bool], out: Callable[[Line, bytes], None]) -> int:
-    """Print lines as they are appended, across rotations, until interrupted."""
-    f = None
-    inode = -1
-    buf = b""
+def _inode(name: str) -> int:
     try:
-        f = open(path, "rb")
-        f.seek(0, os.SEEK_END)
-        inode = os.fstat(f.fileno()).st_ino
+        return os.stat(name).st_ino
     except FileNotFoundError:
-        f = None
-    while True:
-        chunk = f.read() if f is not None else b""
-        if chunk:
-            buf += chunk
-            *complete, buf = buf.split(b"\n")
-            for raw in complete:
-                line = _parse(raw)
-                if line is not None and keep(line):
-                    out(line, raw)
-            sys.stdout.flush()
-            continue
-        try:
-            current = os.stat(path).st_ino
-        except FileNotFoundError:
-            current = -1
-        if current != inode and current != -1:
-            # Rotated (or created): the old file was read to its end above; start the new one.
+        return -1
+
+
+def _next_file(path: str, inode: int) -> str | None:
+    """The file that comes after the one with ``inode``, once that one was rotated; else None."""
+    from membrane_otel.ledger import rotated_files
+
+    current = _inode(path)
+    if current == inode or current == -1:
+        return None
+    rotated = [name for _, name in rotated_files(path)]
+    for k, name in enumerate(rotated):
+        if _inode(name) == inode:
+            # Several rotations may have happened while we slept: go through each file.
+            return rotated[k + 1] if k + 1 < len(rotated) else path
+    return path
+
+
+def _follow(path: str, f: BinaryIO | None, keep: Callable[[Line], bool], out: Callable[[Line, bytes], None]) -> int:
+    """Print lines as they are appended to ``f`` and the files after it, until interrupted."""
+    inode = os.fstat(f.fileno()).st_ino if f is not None else -2
+    buf = b""
+
+    def drain(handle: BinaryIO) -> bool:
+        nonlocal buf
+        chunk = handle.read()
+        if not chunk:
+            return False
+        buf += chunk
+        *complete, buf = buf.split(b"\n")
+        for raw in complete:
+            line = _parse(raw)
+            if line is not None and keep(line):
+                out(line, raw)
+        sys.stdout.flush()
+        return True
+
+    try:
+        while True:
+            if f is not None and drain(f):
+                continue
+            nxt = _next_file(path, inode) if f is not None else (path if _inode(path) != -1 else None)
+            if nxt is None:
+                time.sleep(0.1)  # a CLI polling a file: the stdlib has no portable file-change wait
+                continue
             if f is not None:
+                drain(f)  # the last writes before the rotation
                 f.close()
-            f = open(path, "rb")
-            inode, buf = current, b""
-            continue
-        time.sleep(0.1)  # a CLI polling a file: stdlib has no portable file-change wait
+            f, buf = open(nxt, "rb"), b""  # kept open across iterations
+            inode = os.fstat(f.fileno()).st_ino
+    finally:
+        if f is not None:
+            f.close()
 
 
 # --------------------------------------------------------------------------- actions
@@ -301,14 +325,35 @@ def _follow(path: str, keep: Callable[[Line], bool], out: Callable[[Line, bytes]
 def _tail(args: argparse.Namespace, path: str) -> int:
     keep = build_filter(args)
     style = _style(args, sys.stdout)
-    rows = _last(path, args.lines, keep)
+    from membrane_otel.ledger import ledger_files, rotated_files
+
+    if not args.follow:
+        rows = _last(_reverse_files([str(f) for f in ledger_files(path)]), args.lines, keep)
+        _print_rows(rows, args, style)
+        return 0
+    # Open the active file first and follow from exactly where the shown lines end, so that
+    # nothing appended (or rotated) meanwhile is missed or shown twice.
+    try:
+        f: BinaryIO | None = open(path, "rb")  # handed to _follow, which closes it
+    except FileNotFoundError:
+        f = None
+    end = os.fstat(f.fileno()).st_size if f is not None else 0
+    inode = os.fstat(f.fileno()).st_ino if f is not None else -2
+    older = [name for _, name in rotated_files(path) if _inode(name) != inode]
+    newest = _reverse_lines(f.fileno(), end) if f is not None else iter(())
+    rows = _last(itertools.chain(newest, _reverse_files(older)), args.lines, keep)
+    width = _print_rows(rows, args, style)
+    if f is not None:
+        f.seek(end)
+    return _follow(path, f, keep, lambda ln, raw: _emit(ln, raw, args, style, width))
+
+
+def _print_rows(rows: list[tuple[Line, bytes]], args: argparse.Namespace, style: _Style) -> int:
     width = max([22, *(len(str(ln.get("event", ""))) for ln, _ in rows)])
     for line, raw in rows:
         _emit(line, raw, args, style, width)
     sys.stdout.flush()
-    if args.follow:
-        return _follow(path, keep, lambda ln, raw: _emit(ln, raw, args, style, width))
-    return 0
+    return width
 
 
 def _query(args: argparse.Namespace, path: str) -> int:
@@ -316,7 +361,9 @@ def _query(args: argparse.Namespace, path: str) -> int:
     style = _style(args, sys.stdout)
     rows: list[tuple[Line, bytes]]
     if args.limit > 0:
-        rows = _last(path, args.limit, keep)
+        from membrane_otel.ledger import ledger_files
+
+        rows = _last(_reverse_files([str(f) for f in ledger_files(path)]), args.limit, keep)
     elif args.json:
         for line, raw in _forward(path):
             if keep(line):
