@@ -7,7 +7,9 @@ records (15 attributes, a 7-frame stack trace). Variants:
   flushed once per batch — what any JSONL writer pays;
 * ``Ledger.append_many``: the same dicts through the ledger (flock, tail read, chain, hash);
 * ``LedgerLogExporter.export``: the SDK's records through the ledger exporter (adapter +
-  translation + ledger) — the path a log record really takes, and the one issue 6 targets.
+  translation + ledger) — the path a log record really takes, and the one issue 6 targets;
+* context: the SDK's stock ``ConsoleLogRecordExporter`` writing the same records to a file
+  as one-line JSON (``to_json(indent=None)``) — the nearest stock way to put records in a file.
 
 Every batch carries fresh record ids (the ledger skips ids it has seen). Files are truncated
 after each segment (untimed) to keep the disk use small; appends do not depend on file size.
@@ -85,6 +87,8 @@ def make_records(n: int) -> list[Any]:
 
 
 def run(quick: bool) -> dict[str, Any]:
+    from opentelemetry.sdk._logs.export import ConsoleLogRecordExporter
+
     from membrane_otel.exporters import LedgerLogExporter
     from membrane_otel.ledger import Ledger, _dumps
     from membrane_otel.records import log_from_sdk
@@ -100,14 +104,17 @@ def run(quick: bool) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="membrane-bench-ledger-") as tmp:
         d = Path(tmp)
         # Fresh records (and ids) for every batch of every variant, built before any timing.
-        recs = {name: make_records(total * BATCH) for name in ("plain", "ledger", "exporter")}
+        recs = {name: make_records(total * BATCH) for name in ("plain", "ledger", "exporter", "stock")}
         lines = {name: [log_line(log_from_sdk(r)) for r in recs[name]] for name in ("plain", "ledger")}
 
         plain_path = d / "plain.jsonl"
         plain_file = open(plain_path, "a", encoding="utf-8")
         ledger = Ledger(d / "ledger.jsonl")
         exporter = LedgerLogExporter(d / "exporter.jsonl")
-        cursor = {"plain": 0, "ledger": 0, "exporter": 0}
+        stock_path = d / "stock.jsonl"
+        stock_file = open(stock_path, "a", encoding="utf-8")
+        stock = ConsoleLogRecordExporter(out=stock_file, formatter=lambda r: r.to_json(indent=None) + "\n")
+        cursor = {"plain": 0, "ledger": 0, "exporter": 0, "stock": 0}
 
         def take(name: str, source: list[Any]) -> list[Any]:
             i = cursor[name]
@@ -135,12 +142,18 @@ def run(quick: bool) -> dict[str, Any]:
             exporter.export(batch)
             return clock() - t0
 
+        def stock_export() -> int:
+            batch = take("stock", recs["stock"])
+            t0 = clock()
+            stock.export(batch)
+            return clock() - t0
+
         def truncate(path: Path) -> Any:
             return lambda: os.truncate(path, 0) if path.exists() else None
 
         try:
             samples = interleave(
-                {"plain": plain, "ledger": chained, "exporter": exported},
+                {"plain": plain, "ledger": chained, "exporter": exported, "stock": stock_export},
                 rounds=rounds,
                 per_round=per_round,
                 warmup=warmup,
@@ -148,10 +161,12 @@ def run(quick: bool) -> dict[str, Any]:
                     "plain": truncate(plain_path),
                     "ledger": truncate(ledger.path),
                     "exporter": truncate(d / "exporter.jsonl"),
+                    "stock": truncate(stock_path),
                 },
             )
         finally:
             plain_file.close()
+            stock_file.close()
             ledger.close()
 
         med = {k: sorted(v)[len(v) // 2] for k, v in samples.items()}
@@ -170,6 +185,7 @@ def run(quick: bool) -> dict[str, Any]:
                 per_batch("plain", "plain buffered writes (json.dumps + write + flush)"),
                 per_batch("ledger", "Ledger.append_many (same dicts)"),
                 per_batch("exporter", "LedgerLogExporter.export (SDK records → translate → ledger)"),
+                per_batch("stock", "stock ConsoleLogRecordExporter to a file, one-line JSON (context)"),
             ],
             ratios=[
                 ratio(
@@ -187,6 +203,13 @@ def run(quick: bool) -> dict[str, Any]:
                     ">=",
                     "issue 6",
                     round_spread(samples["plain"], samples["ledger"], per_round),
+                ),
+                ratio(
+                    "ledger exporter throughput / stock SDK file exporter (context)",
+                    rate["exporter"] / rate["stock"],
+                    None,
+                    ">=",
+                    spread=round_spread(samples["stock"], samples["exporter"], per_round),
                 ),
             ],
             note=f"Thread CPU time per batch of {BATCH} lines (~{line_bytes} bytes each, error records with a "
