@@ -53,8 +53,12 @@ RESERVED = frozenset(
 )
 
 
+# One encoder for every line: json.dumps with non-default options builds a new one per call.
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
+
+
 def _dumps(obj: Mapping[str, Any]) -> str:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), default=str)
+    return _encode(obj)
 
 
 def line_hash(body_without_hash: str) -> str:
@@ -394,21 +398,26 @@ class Ledger:
             if not fresh:
                 return 0
             # Serialise outside the file lock: the lock is held only for tail + write.
-            bodies = [_dumps({k: v for k, v in rec.items() if k not in _CHAIN_KEYS}) for rec in fresh]
+            bodies = [
+                _dumps(rec if not any(k in rec for k in _CHAIN_KEYS) else {k: v for k, v in rec.items() if k not in _CHAIN_KEYS})
+                for rec in fresh
+            ]
             fcntl.flock(lock_fd, fcntl.LOCK_EX)
             try:
                 fd = self._follow_rotation()
                 st = os.fstat(fd)
                 seq, prev, torn = self._current_tail(fd, st)
-                out: list[str] = []
+                out: list[bytes] = []
+                sha256 = hashlib.sha256
                 for body in bodies:
                     seq += 1
                     head = body[:-1] + "," if body != "{}" else "{"
-                    chained = f'{head}"seq":{seq},"prev_hash":"{prev}"'
-                    digest = line_hash(chained)
-                    out.append(f'{chained},"hash":"{digest}"}}\n')
+                    chained = f'{head}"seq":{seq},"prev_hash":"{prev}"'.encode()
+                    digest = sha256(chained).hexdigest()
+                    out.append(chained)
+                    out.append(b',"hash":"%s"}\n' % digest.encode())
                     prev = digest
-                data = "".join(out).encode("utf-8")
+                data = b"".join(out)
                 size = st.st_size
                 if self.max_bytes and size > 0 and size + len(data) > self.max_bytes:
                     # A torn tail stays, as it is, at the end of the rotated file.

@@ -71,10 +71,15 @@ def _plain(value: Any) -> Any:
     return value
 
 
+# Most attribute values are scalars; testing the exact type first skips the (slow, ABC)
+# isinstance checks of _plain for them.
+_SCALARS = frozenset((str, int, float, bool, type(None)))
+
+
 def _attrs(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
     if not attributes:
         return {}
-    return {k: _plain(v) for k, v in attributes.items()}
+    return {k: v if type(v) in _SCALARS else _plain(v) for k, v in attributes.items()}
 
 
 def span_from_sdk(span: ReadableSpan) -> SpanData:
