@@ -270,12 +270,15 @@ def closed_port() -> int:
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    """This environment without OTEL_/MEMBRANE_ settings, plus ``extra``."""
+    """This environment without OTEL_/MEMBRANE_ settings (and with bytecode caching), plus ``extra``."""
     env = {
         k: v
         for k, v in os.environ.items()
         if not k.startswith(("OTEL_", "MEMBRANE_", "AGI_LEDGER", "DOPEJAR_", "LOGFIRE_"))
     }
+    # Bytecode caching on, as in any normal install: without it every process start pays for
+    # compiling the project's modules, which is not what a user's `membrane-otel emit` costs.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
     env.update(extra)
     return env

@@ -163,8 +163,11 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any], png_name: str)
         "core), so that other processes on a shared machine do not charge their time to the longer "
         "variant. Medians and p99s are over all calls; ratios are of medians unless the label says "
         "p99; throughput ratios are inverted time ratios (higher is better).",
-        "- Where a target is missed, the row carries the top of a profile (cProfile by own time, or "
-        "`-X importtime` for process start-up) of the variant that missed.",
+        "- Where a target is missed, the row carries the top of a profile of the variant that missed: "
+        "cProfile by own and by cumulative time, led by the functions that took most of the own time; "
+        "for process start-up, `-X importtime` and a cProfile of `main()` in a fresh interpreter.",
+        "- Child processes run with bytecode caching on (`PYTHONDONTWRITEBYTECODE` removed), as in a "
+        "normal install, and with no `OTEL_*`/`MEMBRANE_*` settings from the caller's shell.",
         "",
         "## Running it",
         "",
