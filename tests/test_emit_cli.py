@@ -295,3 +295,36 @@ def test_tail_follow_keeps_up_across_rotation(tmp_path: Path) -> None:
         tail.stdout.close()
     assert seen == list(range(-1, 60))
     assert len(list(tmp_path.glob("ledger.0*.jsonl"))) >= 2
+
+
+def test_fast_path_writes_what_argparse_would(tmp_path: Path) -> None:
+    """fast_main (no argparse) and the argparse path give the same fields for the same command line."""
+    from membrane_otel.cli import main
+    from membrane_otel.cli.emit import fast_main
+
+    argv = ["eval", "--payload", '{"a": 1}', "-p", "q=0.5", "--param=k:=[1]", "--task-id=t1", "--session-id", "s"]
+    assert fast_main([*argv, "--ledger", str(tmp_path / "fast.jsonl")]) == 0
+    assert main(["emit", *argv, "--ledger", str(tmp_path / "slow.jsonl")]) == 0
+    (fast,), (slow,) = read_lines(tmp_path / "fast.jsonl"), read_lines(tmp_path / "slow.jsonl")
+    volatile = ("ts", "ts_unix", "record_id", "hash")
+    assert {k: v for k, v in fast.items() if k not in volatile} == {k: v for k, v in slow.items() if k not in volatile}
+    assert fast["k"] == [1] and fast["q"] == 0.5 and fast["task_id"] == "t1"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--help"], ["eval", "-h"], [], ["a", "b"], ["eval", "--unknown"], ["eval", "-p"], ["eval", "--ledger"]],
+)
+def test_fast_path_leaves_unusual_command_lines_to_argparse(argv: list[str]) -> None:
+    """Help, unknown or incomplete options and wrong positional counts return None (argparse answers)."""
+    from membrane_otel.cli.emit import fast_main
+
+    assert fast_main(argv) is None
+
+
+def test_fast_path_reports_a_bad_payload_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A malformed payload through the fast path: exit 1 and one line on stderr."""
+    from membrane_otel.cli.emit import fast_main
+
+    assert fast_main(["eval", "--payload", "{x", "--ledger", str(tmp_path / "l.jsonl")]) == 1
+    assert "--payload is not valid JSON" in capsys.readouterr().err

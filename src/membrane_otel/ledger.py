@@ -19,20 +19,23 @@ through it, and its start-up time is the shell emitter's.
 
 from __future__ import annotations
 
+import _thread  # the documented low-level module: a Lock without importing threading
 import fcntl
-import hashlib
 import json
 import os
-import threading
 import time
-import weakref
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy honours the name)
 if TYPE_CHECKING:
     import re
-    from collections.abc import Iterator, Mapping, Sequence
+    from collections.abc import Callable, Iterator, Mapping, Sequence
     from pathlib import Path
-    from typing import Any
+    from typing import Any, Protocol
+
+    class _Digest(Protocol):
+        def hexdigest(self) -> str: ...
+
+    Sha256 = Callable[[bytes], _Digest]
 
 GENESIS = "0" * 64
 _HASH_MARK = ',"hash":"'
@@ -62,7 +65,26 @@ def _dumps(obj: Mapping[str, Any]) -> str:
 
 
 def line_hash(body_without_hash: str) -> str:
+    import hashlib
+
     return hashlib.sha256(body_without_hash.encode("utf-8")).hexdigest()
+
+
+def builtin_sha256() -> Sha256:
+    """The interpreter's own SHA-256, for a process that appends one line and exits.
+
+    ``hashlib`` loads OpenSSL (about 2 ms of the shell emitter's start-up); the built-in
+    module is slower per byte, which one line does not feel. The digests are the same.
+    """
+    for name in ("_sha2", "_sha256"):  # CPython 3.12+, 3.11
+        try:
+            module = __import__(name)
+        except ImportError:
+            continue
+        return module.sha256  # type: ignore[no-any-return]
+    import hashlib
+
+    return hashlib.sha256
 
 
 def split_hash(raw: str) -> tuple[str, str] | None:
@@ -225,7 +247,9 @@ class Ledger:
     when it is first opened), so a batch delivered twice is written once. ``fsync`` makes
     each batch durable before :meth:`append_many` returns (off by default: the page cache is
     what ``tail -f`` and other processes read, and a power loss leaves a torn tail, which
-    is detected and reported).
+    is detected and reported). ``sha256`` is the hash constructor (default ``hashlib``'s).
+
+    Safe across ``fork``: a child notices the new pid and opens its own descriptors and lock.
     """
 
     def __init__(
@@ -235,12 +259,14 @@ class Ledger:
         max_bytes: int = 0,
         dedupe_window: int = 65536,
         fsync: bool = False,
+        sha256: Sha256 | None = None,
     ) -> None:
         self._p = os.fspath(path)
         self.max_bytes = max_bytes
         self._lock_path = self._p + ".lock"
         self._fsync = fsync
-        self._thread_lock = threading.Lock()
+        self._sha256 = sha256
+        self._thread_lock = _thread.allocate_lock()
         self._recent: dict[str, None] = {}  # insertion-ordered: the oldest id is first
         self._window = dedupe_window
         self._fd: int | None = None
@@ -249,7 +275,6 @@ class Ledger:
         self._tail: _Tail | None = None
         self._recent_loaded = False
         self.rotations = 0
-        _all.add(self)
 
     @property
     def path(self) -> Path:
@@ -260,9 +285,7 @@ class Ledger:
     # -- file handles -----------------------------------------------------------------
 
     def _open(self) -> tuple[int, int]:
-        if self._fd is None or self._lock_fd is None or self._pid != os.getpid():
-            if self._pid != os.getpid():
-                self._after_fork()
+        if self._fd is None or self._lock_fd is None:
             folder = os.path.dirname(self._p)
             if folder:
                 os.makedirs(folder, exist_ok=True)
@@ -277,8 +300,8 @@ class Ledger:
     def _after_fork(self) -> None:
         # The parent's descriptors share its flock (a lock belongs to the open file
         # description), so the child must open its own; its thread lock may be held by a
-        # thread that does not exist here.
-        self._thread_lock = threading.Lock()
+        # thread that does not exist here. Checked on entry to every append.
+        self._thread_lock = _thread.allocate_lock()
         for fd in (self._fd, self._lock_fd):
             if fd is not None:
                 try:
@@ -290,6 +313,9 @@ class Ledger:
         self._pid = os.getpid()
 
     def close(self) -> None:
+        if self._pid != os.getpid():
+            self._after_fork()
+            return
         with self._thread_lock:
             for fd in (self._fd, self._lock_fd):
                 if fd is not None:
@@ -380,6 +406,8 @@ class Ledger:
         Records whose ``record_id`` was written recently (this process, or the file's tail
         when it was opened) are skipped, which makes replays and re-deliveries idempotent.
         """
+        if self._pid != os.getpid():
+            self._after_fork()
         with self._thread_lock:
             fd, lock_fd = self._open()
             if not self._recent_loaded and self._window:
@@ -408,7 +436,11 @@ class Ledger:
                 st = os.fstat(fd)
                 seq, prev, torn = self._current_tail(fd, st)
                 out: list[bytes] = []
-                sha256 = hashlib.sha256
+                sha256 = self._sha256
+                if sha256 is None:
+                    import hashlib  # here, not at import: the shell emitter passes its own
+
+                    sha256 = self._sha256 = hashlib.sha256
                 for body in bodies:
                     seq += 1
                     head = body[:-1] + "," if body != "{}" else "{"
@@ -481,12 +513,15 @@ def read_lines(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
 # --------------------------------------------------------------------------- sharing
 
 _ledgers: dict[str, Ledger] = {}
-_ledgers_lock = threading.Lock()
-_all: weakref.WeakSet[Ledger] = weakref.WeakSet()
+_ledgers_lock = _thread.allocate_lock()
+_ledgers_pid = os.getpid()
 
 
 def ledger_for(path: str | os.PathLike[str], *, max_bytes: int | None = None) -> Ledger:
     """The process's shared :class:`Ledger` for ``path`` (``max_bytes`` updates its rotation size)."""
+    global _ledgers_lock, _ledgers_pid
+    if _ledgers_pid != os.getpid():  # forked: the parent's lock may have been held
+        _ledgers_lock, _ledgers_pid = _thread.allocate_lock(), os.getpid()
     key = os.path.abspath(path)
     with _ledgers_lock:
         ledger = _ledgers.get(key)
@@ -495,14 +530,3 @@ def ledger_for(path: str | os.PathLike[str], *, max_bytes: int | None = None) ->
         elif max_bytes is not None:
             ledger.max_bytes = max_bytes
         return ledger
-
-
-def _reinit_after_fork() -> None:
-    global _ledgers_lock
-    _ledgers_lock = threading.Lock()
-    for ledger in list(_all):
-        ledger._after_fork()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reinit_after_fork)

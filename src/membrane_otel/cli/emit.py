@@ -7,15 +7,19 @@
 It appends one line straight to the ledger with :class:`membrane_otel.ledger.Ledger`: the
 same hash chain, the same lock and the same line shape as the OTel exporter writes. Start-up
 time is the feature here (shell scripts call it in loops), so this module and what it
-imports are standard library only: no OTel SDK, no pydantic.
+imports are standard library only: no OTel SDK, no pydantic; and :func:`fast_main` parses
+the usual command lines without even ``argparse`` (anything else falls back to it).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy honours the name)
+if TYPE_CHECKING:
+    import argparse
 
 HELP = "append one event to the ledger (the shell emitter)"
 
@@ -111,7 +115,7 @@ def _service() -> str:
 def run(args: argparse.Namespace) -> int:
     import time
 
-    from membrane_otel.ledger import Ledger, event_line
+    from membrane_otel.ledger import Ledger, builtin_sha256, event_line
 
     payload = _payload(args)
     ids = {"task_id": args.task_id, "persona_id": args.persona_id, "session_id": args.session_id}
@@ -124,7 +128,9 @@ def run(args: argparse.Namespace) -> int:
         service=_service(),
     )
     # A fresh record id every run: no dedupe window needed, and none read from the file.
-    ledger = Ledger(resolve_ledger_path(args.ledger), max_bytes=_max_bytes(), dedupe_window=0)
+    ledger = Ledger(
+        resolve_ledger_path(args.ledger), max_bytes=_max_bytes(), dedupe_window=0, sha256=builtin_sha256()
+    )
     try:
         ledger.append(line)
     except OSError as exc:
@@ -135,3 +141,69 @@ def run(args: argparse.Namespace) -> int:
     if args.echo:
         print(json.dumps(line, ensure_ascii=False))
     return 0
+
+
+class _Args:
+    """What :func:`run` reads, filled by :func:`fast_main` instead of argparse."""
+
+    def __init__(self) -> None:
+        self.event_type = ""
+        self.payload: str | None = None
+        self.params: list[str] = []
+        self.task_id: str | None = None
+        self.persona_id: str | None = None
+        self.session_id: str | None = None
+        self.ledger: str | None = None
+        self.echo = False
+
+
+_VALUE_OPTIONS = {
+    "--payload": "payload", "--task-id": "task_id", "--persona-id": "persona_id",
+    "--session-id": "session_id", "--ledger": "ledger",
+}  # fmt: skip
+
+
+def fast_main(argv: list[str]) -> int | None:
+    """Run ``emit`` for an ordinary command line without importing argparse.
+
+    Returns None for anything it does not handle plainly (``--help``, an unknown or
+    incomplete option, a missing or second EVENT_TYPE): the caller then goes through
+    argparse, which gives the usual help and error messages.
+    """
+    args = _Args()
+    positional: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        i += 1
+        if arg == "--":
+            positional.extend(argv[i:])
+            break
+        name, eq, inline = arg.partition("=") if arg.startswith("--") else (arg, "", "")
+        if name in ("-p", "--param") or name in _VALUE_OPTIONS:
+            if eq:
+                value = inline
+            elif i < len(argv):
+                value, i = argv[i], i + 1
+            else:
+                return None
+            if name in ("-p", "--param"):
+                args.params.append(value)
+            else:
+                setattr(args, _VALUE_OPTIONS[name], value)
+        elif arg == "--echo":
+            args.echo = True
+        elif arg.startswith("-") and arg != "-":
+            return None
+        else:
+            positional.append(arg)
+    if len(positional) != 1:
+        return None
+    args.event_type = positional[0]
+    try:
+        return run(args)  # type: ignore[arg-type]  # duck-typed: run reads these attributes only
+    except SystemExit as exc:  # a bad payload: one line, as through argparse
+        if isinstance(exc.code, str):
+            print(exc.code, file=sys.stderr)
+            return 1
+        return int(exc.code or 0)
