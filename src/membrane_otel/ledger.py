@@ -312,6 +312,16 @@ class Ledger:
         self._tail = None
         self._pid = os.getpid()
 
+    def __del__(self) -> None:
+        # A dropped appender gives its descriptors back (raw fds have no finaliser of their own).
+        if getattr(self, "_pid", None) == os.getpid():
+            for fd in (getattr(self, "_fd", None), getattr(self, "_lock_fd", None)):
+                if fd is not None:
+                    try:
+                        os.close(fd)
+                    except OSError:
+                        pass
+
     def close(self) -> None:
         if self._pid != os.getpid():
             self._after_fork()
