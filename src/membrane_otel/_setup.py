@@ -9,6 +9,7 @@ handed in through its public parameters, and the exporters chosen by the standar
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import sys
@@ -103,6 +104,11 @@ def configure(*, _auto_instrumentation_version: str | None = None, **overrides: 
             export_span_processor=BatchSpanProcessorWithCounts,  # type: ignore[arg-type]
             setup_logging_handler=False,
         )
+        # atexit runs last-registered first: the providers' hooks were registered above and
+        # the bus client's after them (its exporter is built inside), so on their own the bus
+        # client stops before the log batcher hands it the last records. Ours runs first and
+        # shuts down in order: providers (flushing into the bus queue), then the bus client.
+        atexit.register(shutdown)
         if _auto_instrumentation_version is None:
             # Not under opentelemetry-instrument: bring stdlib logging in ourselves, through
             # the same instrumentation the wrapper would load.
