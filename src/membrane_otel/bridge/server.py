@@ -357,11 +357,15 @@ def make_server(
     keyfile: str | None = None,
 ) -> BridgeHTTPServer:
     """A bound (not yet serving) bridge server; ``port=0`` picks a free port."""
-    context = None
-    if certfile:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(certfile, keyfile)
+    context = tls_context(certfile, keyfile) if certfile else None
     return BridgeHTTPServer((host, port), bridge, options or ServerOptions(), context)
+
+
+def tls_context(certfile: str, keyfile: str | None = None) -> ssl.SSLContext:
+    """A server TLS context; raises ``OSError`` (``ssl.SSLError``) if the files cannot be loaded."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(certfile, keyfile)
+    return context
 
 
 def serve_in_thread(server: BridgeHTTPServer) -> Callable[[], None]:

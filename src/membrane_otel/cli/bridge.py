@@ -62,6 +62,15 @@ def run(args: argparse.Namespace) -> int:
     if args.keyfile and not args.certfile:
         print(f"{prog}: --keyfile needs --certfile", file=sys.stderr)
         return 2
+    if args.certfile:
+        from membrane_otel.bridge.server import tls_context
+
+        try:
+            tls_context(args.certfile, args.keyfile)
+        except OSError as exc:
+            print(f"{prog}: cannot load the TLS certificate/key ({args.certfile}, {args.keyfile}): {exc}",
+                  file=sys.stderr)
+            return 2
     token = args.token if args.token is not None else settings.bridge_token or os.environ.get("MEMBRANE_BRIDGE_TOKEN")
     publisher = None
     if not args.no_bus:
@@ -79,9 +88,9 @@ def run(args: argparse.Namespace) -> int:
             bridge, args.host, args.port, ServerOptions(token=token or None, max_body=max_body),
             certfile=args.certfile, keyfile=args.keyfile,
         )
-    except OSError as exc:  # the port is taken, or the certificate/key cannot be loaded
+    except OSError as exc:  # the port is taken, or the address is not ours
         bridge.shutdown()
-        print(f"{prog}: cannot start on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        print(f"{prog}: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1
 
     def stop(signum: int, frame: FrameType | None) -> None:
