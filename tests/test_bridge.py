@@ -544,3 +544,59 @@ def test_concatenated_gzip_members_decode_as_one_body() -> None:
     from membrane_otel.bridge.body import decode_content
 
     assert decode_content(gzip.compress(b"abc") + gzip.compress(b"def"), "gzip", 100) == b"abcdef"
+
+
+# --------------------------------------------------------------------------- one program, two modes
+
+# What legitimately differs between two runs of one program: ids, times, durations.
+_VOLATILE = frozenset(
+    ("ts", "ts_unix", "timestamp", "duration_ms", "otel_trace_id", "otel_span_id", "otel_parent_span_id",
+     "record_id", "seq", "prev_hash", "hash", "trace_id", "parent_id", "stimulus_id", "timestamp_ms")
+)
+
+
+def _stable(obj: dict[str, Any]) -> str:
+    def strip(d: dict[str, Any]) -> dict[str, Any]:
+        return {
+            k: strip(v) if isinstance(v, dict) else v
+            for k, v in d.items()
+            if k not in _VOLATILE and not k.endswith(("record_id", "event_id"))
+        }
+
+    return json.dumps(strip(obj), sort_keys=True, default=str)
+
+
+def test_the_example_agent_gives_the_same_lines_and_envelopes_embedded_and_through_the_bridge(
+    start: Start, tmp_path: Path
+) -> None:
+    """examples/hrm_agent.py embedded, and exporting OTLP/HTTP to the bridge: equal ledger lines and envelopes."""
+    from collections import Counter
+
+    from membrane_otel.membrane import build_publisher
+    from tests._helpers import EXAMPLE, clean_env, read_ledger, run_instrumented
+
+    results = {}
+    for mode in ("embedded", "bridge"):
+        work = tmp_path / mode
+        work.mkdir()
+        with BusProcess(record=work / "bus.jsonl") as proc:
+            env = clean_env(work, MEMBRANE_TRACE="1", MEMBRANE_BUS_URL=proc.url)
+            publisher = None
+            if mode == "bridge":
+                settings = load_settings({}, bus_url=proc.url, spool_dir=str(work / "bridge-spool"))
+                publisher = build_publisher(settings)
+                run = start(ledger=work / "bridge.jsonl", publisher=publisher)
+                env.update(
+                    OTEL_TRACES_EXPORTER="otlp", OTEL_LOGS_EXPORTER="otlp",
+                    OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf", OTEL_EXPORTER_OTLP_ENDPOINT=run.url,
+                )
+            done = run_instrumented(EXAMPLE, env)
+            assert done.returncode == 0, done.stderr[-2000:]
+            if publisher is not None:
+                assert publisher.force_flush(10_000)
+            ledger = work / ("bridge.jsonl" if mode == "bridge" else "ledger.jsonl")
+            results[mode] = (read_ledger(ledger), read_record(work / "bus.jsonl"))
+    (lines_a, envs_a), (lines_b, envs_b) = results["embedded"], results["bridge"]
+    assert len(lines_a) > 10 and envs_a, "the example should produce spans, events and an error envelope"
+    assert Counter(map(_stable, lines_b)) == Counter(map(_stable, lines_a))
+    assert Counter(map(_stable, envs_b)) == Counter(map(_stable, envs_a))
