@@ -27,7 +27,7 @@ from tests._helpers import clean_env, read_ledger
 
 # The bounds these scenarios promise (generous: CI machines are noisy and have 2 cores).
 RSS_GROWTH_BOUND_MB = 60  # error storm: 20,000 errors may not grow the process by more
-STORM_SECONDS_BOUND = 40  # 20,000 logger.exception calls, application-side
+STORM_SECONDS_BOUND = 20  # 20,000 logger.exception calls paced at 2,500/s: 8 s unless telemetry slows the app
 SLOW_EXPORTER_RATIO_BOUND = 3.0  # app loop time with a slow exporter / with a fast one
 
 
@@ -66,6 +66,7 @@ import membrane_otel
 membrane_otel.configure()
 log = logging.getLogger("storm")
 N = 10_000
+RATE = 2500
 # 10,000 distinct call sites: distinct function names, so distinct stack fingerprints.
 sites = {}
 exec(compile("\\n".join(f"def site_{i}():\\n    raise KeyError('distinct failure {i}')" for i in range(N)),
@@ -75,20 +76,28 @@ def identical():
 proc = psutil.Process()
 rss0 = peak = proc.memory_info().rss
 started = time.perf_counter()
+def pace(done):
+    # RATE errors a second, in bursts of 100: the storm a busy service produces, not a
+    # benchmark of how fast one thread can call logging.
+    if done % 100 == 0:
+        ahead = done / RATE - (time.perf_counter() - started)
+        if ahead > 0:
+            time.sleep(ahead)
+    if done % 1000 == 0:
+        global peak
+        peak = max(peak, proc.memory_info().rss)
 for i in range(N):
     try:
         identical()
     except ValueError:
         log.exception("identical failure")
-    if i % 1000 == 0:
-        peak = max(peak, proc.memory_info().rss)
+    pace(i + 1)
 for i in range(N):
     try:
         sites[f"site_{i}"]()
     except KeyError:
         log.exception("distinct failure %d", i)
-    if i % 1000 == 0:
-        peak = max(peak, proc.memory_info().rss)
+    pace(N + i + 1)
 storm_s = time.perf_counter() - started
 membrane_otel.force_flush()
 peak = max(peak, proc.memory_info().rss)
@@ -108,8 +117,8 @@ print(json.dumps({"storm_s": storm_s, "rss_growth_mb": (peak - rss0) / 1e6, "met
 
 @pytest.mark.slow
 def test_error_storm_is_throttled_counted_and_fully_ledgered(tmp_path: Path) -> None:
-    """20,000 errors: bounded memory, the membrane gets the throttled stream whose held_back sums
-    to every suppressed record, and the ledger keeps all 20,001 lines with its chain intact."""
+    """20,000 errors at 2,500/s: bounded memory, the membrane gets the throttled stream whose
+    held_back sums to every suppressed record, and the ledger keeps all 20,001 lines, chain intact."""
     record = tmp_path / "bus.jsonl"
     with BusProcess(record=record) as bus, Subscriber(bus.url) as sub:
         env = clean_env(tmp_path, MEMBRANE_BUS_URL=bus.url, OTEL_TRACES_EXPORTER="none")
@@ -120,7 +129,7 @@ def test_error_storm_is_throttled_counted_and_fully_ledgered(tmp_path: Path) -> 
     figures(
         "error storm",
         storm_s=round(report["storm_s"], 2),
-        per_call_us=round(report["storm_s"] / 20_000 * 1e6, 1),
+        achieved_per_s=round(20_000 / report["storm_s"]),
         rss_growth_mb=round(report["rss_growth_mb"], 1),
         envelopes=m["envelopes"],
         published=m["published"],
@@ -129,6 +138,10 @@ def test_error_storm_is_throttled_counted_and_fully_ledgered(tmp_path: Path) -> 
     )
     assert report["rss_growth_mb"] < RSS_GROWTH_BOUND_MB
     assert report["storm_s"] < STORM_SECONDS_BOUND
+    lines = read_ledger(tmp_path / "ledger.jsonl")
+    errors = [ln for ln in lines if ln["event"] == "script_error"]
+    # Whatever happens, each record is in the ledger or counted as dropped from its queue.
+    assert len(errors) + m.get("dropped.logs.ledger", 0) == made
     # Every record produced reached the ledger; nothing dropped from a queue.
     assert m["produced_logs"] == made
     assert m["dropped_logs"] == 0 and m["export_failed"] == 0
@@ -143,8 +156,6 @@ def test_error_storm_is_throttled_counted_and_fully_ledgered(tmp_path: Path) -> 
     assert sum(int(e["metadata"].get("held_back") or 0) for e in received) == m["suppressed"]
     assert len(read_record(record)) == m["published"]
     # The ledger keeps every record (the throttle applies to the membrane only).
-    lines = read_ledger(tmp_path / "ledger.jsonl")
-    errors = [ln for ln in lines if ln["event"] == "script_error"]
     assert len(errors) == made
     assert len({ln["record_id"] for ln in errors}) == made
     assert sum(ln.get("message") == "identical failure" for ln in errors) == 10_000
