@@ -117,27 +117,33 @@ class Bridge:
 
     def accept_spans(self, decoded: Decoded) -> Outcome:
         out = self._start(decoded)
-        lines: list[dict[str, Any]] = []
-        for span in decoded.records:
-            try:
-                lines.append(span_line(span))
-            except Exception as exc:  # one bad span must not cost the batch
-                out.reject(f"span {getattr(span, 'name', '?')!r}: {exc!r}")
+        try:
+            lines = [span_line(span) for span in decoded.records]
+        except Exception:  # one bad span must not cost the batch: go again, one by one
+            lines = []
+            for span in decoded.records:
+                try:
+                    lines.append(span_line(span))
+                except Exception as exc:
+                    out.reject(f"span {span.name!r}: {exc!r}")
         self._write(lines, out)
         counters.incr("bridge_spans", out.received)
         return out
 
     def accept_logs(self, decoded: Decoded) -> Outcome:
         out = self._start(decoded)
-        lines: list[dict[str, Any]] = []
-        good: list[LogData] = []
-        for log in decoded.records:
-            try:
-                lines.append(log_line(log))
-            except Exception as exc:
-                out.reject(f"log record {log.event_name or log.severity_text or ''!r}: {exc!r}")
-                continue
-            good.append(log)
+        good: list[LogData] = decoded.records
+        try:
+            lines = [log_line(log) for log in good]
+        except Exception:  # one bad record must not cost the batch: go again, one by one
+            lines, good = [], []
+            for log in decoded.records:
+                try:
+                    lines.append(log_line(log))
+                except Exception as exc:
+                    out.reject(f"log record {log.event_name or log.severity_text or ''!r}: {exc!r}")
+                    continue
+                good.append(log)
         self._write(lines, out)
         counters.incr("bridge_logs", out.received)
         # A batch the ledger had entirely already is a re-delivery: its envelopes went out
