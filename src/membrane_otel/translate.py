@@ -29,6 +29,8 @@ ID_KEYS = ("task_id", "persona_id", "session_id")
 _RESERVED = frozenset(
     ("event", "ts", "ts_unix", "otel_trace_id", "otel_span_id", "record_id", "seq", "prev_hash", "hash")
 )
+# Attributes a log line does not copy as payload: the ids have their own keys, the rest is plumbing.
+_NOT_PAYLOAD = frozenset((*ID_KEYS, "membrane.record_id", "membrane.l2"))
 _URGENCY = ((SEV_FATAL, "critical", 0.95), (SEV_ERROR, "error", 0.7), (SEV_WARN, "warn", 0.4), (0, "info", 0.2))
 _PY_TO_OTEL = {10: 5, 20: 9, 30: 13, 40: 17, 50: 21}
 
@@ -141,10 +143,11 @@ def log_line(log: LogData) -> dict[str, Any]:
         line["message"] = log.body if isinstance(log.body, str) else json.dumps(log.body, default=str)
     elif log.body not in (None, ""):
         _put(line, "body", log.body)
+    # Inlined _put: this loop runs for every attribute of every record (the bridge's hot path).
     for key, value in a.items():
-        if key in ID_KEYS or key == "membrane.record_id" or key == "membrane.l2":
+        if key in _NOT_PAYLOAD:
             continue
-        _put(line, key, value)
+        line[f"payload_{key}" if key in _RESERVED else key] = value
     line["service"] = log.resource.get("service.name")
     line["record_id"] = record_id(log)
     return line
