@@ -17,4 +17,6 @@ os.environ["MEMBRANE_LEDGER_PATH"] = os.path.join(_SCRATCH, "ledger.jsonl")
 os.environ["MEMBRANE_SPOOL_DIR"] = os.path.join(_SCRATCH, "spool")
 os.environ["MEMBRANE_BUS_URL"] = "ws://127.0.0.1:9/api/ws"
 os.environ["MEMBRANE_THROTTLE"] = "0"
+# The watchdog's own alerts would land in other tests' captures; test_watchdog drives its own.
+os.environ["MEMBRANE_WATCHDOG"] = "0"
 os.environ["OTEL_SERVICE_NAME"] = "membrane-otel-tests"

@@ -18,10 +18,20 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from membrane_otel import narrative
     from membrane_otel._setup import configure, force_flush, get_metrics, shutdown
     from membrane_otel.config import ConfigError, Settings
+    from membrane_otel.events import (
+        append_ledger,
+        emit_alert,
+        emit_event,
+        emit_monitoring_snapshot,
+        emit_system_event,
+        emit_task_lifecycle,
+    )
     from membrane_otel.hrm import tracer
     from membrane_otel.l2logger import setup_l2_logger
+    from membrane_otel.watchdog import check_readiness
 
 # public name -> module that defines it
 _EXPORTS: dict[str, str] = {
@@ -33,14 +43,30 @@ _EXPORTS: dict[str, str] = {
     "shutdown": "membrane_otel._setup",
     "tracer": "membrane_otel.hrm",
     "setup_l2_logger": "membrane_otel.l2logger",
+    "append_ledger": "membrane_otel.events",
+    "emit_alert": "membrane_otel.events",
+    "emit_event": "membrane_otel.events",
+    "emit_monitoring_snapshot": "membrane_otel.events",
+    "emit_system_event": "membrane_otel.events",
+    "emit_task_lifecycle": "membrane_otel.events",
+    "check_readiness": "membrane_otel.watchdog",
+    "narrative": "membrane_otel",
 }
 
 __all__ = [
     "ConfigError",
     "Settings",
+    "append_ledger",
+    "check_readiness",
     "configure",
+    "emit_alert",
+    "emit_event",
+    "emit_monitoring_snapshot",
+    "emit_system_event",
+    "emit_task_lifecycle",
     "force_flush",
     "get_metrics",
+    "narrative",
     "setup_l2_logger",
     "shutdown",
     "tracer",
@@ -51,7 +77,10 @@ def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'membrane_otel' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    if name == "narrative":  # a submodule, exported as a namespace (narrative.narrate(...))
+        value = importlib.import_module("membrane_otel.narrative")
+    else:
+        value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
 

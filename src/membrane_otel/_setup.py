@@ -120,6 +120,11 @@ def configure(*, _auto_instrumentation_version: str | None = None, **overrides: 
         from membrane_otel._internal.console_fallback import keep_console_output
 
         keep_console_output()
+        if settings.watchdog:
+            # The pipeline watches itself (seeds/002): alerts as events, figures as metrics.
+            from membrane_otel.watchdog import start_watchdog
+
+            start_watchdog()
         return settings
 
 
@@ -150,12 +155,8 @@ def force_flush(timeout_millis: int = 30000) -> bool:
         flush = getattr(provider, "force_flush", None)
         if callable(flush):
             ok = bool(flush(timeout_millis)) and ok
-    # The batch processors hand records to the membrane exporter, which only queues them on
-    # the bus client: flush that queue too, or "flushed" envelopes are still in memory.
-    from membrane_otel import membrane
-
-    if membrane._publisher is not None:
-        ok = bool(membrane._publisher.force_flush(timeout_millis)) and ok
+    # The batch processors also flush their exporters' own queues (the membrane exporter's
+    # bus client), so "flushed" envelopes are not left in memory.
     return ok
 
 

@@ -450,6 +450,12 @@ class BusClient:
                 self._cond.wait(remaining)
             return self._last_tick_ok
 
+    @property
+    def running(self) -> bool:
+        """Whether the flusher thread is alive and the client not shut down."""
+        thread = self._thread
+        return thread is not None and thread.is_alive() and not self._stopping
+
     def shutdown(self, timeout_millis: int = 30_000) -> None:
         """Flush what can be sent, spool the rest, stop the flusher. Idempotent."""
         with self._cond:

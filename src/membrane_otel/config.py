@@ -77,7 +77,14 @@ class Settings(BaseModel):
     throttle: bool = Field(True, description="MEMBRANE_THROTTLE: per-type/per-fingerprint envelope throttling.")
     bridge_url: str = Field("http://127.0.0.1:8010", description="MEMBRANE_BRIDGE_URL: the bridge, for doctor.")
     bridge_token: str | None = Field(None, description="MEMBRANE_BRIDGE_TOKEN: bearer token.", repr=False)
+    watchdog: bool = Field(True, description="MEMBRANE_WATCHDOG: run the pipeline watchdog.")
     watchdog_interval_s: float = Field(15.0, gt=0, description="MEMBRANE_WATCHDOG_INTERVAL: seconds per check.")
+    throttle_type_interval_s: float = Field(
+        15.0, ge=0, description="MEMBRANE_THROTTLE_TYPE_INTERVAL: one envelope per signal type per this; 0 off."
+    )
+    throttle_fingerprint_interval_s: float = Field(
+        10.0, ge=0, description="MEMBRANE_THROTTLE_FINGERPRINT_INTERVAL: one per fingerprint per this; 0 off."
+    )
 
     @field_validator("l2_level", mode="before")
     @classmethod
@@ -128,10 +135,13 @@ ENV_VARS: dict[str, tuple[str, ...]] = {
     "throttle": ("MEMBRANE_THROTTLE",),
     "bridge_url": ("MEMBRANE_BRIDGE_URL",),
     "bridge_token": ("MEMBRANE_BRIDGE_TOKEN",),
+    "watchdog": ("MEMBRANE_WATCHDOG",),
     "watchdog_interval_s": ("MEMBRANE_WATCHDOG_INTERVAL",),
+    "throttle_type_interval_s": ("MEMBRANE_THROTTLE_TYPE_INTERVAL",),
+    "throttle_fingerprint_interval_s": ("MEMBRANE_THROTTLE_FINGERPRINT_INTERVAL",),
 }
 
-_BOOL_FIELDS = {"trace", "throttle"}
+_BOOL_FIELDS = {"trace", "throttle", "watchdog"}
 
 
 def _parse_bool(var: str, raw: str) -> bool:

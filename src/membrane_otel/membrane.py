@@ -69,6 +69,14 @@ class MembranePublisher:
         """Publish one already-built envelope (the bridge's legacy ``/ingest`` uses this)."""
         self._bus.publish(envelope)
 
+    def status(self) -> dict[str, Any]:
+        """What readiness checks need: is the bus client running, and how full is it."""
+        return {
+            "running": bool(getattr(self._bus, "running", True)),
+            "queue_depth": int(getattr(self._bus, "queue_depth", 0)),
+            "url": getattr(self._bus, "url", None),
+        }
+
     def force_flush(self, timeout_millis: float = 30000) -> bool:
         return bool(self._bus.force_flush(timeout_millis))
 
@@ -95,7 +103,15 @@ def build_publisher(settings: Settings) -> MembranePublisher:
         flush_interval_ms=settings.flush_interval_ms,
         batch_size=settings.batch_size,
     )
-    return MembranePublisher(settings, bus, Throttle() if settings.throttle else None)
+    throttle = (
+        Throttle(
+            type_interval=settings.throttle_type_interval_s,
+            fingerprint_interval=settings.throttle_fingerprint_interval_s,
+        )
+        if settings.throttle
+        else None
+    )
+    return MembranePublisher(settings, bus, throttle)
 
 
 def get_publisher() -> MembranePublisher:

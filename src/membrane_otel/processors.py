@@ -72,12 +72,15 @@ class MembraneLogProcessor(LogRecordProcessor):
             record.body = redact(record.body)
         attrs = record.attributes
         if attrs is not None:
-            # BoundedAttributes is a mutable mapping until the record is read.
-            for key, value in list(attrs.items()):
-                if isinstance(value, str | list | tuple | dict):
-                    new = redact(value)
-                    if new is not value and new != value:
-                        attrs[key] = new  # type: ignore[index]
+            # Redact the attributes as one mapping, so a value is judged by its key too
+            # (`extra={"password": "hunter2"}` on a log call). BoundedAttributes is mutable
+            # until the record is read.
+            plain = dict(attrs)
+            cleaned = redact(plain)
+            if cleaned is not plain:
+                for key, value in cleaned.items():
+                    if value is not plain[key] and value != plain[key]:
+                        attrs[key] = value  # type: ignore[index]
             if "membrane.record_id" not in attrs:
                 attrs["membrane.record_id"] = os.urandom(12).hex()  # type: ignore[index]
             if (

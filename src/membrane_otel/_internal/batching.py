@@ -156,7 +156,19 @@ class _Batcher(Generic[T]):
     def force_flush(self, timeout_millis: float = 30000) -> bool:
         if self._shutdown:
             return False
-        return self._drain(all_=True, deadline=self._clock() + timeout_millis / 1000)
+        deadline = self._clock() + timeout_millis / 1000
+        drained = self._drain(all_=True, deadline=deadline)
+        # Then the exporter's own buffers (the membrane exporter queues on its bus client),
+        # within what is left of the same deadline.
+        flush = getattr(self._exporter, "force_flush", None)
+        if callable(flush):
+            try:
+                left_ms = max(0.0, (deadline - self._clock()) * 1000)
+                drained = bool(flush(timeout_millis=left_ms)) and drained
+            except Exception as exc:
+                _log.error("exporter %s failed to flush: %r", self._name, exc)
+                return False
+        return drained
 
     def shutdown(self, timeout_millis: float = 30000) -> None:
         if self._shutdown:

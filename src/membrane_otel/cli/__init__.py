@@ -11,11 +11,14 @@ a feature of the shell emitter). A sub-command module defines::
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import os
 import sys
-from collections.abc import Sequence
+
+# Not `from typing import TYPE_CHECKING`: the shell emitter's start-up budget is a few ms.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 # name -> (module, one-line help). Kept as data so `--help` needs no imports.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -68,9 +71,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(_usage(), file=sys.stderr)
         return 2
     name, rest = args[0], args[1:]
+    if name == "emit":
+        # The shell emitter's ordinary command lines skip argparse entirely (start-up time).
+        from membrane_otel.cli.emit import fast_main
+
+        code = fast_main(rest)
+        if code is not None:
+            return code
     if name not in COMMANDS:
         print(f"membrane-otel: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
+    import argparse
+
     module = importlib.import_module(COMMANDS[name][0])
     parser = argparse.ArgumentParser(prog=f"membrane-otel {name}", description=COMMANDS[name][1])
     module.build_parser(parser)
