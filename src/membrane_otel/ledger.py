@@ -61,7 +61,33 @@ _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=st
 
 
 def _dumps(obj: Mapping[str, Any]) -> str:
+    if _orjson_dumps is not None:
+        try:
+            encoded: bytes = _orjson_dumps(obj, default=str)
+            return encoded.decode("utf-8")
+        except TypeError:  # an int beyond 64 bits, a non-str key: the stdlib handles those
+            pass
     return _encode(obj)
+
+
+def _load_orjson() -> Any:
+    # orjson encodes a line ~15x faster than the stdlib; it is what lets the ledger exporter
+    # and the bridge keep up (benchmarks rows 4 and 5). Same compact JSON either way, and the
+    # chain hashes the bytes as written, so lines from either encoder verify alike. The shell
+    # emitter (one line per process) skips the import.
+    import sys
+
+    if "membrane_otel.cli.emit" in sys.modules and "opentelemetry" not in sys.modules:
+        return None
+    try:
+        from orjson import dumps
+
+        return dumps
+    except ImportError:
+        return None
+
+
+_orjson_dumps: Any = _load_orjson()
 
 
 def line_hash(body_without_hash: str) -> str:

@@ -82,6 +82,29 @@ def _attrs(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
     return {k: v if type(v) in _SCALARS else _plain(v) for k, v in attributes.items()}
 
 
+_last_resource: tuple[object, dict[str, Any]] = (None, {})
+
+
+def _resource(resource: Any) -> dict[str, Any]:
+    """A resource's attributes, converted once: every record of a provider shares one."""
+    global _last_resource
+    if resource is None:
+        return {}
+    seen, attrs = _last_resource
+    if seen is not resource:
+        attrs = _attrs(resource.attributes)
+        _last_resource = (resource, attrs)
+    return attrs
+
+
+def _hex32(value: int | None) -> str | None:
+    return f"{value:032x}" if value else None
+
+
+def _hex16(value: int | None) -> str | None:
+    return f"{value:016x}" if value else None
+
+
 def span_from_sdk(span: ReadableSpan) -> SpanData:
     ctx = span.context
     parent = span.parent
@@ -101,7 +124,7 @@ def span_from_sdk(span: ReadableSpan) -> SpanData:
         status_message=status.description,
         attributes=_attrs(span.attributes),
         events=[EventData(e.name, e.timestamp, _attrs(e.attributes)) for e in span.events],
-        resource=_attrs(span.resource.attributes) if span.resource else {},
+        resource=_resource(span.resource),
         scope=scope.name if scope else "",
     )
 
@@ -110,15 +133,16 @@ def log_from_sdk(record: ReadableLogRecord) -> LogData:
     lr = record.log_record
     scope = record.instrumentation_scope
     severity = lr.severity_number.value if lr.severity_number is not None else 0
+    body = lr.body
     return LogData(
         time_ns=lr.timestamp or lr.observed_timestamp or 0,
         severity_number=severity,
         severity_text=lr.severity_text or "",
-        body=_plain(lr.body),
+        body=body if type(body) in _SCALARS else _plain(body),
         attributes=_attrs(lr.attributes),
         event_name=lr.event_name,
-        trace_id=_hex(lr.trace_id or 0, 32),
-        span_id=_hex(lr.span_id or 0, 16),
-        resource=_attrs(record.resource.attributes) if record.resource else {},
+        trace_id=_hex32(lr.trace_id),
+        span_id=_hex16(lr.span_id),
+        resource=_resource(record.resource),
         scope=scope.name if scope else "",
     )
