@@ -59,7 +59,7 @@ def bridge(
 
     With ``bus_url`` it publishes envelopes there (spooling under ``tmp``); without, ``--no-bus``.
     """
-    env = ob.base_env() | {"MEMBRANE_SPOOL_DIR": str(tmp / f"{name}-spool"), "MEMBRANE_THROTTLE": "1"}
+    env = ob.base_env() | {"MEMBRANE_SPOOL_DIR": str(tmp / f"{name}-spool")}
     argv = bridge_argv(b)
     if bus_url is None:
         argv.append("--no-bus")
@@ -81,7 +81,17 @@ def _next_log(tmp: Path, name: str) -> Path:
 def bus(tmp: Path, record: Path) -> Iterator[str]:
     """The reference bus recording every accepted envelope to ``record``; yields its ws:// URL."""
     (port,) = ob.free_ports(1)
-    argv = [str(MEMBRANE_OTEL), "bus", "serve", "--host", "127.0.0.1", "--port", str(port), "--record", str(record)]
+    argv = [
+        str(MEMBRANE_OTEL),
+        "bus",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--record",
+        str(record),
+    ]
     with ob.running(argv, ob.base_env(), tmp / "bus.log", f"http://127.0.0.1:{port}/health"):
         yield f"ws://127.0.0.1:{port}/api/ws"
 
@@ -124,6 +134,23 @@ def wait_exit(proc: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
     assert rc == 0, f"{proc.args!r} exited {rc}:\n{_tail(log)}"
 
 
+def kill(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL ``proc`` (by its PID) if it still runs, and reap it."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+def wait_growth(path: Path, timeout: float) -> None:
+    """Return as soon as ``path`` grows (polled every half millisecond), fail at the deadline."""
+    size = path.stat().st_size
+    deadline = time.monotonic() + timeout
+    while path.stat().st_size == size:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{path} did not grow within {timeout}s")
+        time.sleep(0.0005)
+
+
 def _tail(log: Path, n: int = 4000) -> str:
     return log.read_text(errors="replace")[-n:] if log.exists() else ""
 
@@ -142,15 +169,30 @@ def verify_ledger(path: Path) -> subprocess.CompletedProcess[str]:
 
 
 _ID_RE = re.compile(rb'"e2e\.id":"([^"]+)"')
+# A whole ledger line ends with its hash: ,"hash":"<64 hex>"}
+_WHOLE = re.compile(rb',"hash":"[0-9a-f]{64}"\}$')
 
 
 def ledger_ids(path: Path) -> Counter[str]:
-    """How often each ``e2e.id`` appears in the ledger's whole lines (cheap: no JSON parsing)."""
+    """How often each ``e2e.id`` appears in the ledger's whole lines.
+
+    A torn line (a writer killed mid-write) is not a ledger record, whatever it contains,
+    and neither is a line still being written: both are left out.
+    """
     if not path.exists():
         return Counter()
-    data = path.read_bytes()
-    end = data.rfind(b"\n") + 1  # a line being written (or torn) is not counted yet
-    return Counter(m.decode() for m in _ID_RE.findall(data, 0, end))
+    ids: Counter[str] = Counter()
+    for raw in path.read_bytes().split(b"\n")[:-1]:
+        if _WHOLE.search(raw) and (m := _ID_RE.search(raw)):
+            ids[m.group(1).decode()] += 1
+    return ids
+
+
+def whole_lines(path: Path) -> list[dict[str, Any]]:
+    """The ledger's whole lines, parsed (torn lines and a line being written left out)."""
+    if not path.exists():
+        return []
+    return [json.loads(raw) for raw in path.read_bytes().split(b"\n")[:-1] if _WHOLE.search(raw)]
 
 
 def collector_metric(ports: ob.CollectorPorts, name: str, **labels: str) -> float | None:
@@ -224,8 +266,11 @@ def normal_envelope(env: Mapping[str, Any]) -> Any:
 
 def diff(left: Counter[Any], right: Counter[Any]) -> str:
     """The items of two multisets that are not in both, readable (for assertion messages)."""
+
     def show(items: Counter[Any]) -> str:
-        return "\n".join(f"  {n} x {dict(k) if isinstance(k, tuple) else k}" for k, n in items.items()) or "  -"
+        return (
+            "\n".join(f"  {n} x {dict(k) if isinstance(k, tuple) else k}" for k, n in items.items()) or "  -"
+        )
 
     return f"only left:\n{show(left - right)}\nonly right:\n{show(right - left)}"
 
