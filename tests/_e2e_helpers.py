@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from membrane_otel.ledger import ledger_files
 from tests import _otel_binaries as ob
 from tests._helpers import INSTRUMENT
 
@@ -112,12 +113,20 @@ def otlp_env(ports: ob.CollectorPorts, protocol: str) -> dict[str, str]:
 
 
 def start_producer(
-    env: Mapping[str, str], log: Path, *, count: int, prefix: str, fingerprints: int, rate: float
+    env: Mapping[str, str],
+    log: Path,
+    *,
+    count: int,
+    prefix: str,
+    fingerprints: int,
+    rate: float,
+    traceback_chars: int = 0,
 ) -> subprocess.Popen[bytes]:
     """This module's ``produce`` under ``opentelemetry-instrument`` (output in ``log``)."""
     argv = [
         str(INSTRUMENT), sys.executable, "-m", "tests._e2e_helpers", "produce",
         "--count", str(count), "--prefix", prefix, "--fingerprints", str(fingerprints), "--rate", str(rate),
+        "--traceback-chars", str(traceback_chars),
     ]  # fmt: skip
     with log.open("wb") as out:
         return subprocess.Popen(argv, env=dict(env), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
@@ -173,26 +182,26 @@ _ID_RE = re.compile(rb'"e2e\.id":"([^"]+)"')
 _WHOLE = re.compile(rb',"hash":"[0-9a-f]{64}"\}$')
 
 
-def ledger_ids(path: Path) -> Counter[str]:
-    """How often each ``e2e.id`` appears in the ledger's whole lines.
+def _whole(path: Path) -> Iterator[bytes]:
+    """The whole lines of every file of the ledger at ``path`` (rotated ones first).
 
-    A torn line (a writer killed mid-write) is not a ledger record, whatever it contains,
-    and neither is a line still being written: both are left out.
+    A torn line (a writer killed mid-write) is no ledger record, whatever it contains, and
+    neither is a line still being written: both are left out.
     """
-    if not path.exists():
-        return Counter()
-    ids: Counter[str] = Counter()
-    for raw in path.read_bytes().split(b"\n")[:-1]:
-        if _WHOLE.search(raw) and (m := _ID_RE.search(raw)):
-            ids[m.group(1).decode()] += 1
-    return ids
+    for file in ledger_files(path):
+        for raw in file.read_bytes().split(b"\n")[:-1]:
+            if _WHOLE.search(raw):
+                yield raw
+
+
+def ledger_ids(path: Path) -> Counter[str]:
+    """How often each ``e2e.id`` appears in the ledger's whole lines."""
+    return Counter(m.group(1).decode() for raw in _whole(path) if (m := _ID_RE.search(raw)))
 
 
 def whole_lines(path: Path) -> list[dict[str, Any]]:
-    """The ledger's whole lines, parsed (torn lines and a line being written left out)."""
-    if not path.exists():
-        return []
-    return [json.loads(raw) for raw in path.read_bytes().split(b"\n")[:-1] if _WHOLE.search(raw)]
+    """The ledger's whole lines, parsed."""
+    return [json.loads(raw) for raw in _whole(path)]
 
 
 def collector_metric(ports: ob.CollectorPorts, name: str, **labels: str) -> float | None:
@@ -284,19 +293,25 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- the producer
 
 
-def produce(count: int, prefix: str, fingerprints: int, rate: float) -> None:
-    """``count`` error records, ``fingerprints`` distinct fingerprints, about ``rate`` a second."""
+def produce(count: int, prefix: str, fingerprints: int, rate: float, traceback_chars: int = 0) -> None:
+    """``count`` error records, ``fingerprints`` distinct fingerprints, about ``rate`` a second.
+
+    With ``traceback_chars`` each record carries a stack trace of about that size.
+    """
     import logging
 
     log = logging.getLogger("e2e_producer")
     started = time.monotonic()
     for i in range(count):
         uid = f"{prefix}-{i:06d}"
-        log.error(
-            "e2e record %s failed",
-            uid,
-            extra={ID_KEY: uid, "membrane.fingerprint": f"{prefix}-fp{i % fingerprints}"},
-        )
+        extra = {ID_KEY: uid, "membrane.fingerprint": f"{prefix}-fp{i % fingerprints}"}
+        if traceback_chars:
+            try:
+                raise RuntimeError("x" * traceback_chars)
+            except RuntimeError:
+                log.exception("e2e record %s failed", uid, extra=extra)
+        else:
+            log.error("e2e record %s failed", uid, extra=extra)
         if rate > 0 and i % 100 == 99:
             # Paced, so that the run lasts long enough to kill a bridge in the middle of it.
             ahead = (i + 1) / rate - (time.monotonic() - started)
@@ -312,8 +327,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--prefix", required=True)
     p.add_argument("--fingerprints", type=int, default=1)
     p.add_argument("--rate", type=float, default=0.0, help="records per second (0: as fast as possible)")
+    p.add_argument("--traceback-chars", type=int, default=0, help="give each record a stack trace this long")
     args = parser.parse_args(argv)
-    produce(args.count, args.prefix, args.fingerprints, args.rate)
+    produce(args.count, args.prefix, args.fingerprints, args.rate, args.traceback_chars)
     return 0
 
 
