@@ -66,7 +66,7 @@ def bridge(
         argv.append("--no-bus")
     else:
         env["MEMBRANE_BUS_URL"] = bus_url
-    # A restart appends to the same log: what the killed process said stays readable.
+    # Each start logs to its own numbered file: what a killed one said stays readable.
     with ob.running(argv, env, _next_log(tmp, name), f"{b.url}/health") as proc:
         yield proc
 
