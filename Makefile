@@ -13,7 +13,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,bench]'
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
@@ -33,11 +33,9 @@ test: venv lint tools
 include tools/tools.mk
 
 bench: venv
-	$(PY) -m pip install -q -e '.[dev,bench]'
 	$(PY) -m benchmarks --full
 
 bench-quick: venv
-	$(PY) -m pip install -q -e '.[dev,bench]'
 	$(PY) -m benchmarks --quick
 
 clean:

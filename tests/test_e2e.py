@@ -234,12 +234,11 @@ def test_bridge_killed_mid_stream_loses_and_doubles_nothing(tmp_path: Path) -> N
         _c, cports = stack.enter_context(ob.collector(tmp_path, bridge_url=b.url))
         env = producer_env(tmp_path / "producer", cports, "e2e-load", "grpc")
         log = tmp_path / "producer.log"
-        # Records without a stack trace: ~560-byte ledger lines. With realistic ~3.5 KB error
-        # lines (traceback_chars=1500) a re-delivered Collector batch outgrows the 1 MiB of
-        # ledger tail the restarted bridge reads its recent record ids from, and part of it
-        # is written twice (ledger._RECENT_SCAN_BYTES; reported with issue 7).
+        # Realistic error records (~3.5 KB ledger lines with a stack trace): a re-delivered
+        # Collector batch must still be recognised by the restarted bridge, which reads the
+        # ids of the last 64 MiB of its ledger at start.
         producer = eh.start_producer(
-            env, log, count=total, prefix="kill", fingerprints=5, rate=4000, traceback_chars=0
+            env, log, count=total, prefix="kill", fingerprints=5, rate=4000, traceback_chars=1500
         )
         stack.callback(eh.kill, producer)
         with eh.bridge(tmp_path, b, bus_url=bus_url) as first:

@@ -286,8 +286,13 @@ class Ledger:
         dedupe_window: int = 65536,
         fsync: bool = False,
         sha256: Sha256 | None = None,
+        recent_scan_bytes: int = _RECENT_SCAN_BYTES,
     ) -> None:
         self._p = os.fspath(path)
+        # How much of the file's end is read at open for the ids already written. An app
+        # needs little (its records are new); the bridge, which the Collector re-sends whole
+        # batches to after a restart, asks for enough to cover its in-flight batches.
+        self.recent_scan_bytes = recent_scan_bytes
         self.max_bytes = max_bytes
         self._lock_path = self._p + ".lock"
         self._fsync = fsync
@@ -372,10 +377,17 @@ class Ledger:
             import re
 
             _rid_re = re.compile(_RID_PATTERN)
-        start = max(0, size - _RECENT_SCAN_BYTES)
+        start = max(0, size - self.recent_scan_bytes)
         data = os.pread(fd, size - start, start)
-        for m in _rid_re.finditer(data):
-            self._remember(m.group(1).decode("utf-8", "replace"))
+        # Only whole lines were written: a torn one (its writer died mid-write) is no record,
+        # even when its record_id got out, and its re-delivery must be appended again.
+        suffix = _HASH_MARK.encode()
+        # (A last line that lacks only its newline is whole: the chain goes on from it.)
+        for line in data.split(b"\n")[1 if start else 0 :]:
+            if line.endswith(b'"}') and line[-_HASH_SUFFIX_LEN:].startswith(suffix):
+                ids = _rid_re.findall(line)  # the line's own record_id is its last one
+                if ids:
+                    self._remember(ids[-1].decode("utf-8", "replace"))
 
     def _remember(self, rid: str) -> None:
         recent = self._recent
@@ -553,7 +565,9 @@ _ledgers_lock = _thread.allocate_lock()
 _ledgers_pid = os.getpid()
 
 
-def ledger_for(path: str | os.PathLike[str], *, max_bytes: int | None = None) -> Ledger:
+def ledger_for(
+    path: str | os.PathLike[str], *, max_bytes: int | None = None, recent_scan_bytes: int | None = None
+) -> Ledger:
     """The process's shared :class:`Ledger` for ``path`` (``max_bytes`` updates its rotation size)."""
     global _ledgers_lock, _ledgers_pid
     if _ledgers_pid != os.getpid():  # forked: the parent's lock may have been held
@@ -565,4 +579,6 @@ def ledger_for(path: str | os.PathLike[str], *, max_bytes: int | None = None) ->
             ledger = _ledgers[key] = Ledger(key, max_bytes=max_bytes or 0)
         elif max_bytes is not None:
             ledger.max_bytes = max_bytes
+        if recent_scan_bytes is not None:
+            ledger.recent_scan_bytes = max(ledger.recent_scan_bytes, recent_scan_bytes)
         return ledger

@@ -78,7 +78,9 @@ def run(args: argparse.Namespace) -> int:
 
         publisher = build_publisher(settings)
     bridge = Bridge(
-        ledger_for(settings.ledger_path, max_bytes=settings.ledger_max_bytes),
+        # After a restart the Collector re-sends whole in-flight batches (4 decode slots of up
+        # to 4096 records, tracebacks included): remember the ids of the last 64 MiB.
+        ledger_for(settings.ledger_path, max_bytes=settings.ledger_max_bytes, recent_scan_bytes=64 << 20),
         publisher,
         legacy_format=settings.envelope_format == "legacy",
         default_scope=settings.scope,
