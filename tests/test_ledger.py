@@ -292,3 +292,19 @@ def test_forked_child_appends_into_the_same_chain(tmp_path: Path) -> None:
     assert os.waitstatus_to_exitcode(status) == 0
     report = verify(path)
     assert report.ok and report.lines == 401
+
+
+def test_torn_line_with_a_record_id_does_not_swallow_its_redelivery(tmp_path: Path) -> None:
+    """A line torn after its record_id is no record: re-delivered after a restart, it is written."""
+    from membrane_otel.ledger import Ledger as _Ledger
+
+    path = tmp_path / "torn.jsonl"
+    first = _Ledger(path)
+    first.append_many([{"event": "e", "record_id": "keep-1"}])
+    first.close()
+    with open(path, "ab") as f:
+        f.write(b'{"event":"e","record_id":"lost-2","seq":2,"prev_h')  # the writer died here
+    again = _Ledger(path)
+    assert again.append_many([{"event": "e", "record_id": "keep-1"}, {"event": "e", "record_id": "lost-2"}]) == 1
+    whole = [ln for ln in path.read_text().splitlines() if ln.endswith('"}')]
+    assert [json.loads(ln)["record_id"] for ln in whole] == ["keep-1", "lost-2"]
