@@ -136,3 +136,13 @@ def test_example_agent_exercises_every_layer(tmp_path: Path) -> None:
     assert {t["status"] for t in traces} == {"success", "error", "blocked"}
     errors = [ln for ln in lines if ln["event"] == "script_error"]
     assert errors and "sk-live-0000SECRET0000" not in (tmp_path / "ledger.jsonl").read_text()
+
+
+def test_user_redaction_patterns_from_the_environment(tmp_path: Path) -> None:
+    """MEMBRANE_REDACT_PATTERNS adds secrets of the user's own form to redaction."""
+    script = tmp_path / "p.py"
+    script.write_text("import logging\nlogging.getLogger('a').error('session sess-9f8e7d6c expired')\n")
+    proc = run_instrumented(script, clean_env(tmp_path, MEMBRANE_REDACT_PATTERNS='["sess-[0-9a-f]+"]'))
+    assert proc.returncode == 0, proc.stderr
+    text = (tmp_path / "ledger.jsonl").read_text()
+    assert "sess-9f8e7d6c" not in text and "session <REDACTED> expired" in text
