@@ -146,3 +146,21 @@ def test_user_redaction_patterns_from_the_environment(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     text = (tmp_path / "ledger.jsonl").read_text()
     assert "sess-9f8e7d6c" not in text and "session <REDACTED> expired" in text
+
+
+def test_demo_command_shows_tree_ledger_and_spool(tmp_path: Path) -> None:
+    """`membrane-otel demo` (what `make demo` runs) prints the tree, the ledger and the spool."""
+    import subprocess
+    import sys
+
+    env = clean_env(tmp_path)
+    del env["MEMBRANE_BUS_URL"]
+    env["MEMBRANE_BUS_URL"] = "ws://127.0.0.1:9/api/ws"
+    proc = subprocess.run(
+        [sys.executable, "-m", "membrane_otel.cli", "demo", "--out", str(tmp_path / "demo")],
+        env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "[alt] transition: L3→L2 → success" in proc.stdout + proc.stderr
+    assert "1 script_error" in proc.stdout and "chain intact" in proc.stdout
+    assert "file(s) of envelopes waiting for the bus" in proc.stdout
