@@ -12,6 +12,9 @@ then, under an exclusive ``flock`` on a sidecar lock file, the tail is read (for
 file is renamed to ``<stem>.00001<suffix>`` (numbers sort), and the new file's first line
 chains to the old file's last, with ``seq`` continuing.
 
+Reading (which files a ledger is, their lines in order) is :mod:`membrane_otel.ledger_read`,
+re-exported here.
+
 This module imports only the standard library, and little of it at import time (no
 ``typing``, ``pathlib`` or ``re`` until they are needed): ``membrane-otel emit`` appends
 through it, and its start-up time is the shell emitter's.
@@ -25,10 +28,18 @@ import json
 import os
 import time
 
+# The reading side (file naming, listing, line iteration), re-exported: callers import it from here.
+from membrane_otel.ledger_read import iter_raw as iter_raw
+from membrane_otel.ledger_read import ledger_files as ledger_files
+from membrane_otel.ledger_read import parse_line as parse_line
+from membrane_otel.ledger_read import read_lines as read_lines
+from membrane_otel.ledger_read import rotated_files as rotated_files
+from membrane_otel.ledger_read import rotated_name as rotated_name
+
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy honours the name)
 if TYPE_CHECKING:
     import re
-    from collections.abc import Callable, Iterator, Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
     from pathlib import Path
     from typing import Any, Protocol
 
@@ -163,49 +174,7 @@ def event_line(
     return line
 
 
-# --------------------------------------------------------------------------- files
-
-
-def _stem_suffix(path: str) -> tuple[str, str, str]:
-    folder, name = os.path.split(path)
-    stem, suffix = os.path.splitext(name)
-    return folder, stem, suffix
-
-
-def rotated_name(path: str | os.PathLike[str], index: int) -> str:
-    """``memory/resonance_ledger.jsonl`` → ``memory/resonance_ledger.00001.jsonl``."""
-    folder, stem, suffix = _stem_suffix(os.fspath(path))
-    return os.path.join(folder, f"{stem}.{index:05d}{suffix}")
-
-
-def rotated_files(path: str | os.PathLike[str]) -> list[tuple[int, str]]:
-    """``(index, file)`` of the rotated files of the ledger at ``path``, oldest first."""
-    folder, stem, suffix = _stem_suffix(os.fspath(path))
-    head = stem + "."
-    found: list[tuple[int, str]] = []
-    try:
-        entries = list(os.scandir(folder or "."))
-    except FileNotFoundError:
-        return []
-    for entry in entries:
-        name = entry.name
-        if name.startswith(head) and name.endswith(suffix):
-            middle = name[len(head) : len(name) - len(suffix)]
-            if len(middle) >= 5 and middle.isdigit() and entry.is_file():
-                found.append((int(middle), os.path.join(folder, name)))
-    found.sort()
-    return found
-
-
-def ledger_files(path: str | os.PathLike[str]) -> list[Path]:
-    """Every file of the ledger at ``path``, oldest first: the rotated ones, then ``path``."""
-    from pathlib import Path
-
-    p = os.fspath(path)
-    files = [Path(f) for _, f in rotated_files(p)]
-    if os.path.exists(p):
-        files.append(Path(p))
-    return files
+# --------------------------------------------------------------------------- tails (where the chain goes on)
 
 
 def _last_chained(data: bytes) -> tuple[int, str] | None:
@@ -523,39 +492,6 @@ class Ledger:
             for rid in batch_ids:
                 self._remember(rid)
             return len(bodies)
-
-
-# --------------------------------------------------------------------------- reading
-
-
-def iter_raw(path: str | os.PathLike[str]) -> Iterator[tuple[Path, int, bytes]]:
-    """``(file, line_number, raw_bytes)`` of every line of every file of the ledger, in order.
-
-    ``raw_bytes`` has no trailing newline; a last line without one (torn) is included.
-    """
-    for file in ledger_files(path):
-        with open(file, "rb") as f:
-            for number, raw in enumerate(f, 1):
-                yield file, number, raw.rstrip(b"\n")
-
-
-def parse_line(raw: bytes) -> dict[str, Any] | None:
-    """One ledger line as a dict, or None if it is not a JSON object (torn, corrupt)."""
-    if not raw.strip():
-        return None
-    try:
-        obj = json.loads(raw)
-    except ValueError:
-        return None
-    return obj if isinstance(obj, dict) else None
-
-
-def read_lines(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
-    """Every parseable line of the ledger at ``path`` (rotated files first; corrupt lines skipped)."""
-    for _, _, raw in iter_raw(path):
-        obj = parse_line(raw)
-        if obj is not None:
-            yield obj
 
 
 # --------------------------------------------------------------------------- sharing
