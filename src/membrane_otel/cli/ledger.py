@@ -7,6 +7,9 @@ library only, like the shell emitter: reading a ledger must not wait for the OTe
 ``verify`` exit codes: 0 chain intact; 1 tampering found (the first edited, removed or
 reordered line is named); 3 chain intact but torn lines (a writer died mid-write);
 2 no ledger, or bad arguments.
+
+``stats`` and ``verify`` live in ``_ledger_stats.py`` and ``_ledger_verify.py``, imported
+when the action runs; tail and query, which share the reading and following code, stay here.
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ import json
 import os
 import sys
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO, TextIO
 
@@ -380,152 +382,15 @@ def _query(args: argparse.Namespace, path: str) -> int:
 
 
 def _stats(args: argparse.Namespace, path: str) -> int:
-    from membrane_otel.ledger import ledger_files
+    from membrane_otel.cli._ledger_stats import run_stats
 
-    files = ledger_files(path)
-    events: Counter[str] = Counter()
-    ids: dict[str, set[str]] = {k: set() for k, _ in _IDS}
-    per_file: list[dict[str, Any]] = []
-    first = last = None
-    unreadable = 0
-    for file in files:
-        count = 0
-        with open(file, "rb") as f:
-            for raw in f:
-                line = _parse(raw)
-                if line is None:
-                    unreadable += bool(raw.strip())
-                    continue
-                count += 1
-                events[str(line.get("event", "?"))] += 1
-                for key in ids:
-                    if line.get(key) is not None:
-                        ids[key].add(str(line[key]))
-                if first is None:
-                    first = line
-                last = line
-        per_file.append({"file": str(file), "lines": count, "bytes": file.stat().st_size})
-    span = float(last.get("ts_unix") or 0) - float(first.get("ts_unix") or 0) if first and last else 0.0
-    report = {
-        "ledger": path,
-        "lines": sum(events.values()),
-        "unreadable_lines": unreadable,
-        "bytes": sum(entry["bytes"] for entry in per_file),
-        "first_ts": first.get("ts") if first else None,
-        "last_ts": last.get("ts") if last else None,
-        "span_seconds": round(span, 3),
-        "events": dict(events.most_common()),
-        "distinct": {k: len(v) for k, v in ids.items()},
-        "files": per_file,
-    }
-    if args.json:
-        print(json.dumps(report, ensure_ascii=False))
-        return 0
-    st = _style(args, sys.stdout)
-    print(f"{st('ledger', '1')}  {path}")
-    print(f"  {report['lines']:,} lines, {_size(report['bytes'])} in {len(files)} file(s)")
-    if first and last:
-        print(f"  from {report['first_ts']} to {report['last_ts']} ({_duration(span)})")
-    distinct = ", ".join(f"{n:,} {label}s" for (k, label), n in zip(_IDS, report["distinct"].values(), strict=True))
-    print(f"  {distinct}")
-    if unreadable:
-        print(st(f"  {unreadable} unreadable line(s): run 'membrane-otel ledger verify'", "33"))
-    if events:
-        print(st("\nevents", "1"))
-        width = max(len(e) for e in events)
-        for event, n in events.most_common():
-            print(f"  {st(event.ljust(width), _event_colour(event))}  {n:>9,}")
-    print(st("\nfiles", "1"))
-    width = max((len(os.path.basename(entry["file"])) for entry in per_file), default=4)
-    for entry in per_file:
-        name = os.path.basename(entry["file"]).ljust(width)
-        print(f"  {name}  {entry['lines']:>9,} lines  {_size(entry['bytes']):>9}")
-    return 0
-
-
-def _size(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{n} B"
-
-
-def _duration(seconds: float) -> str:
-    s = int(seconds)
-    d, s = divmod(s, 86400)
-    h, s = divmod(s, 3600)
-    m, s = divmod(s, 60)
-    return " ".join(f"{v}{u}" for v, u in ((d, "d"), (h, "h"), (m, "m"), (s, "s")) if v) or f"{seconds:.3f}s"
+    return run_stats(args, path)
 
 
 def _verify(args: argparse.Namespace, path: str) -> int:
-    from membrane_otel.ledger_verify import Problem, verify
+    from membrane_otel.cli._ledger_verify import run_verify
 
-    err = sys.stderr
-    tty = err.isatty()
-    out = _style(args, sys.stdout)
-    last_draw = [0.0]
-
-    def progress(lines: int, done: int, total: int) -> None:
-        if args.quiet or args.json:
-            return
-        if tty:
-            now = time.monotonic()
-            if now - last_draw[0] >= 0.1:
-                last_draw[0] = now
-                pct = 100 * done / total if total else 100
-                err.write(f"\rverifying {pct:5.1f}%  {lines:,} lines ")
-                err.flush()
-        elif args.progress_every and lines % args.progress_every == 0 and done < total:
-            err.write(f"verify: {lines:,} lines checked ({done:,} of {total:,} bytes)\n")
-
-    every = args.progress_every if args.progress_every > 0 and not tty else 10_000
-    report = verify(path, progress=progress, progress_every=every)
-    if tty and not args.quiet and not args.json:
-        err.write("\r\x1b[K")
-    if not report.files:
-        print(f"membrane-otel ledger verify: no ledger at {path}", file=err)
-        return 2
-
-    def problem_dict(p: Problem) -> dict[str, Any]:
-        return {"kind": p.kind, "file": str(p.file), "line": p.line, "seq": p.seq, "message": p.message}
-
-    code = 1 if report.problem else 3 if report.torn else 0
-    if args.json:
-        print(
-            json.dumps(
-                {
-                    "ok": report.ok,
-                    "exit_code": code,
-                    "files": [str(f) for f in report.files],
-                    "lines": report.lines,
-                    "first_seq": report.first_seq,
-                    "last_seq": report.last_seq,
-                    "last_hash": report.last_hash,
-                    "problem": problem_dict(report.problem) if report.problem else None,
-                    "torn": [problem_dict(t) for t in report.torn],
-                }
-            )
-        )
-        return code
-    for torn in report.torn:
-        print(out("TORN", "33") + f"  {torn.message}")
-    if report.problem:
-        p = report.problem
-        seq = f" (seq {p.seq})" if p.seq is not None else ""
-        print(out("TAMPERED", "1;31") + f"  {p.file}:{p.line}{seq}: {p.message}")
-        print(f"  the chain is intact up to seq {report.last_seq}; from this line on nothing can be trusted")
-        return 1
-    if not args.quiet:
-        files = len(report.files)
-        print(
-            out("OK", "1;32")
-            + f"  chain intact: {report.lines:,} lines in {files} file{'s' * (files != 1)}"
-            + f" (seq {report.first_seq or 0}..{report.last_seq}), last hash {report.last_hash[:16]}…"
-        )
-    return code
+    return run_verify(args, path)
 
 
 def run(args: argparse.Namespace) -> int:
