@@ -243,7 +243,9 @@ def chart(results: list[dict[str, Any]], path: Path, title: str) -> None:
             v = max(r["value"], 1e-6)
             # Normalise so that "1" is the goal and smaller is better for both kinds of target.
             rel = v / r["target"] if r["op"] == "<=" else r["target"] / v
-            values.append(rel)
+            # A floor keeps a near-zero figure (e.g. no RSS growth) from stretching the log axis
+            # over six decades; the label beside the bar shows the true value.
+            values.append(max(rel, 0.02))
             colors.append("#2e8b57" if r["met"] else "#c0392b")
             op = "≤" if r["op"] == "<=" else "≥"
             texts.append(f"{_sig(r['value'])} (goal {op} {r['target']:g})")
