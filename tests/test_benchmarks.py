@@ -36,11 +36,12 @@ def test_span_row_measures_hrm_bare_logfire_and_off() -> None:
 
 
 def test_ledger_row_compares_chained_appends_with_plain_writes() -> None:
-    """The ledger row times plain writes, Ledger.append_many, the ledger exporter and the stock one."""
+    """The ledger row times plain (stdlib and orjson) writes, Ledger.append_many, the exporter and the stock one."""
     result = bench_ledger.run(quick=True)
     _check_row(result, "ledger")
     names = [v["name"].split(" ")[0] for v in result["variants"]]
-    assert names == ["plain", "Ledger.append_many", "LedgerLogExporter.export", "stock"]
+    assert names == ["plain", "plain", "Ledger.append_many", "LedgerLogExporter.export", "stock"]
+    assert "orjson" in result["variants"][1]["name"]
 
 
 def test_report_writes_table_and_chart(tmp_path: Path) -> None:
