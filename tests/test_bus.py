@@ -29,6 +29,11 @@ from tests._bus_helpers import (
     wait_for,
 )
 
+# A publish() that touched the network would wait out a connect or ack timeout (≥ 0.5 s
+# here). Scheduling on a shared 2-core machine alone can stall a thread for tens of ms, so
+# the guard sits between the two: it catches blocking, not a slow scheduler.
+PUBLISH_BOUND_S = 0.25
+
 
 def _expected(n: int, prefix: str = "s", start: int = 0) -> list[str]:
     return [f"{prefix}-{i:06d}" for i in range(start, start + n)]
@@ -153,7 +158,7 @@ def test_bus_sigkilled_mid_stream_loses_nothing(tmp_path: Path, clients: list[Bu
     assert spool.status()["files"] == 0 and spool.status()["claimed"] == 0
     assert spooled > 0 and replayed == spooled  # the crash really sent envelopes through the spool
     assert dropped == 0
-    assert worst < 0.05, f"slowest publish() took {worst * 1000:.1f} ms"
+    assert worst < PUBLISH_BOUND_S, f"slowest publish() took {worst * 1000:.1f} ms"
 
 
 def test_publish_never_waits_while_the_bus_is_down(tmp_path: Path, clients: list[BusClient]) -> None:
@@ -166,7 +171,7 @@ def test_publish_never_waits_while_the_bus_is_down(tmp_path: Path, clients: list
         client.publish(envelope(i))
         worst = max(worst, time.perf_counter() - t0)
     client.shutdown(10_000)
-    assert worst < 0.05, f"slowest publish() took {worst * 1000:.1f} ms"
+    assert worst < PUBLISH_BOUND_S, f"slowest publish() took {worst * 1000:.1f} ms"
     spooled, dropped = _deltas(before, "spool_writes", "dropped_count")
     assert spooled + dropped == 5000
     assert Spool(tmp_path).status()["envelopes"] == spooled
@@ -189,7 +194,7 @@ def test_a_bus_that_never_answers_blocks_nobody(tmp_path: Path, clients: list[Bu
         t0 = time.monotonic()
         client.shutdown(3000)
         took = time.monotonic() - t0
-    assert worst < 0.05, f"slowest publish() took {worst * 1000:.1f} ms"
+    assert worst < PUBLISH_BOUND_S, f"slowest publish() took {worst * 1000:.1f} ms"
     assert took < 4.0
     assert Spool(tmp_path).status()["envelopes"] == 500
 
