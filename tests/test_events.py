@@ -27,7 +27,7 @@ from membrane_otel.events import EVENT_CATEGORIES, KNOWN_EVENTS, EventEmitter, c
 from membrane_otel.exporters import LedgerLogExporter
 from membrane_otel.ledger import Ledger, read_lines
 from membrane_otel.ledger_verify import verify
-from membrane_otel.processors import MembraneLogProcessor, default_redactor
+from membrane_otel.processors import MembraneLogProcessor, configured_value_redactor
 from tests._helpers import BIN, clean_env, read_ledger, wait_for
 
 T0 = 1_761_800_000_000_000_000  # 2025-10-30T04:53:20Z, the seed's date
@@ -48,7 +48,7 @@ def _direct(path: Path) -> EventEmitter:
 def otel(tmp_path: Path) -> Iterator[tuple[EventEmitter, LoggerProvider]]:
     """An emitter on a private SDK pipeline: our processor, our batch processor, the ledger exporter."""
     provider = LoggerProvider(resource=Resource.create({"service.name": "svc"}))
-    provider.add_log_record_processor(MembraneLogProcessor(default_redactor()))
+    provider.add_log_record_processor(MembraneLogProcessor(configured_value_redactor()))
     provider.add_log_record_processor(
         BatchLogProcessor(
             LedgerLogExporter(tmp_path / "otel.jsonl"),

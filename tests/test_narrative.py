@@ -20,7 +20,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from membrane_otel import narrative
 from membrane_otel.exporters import LedgerLogExporter
 from membrane_otel.ledger import read_lines, split_hash
-from membrane_otel.processors import MembraneLogProcessor, default_redactor
+from membrane_otel.processors import MembraneLogProcessor, configured_value_redactor
 from tests._helpers import clean_env, read_ledger
 
 
@@ -30,7 +30,7 @@ class Rig:
     def __init__(self, tmp: Path, clock_ns: Any = None) -> None:
         self.ledger = tmp / "ledger.jsonl"
         self.logs = LoggerProvider()
-        self.logs.add_log_record_processor(MembraneLogProcessor(default_redactor()))
+        self.logs.add_log_record_processor(MembraneLogProcessor(configured_value_redactor()))
         self.logs.add_log_record_processor(SimpleLogRecordProcessor(LedgerLogExporter(self.ledger)))
         self.spans = InMemorySpanExporter()
         self.traces = TracerProvider()

@@ -94,11 +94,11 @@ def configure(*, _auto_instrumentation_version: str | None = None, **overrides: 
         from opentelemetry.sdk._configuration import _initialize_components
 
         from membrane_otel._internal.batching import BatchLogProcessor, BatchSpanProcessorWithCounts
-        from membrane_otel.processors import MembraneLogProcessor, default_redactor
+        from membrane_otel.processors import MembraneLogProcessor, configured_value_redactor
 
         _initialize_components(
             auto_instrumentation_version=_auto_instrumentation_version,
-            log_record_processors=[MembraneLogProcessor(default_redactor(settings.redact_patterns))],
+            log_record_processors=[MembraneLogProcessor(configured_value_redactor())],
             export_log_record_processor=BatchLogProcessor,
             # Our processors take keyword options beyond the SDK's factory protocol.
             export_span_processor=BatchSpanProcessorWithCounts,  # type: ignore[arg-type]

@@ -387,6 +387,14 @@ def dedupe_key(script: str, error_type: str | None, message: str, fingerprint: s
 _NODE_CHARS = re.compile(r"[^A-Za-z0-9_]")
 
 
+def slug(text: str) -> str:
+    """``text`` as an identifier part: every run of non-alphanumerics one ``_`` (channel names, ids)."""
+    return _NON_ALNUM.sub("_", text).strip("_") or "unknown"
+
+
+_NON_ALNUM = re.compile(r"[^0-9A-Za-z]+")
+
+
 def node_id(script_path: str) -> str:
     """The graph node id of a script: ``orchestration/scripts/x.py`` →
     ``code_substrate_orchestration_scripts_x_py`` (each non-alphanumeric becomes ``_``)."""

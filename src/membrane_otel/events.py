@@ -179,11 +179,9 @@ class EventEmitter:
 
     def _redactor(self) -> Callable[[Any], Any]:
         if self._redact is None:
-            from membrane_otel.config import get_settings
-            from membrane_otel.redact import Redactor
+            from membrane_otel.redact import configured_redactor
 
-            redactor = Redactor(extra_patterns=get_settings().redact_patterns)
-            self._redact = redactor.redact_value
+            self._redact = configured_redactor().redact_value
         return self._redact
 
     def _direct_ledger(self) -> Ledger:

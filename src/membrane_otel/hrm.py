@@ -407,14 +407,9 @@ class HRMTracer:
         if scrub is None:
             redactor = self._redactor
             if redactor is None:
-                from membrane_otel.config import get_settings
-                from membrane_otel.redact import Redactor, default_redactor
+                from membrane_otel.redact import configured_redactor
 
-                try:
-                    patterns = get_settings().redact_patterns
-                except Exception:  # settings already failed loudly elsewhere; keep the defaults
-                    patterns = ()
-                redactor = Redactor(extra_patterns=patterns) if patterns else default_redactor
+                redactor = configured_redactor()
             self._scrub = scrub = _Scrubber(redactor)
         return scrub
 

@@ -33,26 +33,32 @@ from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry import context as otel_context
-from opentelemetry._logs import LogRecord, SeverityNumber, get_logger
+from opentelemetry._logs import LogRecord, get_logger
+from opentelemetry.instrumentation.log_utils import std_to_otel
 
 from membrane_otel._internal import counters
 from membrane_otel._internal.ratelog import RateLimitedLogger
-from membrane_otel.errors import CapturedException
+from membrane_otel.errors import (
+    CapturedException,
+    capture_exception,
+    dedupe_key,
+    node_id,
+    slug,
+    stack_fingerprint,
+    truncate_stack,
+)
+from membrane_otel.redact import redact_secrets
 
 BODY_LIMIT = 64 * 1024
 _diag = RateLimitedLogger(logging.getLogger("membrane_otel.l2logger"))
 
 
-def _severity(levelno: int) -> tuple[SeverityNumber, str]:
-    if levelno >= logging.CRITICAL:
-        return SeverityNumber.FATAL, "FATAL"
-    if levelno >= logging.ERROR:
-        return SeverityNumber.ERROR, "ERROR"
-    if levelno >= logging.WARNING:
-        return SeverityNumber.WARN, "WARN"
-    if levelno >= logging.INFO:
-        return SeverityNumber.INFO, "INFO"
-    return SeverityNumber.DEBUG, "DEBUG"
+# OTel's severity text by the level's floor (a custom level 35 is a WARN).
+_SEVERITY_TEXT = ((logging.CRITICAL, "FATAL"), (logging.ERROR, "ERROR"), (logging.WARNING, "WARN"), (logging.INFO, "INFO"))
+
+
+def _severity_text(levelno: int) -> str:
+    return next((text for floor, text in _SEVERITY_TEXT if levelno >= floor), "DEBUG")
 
 
 @dataclass(slots=True)
@@ -132,9 +138,6 @@ class _Renderer:
 
 
 def _emit(item: _Pending) -> None:
-    from membrane_otel.errors import dedupe_key, truncate_stack
-    from membrane_otel.redact import redact_secrets
-
     attrs = item.attributes
     attrs["membrane.dedupe_key"] = dedupe_key(
         item.script_name, item.error_type, item.message, attrs["membrane.fingerprint"]
@@ -142,14 +145,13 @@ def _emit(item: _Pending) -> None:
     if item.exception is not None:
         # The same text traceback.format_exception would print, rendered here, off-thread.
         attrs["exception.stacktrace"] = truncate_stack(redact_secrets(item.exception.render()))
-    severity, text = _severity(item.levelno)
     get_logger(item.logger_name).emit(
         LogRecord(
             timestamp=item.time_ns,
             observed_timestamp=time.time_ns(),
             context=item.context,
-            severity_number=severity,
-            severity_text=text,
+            severity_number=std_to_otel(item.levelno),
+            severity_text=_severity_text(item.levelno),
             body=item.message,
             attributes=attrs,
         )
@@ -182,11 +184,8 @@ class L2Handler(logging.Handler):
     def __init__(self, script_name: str, script_path: str, l2_level: int = logging.ERROR) -> None:
         super().__init__(l2_level)
         from membrane_otel.config import get_settings
-        from membrane_otel.errors import node_id
-
         self.script_name = script_name
         self.script_path = script_path
-        slug = "".join(c if c.isalnum() else "_" for c in script_name)
         self._static: dict[str, Any] = {
             "membrane.l2": True,
             "membrane.signal_type": "script_error",
@@ -195,7 +194,7 @@ class L2Handler(logging.Handler):
             "membrane.node_id": node_id(script_path),
             "membrane.source": f"script:{script_name}",
             "membrane.scope": get_settings().scope,
-            "membrane.channel": f"signals.script.{slug}",
+            "membrane.channel": f"signals.script.{slug(script_name)}",
             "code.file.path": script_path,
         }
 
@@ -207,9 +206,6 @@ class L2Handler(logging.Handler):
             self.handleError(record)
 
     def _capture(self, record: logging.LogRecord) -> None:
-        from membrane_otel.errors import capture_exception, stack_fingerprint
-        from membrane_otel.redact import redact_secrets
-
         message = redact_secrets(record.getMessage())
         if len(message) > BODY_LIMIT:
             message = message[: BODY_LIMIT - 14] + "...<truncated>"

@@ -86,15 +86,9 @@ def _reasons(why: str | Iterable[str]) -> list[str]:
 
 
 def _default_redact() -> Redact:
-    try:
-        from membrane_otel.config import get_settings
-        from membrane_otel.processors import default_redactor
+    from membrane_otel.redact import configured_redactor
 
-        return default_redactor(get_settings().redact_patterns)
-    except Exception:  # a bad setting is reported by configure(); redact with the built-ins
-        from membrane_otel.redact import redact_value
-
-        return redact_value
+    return configured_redactor().redact_value
 
 
 class Narrator:

@@ -15,6 +15,7 @@ from typing import Any
 from opentelemetry.sdk._logs import LogRecordProcessor, ReadWriteLogRecord
 
 from membrane_otel._internal import counters
+from membrane_otel.errors import dedupe_key, fingerprint_from_stacktrace, stack_fingerprint
 
 Redact = Callable[[Any], Any]
 _SEV_WARN = 13
@@ -28,8 +29,6 @@ def _enrich_error(log_record: ReadWriteLogRecord, attrs: Any) -> None:
     the rendered stack the handler attached or, with no traceback, from the call site —
     we are still on the application's thread, inside the logging call.
     """
-    from membrane_otel.errors import dedupe_key, fingerprint_from_stacktrace, stack_fingerprint
-
     stack = attrs.get("exception.stacktrace")
     fingerprint = fingerprint_from_stacktrace(stack) if isinstance(stack, str) else None
     if fingerprint is None:
@@ -47,16 +46,11 @@ def _identity(value: Any) -> Any:
     return value
 
 
-def default_redactor(extra_patterns: tuple[str, ...] = ()) -> Redact:
-    """The configured value redactor (strings, and strings inside lists and dicts)."""
-    from membrane_otel.redact import Redactor, redact_value
+def configured_value_redactor() -> Redact:
+    """The configured redactor applied to values (strings, and strings inside lists and dicts)."""
+    from membrane_otel.redact import configured_redactor
 
-    redactor = Redactor(extra_patterns=extra_patterns)
-
-    def run(value: Any) -> Any:
-        return redact_value(value, redactor)
-
-    return run
+    return configured_redactor().redact_value
 
 
 class MembraneLogProcessor(LogRecordProcessor):

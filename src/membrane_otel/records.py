@@ -8,11 +8,14 @@ so both modes produce the same envelopes and ledger lines.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from opentelemetry.sdk._logs import ReadableLogRecord
+from opentelemetry.context import Context
+from opentelemetry.sdk._logs import ReadableLogRecord, ReadWriteLogRecord
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import StatusCode
 
@@ -54,10 +57,6 @@ class LogData:
     span_id: str | None
     resource: dict[str, Any]
     scope: str
-
-
-def _hex(value: int, width: int) -> str | None:
-    return format(value, f"0{width}x") if value else None
 
 
 def _plain(value: Any) -> Any:
@@ -115,9 +114,9 @@ def span_from_sdk(span: ReadableSpan) -> SpanData:
     scope = span.instrumentation_scope
     return SpanData(
         name=span.name,
-        trace_id=_hex(ctx.trace_id, 32) or "" if ctx else "",
-        span_id=_hex(ctx.span_id, 16) or "" if ctx else "",
-        parent_span_id=_hex(parent.span_id, 16) if parent else None,
+        trace_id=_hex32(ctx.trace_id) or "" if ctx else "",
+        span_id=_hex16(ctx.span_id) or "" if ctx else "",
+        parent_span_id=_hex16(parent.span_id) if parent else None,
         start_ns=span.start_time or 0,
         end_ns=span.end_time or span.start_time or 0,
         status=code,
@@ -126,6 +125,19 @@ def span_from_sdk(span: ReadableSpan) -> SpanData:
         events=[EventData(e.name, e.timestamp, _attrs(e.attributes)) for e in span.events],
         resource=_resource(span.resource),
         scope=scope.name if scope else "",
+    )
+
+
+def readable_copy(log_record: ReadWriteLogRecord) -> ReadableLogRecord:
+    """A read-only copy of a record being emitted, as the SDK's batch processor takes it:
+    the (possibly large) context is dropped, the record itself kept."""
+    api_record = copy.copy(log_record.log_record)
+    api_record.context = Context()
+    return ReadableLogRecord(
+        log_record=api_record,
+        resource=log_record.resource or Resource.get_empty(),
+        instrumentation_scope=log_record.instrumentation_scope,
+        limits=log_record.limits,
     )
 
 

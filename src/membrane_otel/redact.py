@@ -400,6 +400,32 @@ class Redactor:
 default_redactor = Redactor()
 
 
+_configured: tuple[tuple[str, ...], Redactor] | None = None
+
+
+def configured_redactor() -> Redactor:
+    """The redactor with the settings' extra patterns (``MEMBRANE_REDACT_PATTERNS``).
+
+    One compiled instance for the whole process: the logs processor, HRM summaries, ledger
+    events and narratives all redact with the same rules. Rebuilt only when the patterns change
+    (``configure()`` with new settings); a settings error falls back to the built-in rules —
+    it is reported by ``configure()`` itself.
+    """
+    global _configured
+    try:
+        from membrane_otel.config import get_settings
+
+        patterns = get_settings().redact_patterns
+    except Exception:
+        patterns = ()
+    cached = _configured
+    if cached is not None and cached[0] == patterns:
+        return cached[1]
+    redactor = Redactor(extra_patterns=patterns) if patterns else default_redactor
+    _configured = (patterns, redactor)
+    return redactor
+
+
 def redact_secrets(text: str) -> str:
     """``text`` with every secret the default rules recognise replaced by ``<REDACTED>``."""
     return default_redactor(text)

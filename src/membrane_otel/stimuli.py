@@ -24,6 +24,7 @@ from typing import Any
 from opentelemetry._logs import LogRecord, SeverityNumber, get_logger
 
 from membrane_otel.envelope import CONTENT_LIMIT, OriginType, Scope, StimulusFeatures
+from membrane_otel.errors import slug
 
 __all__ = [
     "MembraneEmitter",
@@ -44,10 +45,6 @@ _SEVERITY = {
     "critical": (SeverityNumber.FATAL, "FATAL"),
 }
 ExcInfo = tuple[type[BaseException] | None, BaseException | None, TracebackType | None]
-
-
-def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in text).strip("_") or "unknown"
 
 
 def _clip(text: str) -> str:
@@ -87,7 +84,7 @@ class MembraneEmitter:
         if not channel:
             raise ValueError("channel must be a non-empty string such as 'org.intent'")
         ts_ms = time.time_ns() // 1_000_000
-        stimulus_id = f"{signal_type}_{_slug(self.source_id)}_{ts_ms}_{os.urandom(3).hex()}"
+        stimulus_id = f"{signal_type}_{slug(self.source_id)}_{ts_ms}_{os.urandom(3).hex()}"
         attrs: dict[str, Any] = {
             "membrane.stimulus_id": stimulus_id,
             "membrane.signal_type": signal_type,
@@ -169,7 +166,7 @@ def emit_script_error(
     key = dedupe_key(script, error_type, message, fingerprint)
     return MembraneEmitter(source).emit(
         scope=scope,
-        channel=f"signals.script.{_slug(script)}",
+        channel=f"signals.script.{slug(script)}",
         content=f"{script}: {message}",
         features=StimulusFeatures(urgency=0.7, novelty=0.25, trust=0.9),
         origin=OriginType.INTERNAL,

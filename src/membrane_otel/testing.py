@@ -14,7 +14,6 @@ exporters, synchronously, so tests need no polling of files or sockets.
 
 from __future__ import annotations
 
-import copy
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,11 +21,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry.context import Context
-from opentelemetry.sdk._logs import LogRecordProcessor, ReadableLogRecord, ReadWriteLogRecord
-from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk._logs import LogRecordProcessor, ReadWriteLogRecord
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
-from membrane_otel.records import LogData, SpanData, log_from_sdk, span_from_sdk
+from membrane_otel.records import LogData, SpanData, log_from_sdk, readable_copy, span_from_sdk
 from membrane_otel.translate import log_envelope, log_line, otel_severity, span_line, wants_envelope
 
 
@@ -87,15 +85,7 @@ class _SpanTap(SpanProcessor):
 class _LogTap(LogRecordProcessor):
     def on_emit(self, log_record: ReadWriteLogRecord) -> None:
         if _active:
-            record = copy.copy(log_record.log_record)
-            data = log_from_sdk(
-                ReadableLogRecord(
-                    log_record=record,
-                    resource=log_record.resource or Resource.get_empty(),
-                    instrumentation_scope=log_record.instrumentation_scope,
-                    limits=log_record.limits,
-                )
-            )
+            data = log_from_sdk(readable_copy(log_record))
             for cap in list(_active):
                 with cap._lock:
                     cap.logs.append(data)

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from datetime import UTC, datetime
 from typing import Any
 
+from opentelemetry.instrumentation.log_utils import std_to_otel
+
 from membrane_otel.envelope import CONTENT_LIMIT, Envelope
+from membrane_otel.errors import severity_to_urgency, slug
 from membrane_otel.records import LogData, SpanData
 
 # OTel severity numbers (logs data model) at the bottom of each range.
@@ -31,24 +33,18 @@ _RESERVED = frozenset(
 )
 # Attributes a log line does not copy as payload: the ids have their own keys, the rest is plumbing.
 _NOT_PAYLOAD = frozenset((*ID_KEYS, "membrane.record_id", "membrane.l2"))
-_URGENCY = ((SEV_FATAL, "critical", 0.95), (SEV_ERROR, "error", 0.7), (SEV_WARN, "warn", 0.4), (0, "info", 0.2))
-_PY_TO_OTEL = {10: 5, 20: 9, 30: 13, 40: 17, 50: 21}
+_CATEGORIES = ((SEV_FATAL, "critical"), (SEV_ERROR, "error"), (SEV_WARN, "warn"))
 
 
 def otel_severity(py_level: int) -> int:
-    """Python logging level → OTel severity number (ERROR → 17)."""
-    if py_level in _PY_TO_OTEL:
-        return _PY_TO_OTEL[py_level]
-    below = [v for k, v in _PY_TO_OTEL.items() if k <= py_level]
-    return max(below) if below else 1
+    """Python logging level → OTel severity number (ERROR → 17), as the logging handler maps it."""
+    return std_to_otel(py_level).value
 
 
 def severity_and_urgency(severity_number: int) -> tuple[str, float]:
-    """OTel severity → the seeds' categorical severity and urgency (ERROR → error, 0.7)."""
-    for floor, name, urgency in _URGENCY:
-        if severity_number >= floor:
-            return name, urgency
-    return "info", 0.2
+    """OTel severity → the seeds' categorical severity and its urgency (ERROR → error, 0.7)."""
+    name = next((n for floor, n in _CATEGORIES if severity_number >= floor), "info")
+    return name, severity_to_urgency(name)  # type: ignore[arg-type]  # one of the Severity literals
 
 
 def iso(ns: int) -> str:
@@ -171,13 +167,6 @@ def _truncate(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-_NON_ALNUM = re.compile(r"[^0-9A-Za-z]+")
-
-
-def _slug(text: str) -> str:
-    return _NON_ALNUM.sub("_", text).strip("_") or "unknown"
-
-
 def log_envelope(log: LogData, *, default_scope: str = "organizational") -> Envelope:
     """The ``membrane.inject`` envelope of an error record or a stimulus record."""
     a = log.attributes
@@ -230,7 +219,7 @@ def log_envelope(log: LogData, *, default_scope: str = "organizational") -> Enve
         script = str(a.get("membrane.script_name") or log.resource.get("service.name") or log.scope or "app")
         content = f"{script}: {body}"
         metadata = {
-            "stimulus_id": f"script_log_{_slug(script)}_{ts_ms}_{rid[-12:]}",
+            "stimulus_id": f"script_log_{slug(script)}_{ts_ms}_{rid[-12:]}",
             "origin": "script_logger",
             "timestamp_ms": ts_ms,
             "signal_type": str(a.get("membrane.signal_type", "script_error")),
@@ -251,7 +240,7 @@ def log_envelope(log: LogData, *, default_scope: str = "organizational") -> Enve
         env = Envelope(
             scope=a.get("membrane.scope", default_scope),
             source=str(a.get("membrane.source") or f"script:{script}"),
-            channel=str(a.get("membrane.channel") or f"signals.script.{_slug(script)}"),
+            channel=str(a.get("membrane.channel") or f"signals.script.{slug(script)}"),
             content=_truncate(content, CONTENT_LIMIT),
             severity=severity,
             features_raw={"urgency": urgency, "novelty": 0.25, "trust": 0.9},

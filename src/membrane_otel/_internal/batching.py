@@ -30,12 +30,12 @@ from opentelemetry.context import (
 )
 from opentelemetry.sdk._logs import LogRecordProcessor, ReadableLogRecord, ReadWriteLogRecord
 from opentelemetry.sdk._logs.export import LogRecordExporter
-from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter
 
 from membrane_otel._internal import counters
 from membrane_otel._internal.ratelog import RateLimitedLogger
+from membrane_otel.records import readable_copy
 
 T = TypeVar("T")
 T_contra = TypeVar("T_contra", contravariant=True)
@@ -188,6 +188,31 @@ class _Batcher(Generic[T]):
             _log.error("exporter %s failed to shut down: %r", self._name, exc)
 
 
+def _batcher_for(
+    exporter: Any,
+    signal: str,
+    drop_counter: str,
+    max_queue_size: int | None,
+    schedule_delay_millis: float | None,
+    max_export_batch_size: int | None,
+    *,
+    min_queue: int = 1,
+    min_batch: int = 1,
+) -> _Batcher[Any]:
+    """A batcher named after its exporter, sized by the arguments or else the settings."""
+    from membrane_otel.config import get_settings
+
+    s = get_settings()
+    return _Batcher(
+        exporter,
+        f"{signal}.{getattr(exporter, 'name', type(exporter).__name__)}",
+        max_queue_size=max_queue_size or max(s.queue_size, min_queue),
+        schedule_delay_millis=schedule_delay_millis or s.flush_interval_ms,
+        max_export_batch_size=max_export_batch_size or max(s.batch_size, min_batch),
+        drop_counter=drop_counter,
+    )
+
+
 class BatchLogProcessor(LogRecordProcessor):
     """``BatchLogRecordProcessor`` with the seeds' counters (see module doc)."""
 
@@ -199,33 +224,12 @@ class BatchLogProcessor(LogRecordProcessor):
         schedule_delay_millis: float | None = None,
         max_export_batch_size: int | None = None,
     ) -> None:
-        from membrane_otel.config import get_settings
-
-        s = get_settings()
-        name = getattr(exporter, "name", type(exporter).__name__)
-        self._batcher: _Batcher[ReadableLogRecord] = _Batcher(
-            exporter,
-            f"logs.{name}",
-            max_queue_size=max_queue_size or s.queue_size,
-            schedule_delay_millis=schedule_delay_millis or s.flush_interval_ms,
-            max_export_batch_size=max_export_batch_size or s.batch_size,
-            drop_counter="dropped_logs",
+        self._batcher: _Batcher[ReadableLogRecord] = _batcher_for(
+            exporter, "logs", "dropped_logs", max_queue_size, schedule_delay_millis, max_export_batch_size
         )
 
     def on_emit(self, log_record: ReadWriteLogRecord) -> None:
-        # Same copy as the SDK's: drop the (possibly large) context, keep the record.
-        import copy
-
-        api_record = copy.copy(log_record.log_record)
-        api_record.context = Context()
-        self._batcher.emit(
-            ReadableLogRecord(
-                log_record=api_record,
-                resource=log_record.resource or Resource.get_empty(),
-                instrumentation_scope=log_record.instrumentation_scope,
-                limits=log_record.limits,
-            )
-        )
+        self._batcher.emit(readable_copy(log_record))
 
     def shutdown(self) -> None:
         self._batcher.shutdown()
@@ -245,17 +249,16 @@ class BatchSpanProcessorWithCounts(SpanProcessor):
         schedule_delay_millis: float | None = None,
         max_export_batch_size: int | None = None,
     ) -> None:
-        from membrane_otel.config import get_settings
-
-        s = get_settings()
-        name = getattr(exporter, "name", type(exporter).__name__)
-        self._batcher: _Batcher[ReadableSpan] = _Batcher(
+        # Spans come in bursts (a request's whole tree at once): room for more than logs.
+        self._batcher: _Batcher[ReadableSpan] = _batcher_for(
             exporter,
-            f"spans.{name}",
-            max_queue_size=max_queue_size or max(s.queue_size, 2048),
-            schedule_delay_millis=schedule_delay_millis or s.flush_interval_ms,
-            max_export_batch_size=max_export_batch_size or max(s.batch_size, 64),
-            drop_counter="dropped_spans",
+            "spans",
+            "dropped_spans",
+            max_queue_size,
+            schedule_delay_millis,
+            max_export_batch_size,
+            min_queue=2048,
+            min_batch=64,
         )
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
