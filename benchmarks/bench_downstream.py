@@ -58,7 +58,7 @@ def _worker() -> int:
     from benchmarks import throwaway_stream
     from benchmarks.bench_errorlog import exception_call
     from membrane_otel import get_metrics
-    from membrane_otel.l2logger import setup_l2_logger
+    from membrane_otel.logs._l2logger import setup_l2_logger
 
     logger = setup_l2_logger("bench_downstream", "orchestration/scripts/bench_downstream.py")
     sink = throwaway_stream()

@@ -91,8 +91,8 @@ def _app(probes: int, files: list[str]) -> int:
     import logging
 
     from benchmarks import throwaway_stream
-    from membrane_otel.events import emit_event
-    from membrane_otel.l2logger import setup_l2_logger
+    from membrane_otel.ledger._events import emit_event
+    from membrane_otel.logs._l2logger import setup_l2_logger
 
     logger = setup_l2_logger("bench_e2e", "orchestration/scripts/bench_e2e.py")
     for h in logger.handlers:

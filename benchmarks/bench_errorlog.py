@@ -85,7 +85,7 @@ def configure_env(tmp: Path, exporters: str = "ledger") -> None:
 
 def l2_logger(sink: Any) -> logging.Logger:
     """setup_l2_logger's logger with its console pointed at ``sink``."""
-    from membrane_otel.l2logger import setup_l2_logger
+    from membrane_otel.logs._l2logger import setup_l2_logger
 
     logger = setup_l2_logger(SCRIPT, SCRIPT_PATH)
     for h in logger.handlers:
@@ -127,7 +127,7 @@ def run(quick: bool) -> dict[str, Any]:
     import membrane_otel
     from membrane_otel._internal.batching import BatchLogProcessor
     from membrane_otel.exporters import LedgerLogExporter
-    from membrane_otel.redact import redact_secrets
+    from membrane_otel.logs._redact import redact_secrets
 
     rounds, per_round, warmup = (5, 60, 60) if quick else (30, 200, 300)
     with tempfile.TemporaryDirectory(prefix="membrane-bench-errlog-") as tmp_name:
@@ -147,7 +147,7 @@ def run(quick: bool) -> dict[str, Any]:
         filelog = plain_logger("bench.file", console, file_handler)
 
         # Context: the two OTel handlers alone, without the console render they share.
-        from membrane_otel.l2logger import setup_l2_logger
+        from membrane_otel.logs._l2logger import setup_l2_logger
 
         l2_only = setup_l2_logger(SCRIPT + "_quiet", SCRIPT_PATH, console=False)
         otel_only = plain_logger("bench.otel_only", otel_handler)

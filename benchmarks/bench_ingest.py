@@ -104,7 +104,7 @@ def _bodies(count: int) -> list[bytes]:
 def run(quick: bool) -> dict[str, Any]:
     if (ROOT / "benchmarks" / "bench_bridge.py").exists():
         return _from_bridge_bench(quick)
-    if not module_available("membrane_otel.bridge.otlp"):
+    if not module_available("membrane_otel.bridge._otlp"):
         return row(
             "ingest",
             TITLE,
@@ -115,8 +115,8 @@ def run(quick: bool) -> dict[str, Any]:
     from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
     from membrane_otel.bridge import Bridge
-    from membrane_otel.bridge.otlp import decode_logs
-    from membrane_otel.ledger import Ledger
+    from membrane_otel.bridge._otlp import decode_logs
+    from membrane_otel.ledger._writer import Ledger
 
     rounds, per_round, warmup = (4, 5, 5) if quick else (20, 20, 20)
     # CPU time of this thread, not wall time: the target is records per second *per core*,

@@ -93,11 +93,11 @@ def run(quick: bool) -> dict[str, Any]:
     from opentelemetry.sdk._logs.export import ConsoleLogRecordExporter
 
     from membrane_otel.exporters import LedgerLogExporter
-    from membrane_otel.ledger import Ledger, _dumps
+    from membrane_otel.ledger._writer import Ledger, _dumps
 
     _stdlib = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
-    from membrane_otel.records import log_from_sdk
-    from membrane_otel.translate import log_line
+    from membrane_otel.translate._core import log_line
+    from membrane_otel.translate._records import log_from_sdk
 
     rounds, per_round, warmup = (5, 20, 10) if quick else (30, 60, 50)
     total = warmup + rounds * per_round
@@ -109,8 +109,12 @@ def run(quick: bool) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="membrane-bench-ledger-") as tmp:
         d = Path(tmp)
         # Fresh records (and ids) for every batch of every variant, built before any timing.
-        recs = {name: make_records(total * BATCH) for name in ("plain", "fast", "ledger", "exporter", "stock")}
-        lines = {name: [log_line(log_from_sdk(r)) for r in recs[name]] for name in ("plain", "fast", "ledger")}
+        recs = {
+            name: make_records(total * BATCH) for name in ("plain", "fast", "ledger", "exporter", "stock")
+        }
+        lines = {
+            name: [log_line(log_from_sdk(r)) for r in recs[name]] for name in ("plain", "fast", "ledger")
+        }
 
         plain_path = d / "plain.jsonl"
         plain_file = open(plain_path, "a", encoding="utf-8")
@@ -169,7 +173,13 @@ def run(quick: bool) -> dict[str, Any]:
 
         try:
             samples = interleave(
-                {"plain": plain, "fast": fast, "ledger": chained, "exporter": exported, "stock": stock_export},
+                {
+                    "plain": plain,
+                    "fast": fast,
+                    "ledger": chained,
+                    "exporter": exported,
+                    "stock": stock_export,
+                },
                 rounds=rounds,
                 per_round=per_round,
                 warmup=warmup,

@@ -31,7 +31,7 @@ def _storm(seconds: float) -> int:
     import membrane_otel
     from benchmarks import throwaway_stream
     from benchmarks.bench_errorlog import exception_call
-    from membrane_otel.l2logger import setup_l2_logger
+    from membrane_otel.logs._l2logger import setup_l2_logger
 
     logger = setup_l2_logger("bench_storm", "orchestration/scripts/bench_storm.py")
     for h in logger.handlers:

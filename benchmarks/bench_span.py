@@ -71,7 +71,7 @@ def _provider() -> Any:
 
 
 def _hrm_tracer(provider: Any) -> Any:
-    from membrane_otel.hrm import HRMTracer
+    from membrane_otel.spans._hrm import HRMTracer
 
     return HRMTracer(enabled=True, tracer_provider=provider)
 
@@ -93,7 +93,7 @@ def _logfire(processor: Any) -> Any:
 
 def build() -> tuple[dict[str, Any], list[Any]]:
     """The variants' callables, and the providers to shut down afterwards."""
-    from membrane_otel.hrm import HRMTracer
+    from membrane_otel.spans._hrm import HRMTracer
 
     hrm_provider, bare_provider = _provider(), _provider()
     hrm = _hrm_tracer(hrm_provider)

@@ -21,7 +21,9 @@ T = TypeVar("T")
 
 def clean_env(tmp: Path, **extra: str) -> dict[str, str]:
     """An environment with no OTEL_/MEMBRANE_ settings leaking in from the caller."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "MEMBRANE_", "AGI_", "DOPEJAR_"))}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "MEMBRANE_", "AGI_", "DOPEJAR_"))
+    }
     env.update(
         MEMBRANE_LEDGER_PATH=str(tmp / "ledger.jsonl"),
         MEMBRANE_SPOOL_DIR=str(tmp / "spool"),

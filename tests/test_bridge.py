@@ -36,14 +36,14 @@ from opentelemetry.sdk._logs.export import LogRecordExportResult
 from opentelemetry.sdk.trace.export import SpanExportResult
 
 from membrane_otel.bridge import Bridge, ServerOptions, make_server
-from membrane_otel.bridge.server import serve_in_thread
-from membrane_otel.bus import BusClient
-from membrane_otel.config import load_settings
-from membrane_otel.ledger import Ledger
-from membrane_otel.membrane import MembranePublisher
-from membrane_otel.records import log_from_sdk, span_from_sdk
-from membrane_otel.spool import Spool
-from membrane_otel.translate import log_line, span_line
+from membrane_otel.bridge._server import serve_in_thread
+from membrane_otel.ledger._writer import Ledger
+from membrane_otel.membrane._bus import BusClient
+from membrane_otel.membrane._publish import MembranePublisher
+from membrane_otel.membrane._spool import Spool
+from membrane_otel.settings import load_settings
+from membrane_otel.translate._core import log_line, span_line
+from membrane_otel.translate._records import log_from_sdk, span_from_sdk
 from tests._bus_helpers import CLI, BusProcess, cli_env, read_record, self_signed_cert, wait_for
 from tests.test_bridge_otlp import sdk_logs, sdk_spans, to_otlp_json
 
@@ -109,8 +109,12 @@ def start(tmp_path: Path) -> Iterator[Start]:
         path = ledger or tmp_path / f"ledger-{len(stops)}.jsonl"
         bridge = Bridge(Ledger(path), publisher)
         server = make_server(
-            bridge, "127.0.0.1", 0, ServerOptions(**options),
-            certfile=str(certfile) if certfile else None, keyfile=str(keyfile) if keyfile else None,
+            bridge,
+            "127.0.0.1",
+            0,
+            ServerOptions(**options),
+            certfile=str(certfile) if certfile else None,
+            keyfile=str(keyfile) if keyfile else None,
         )
         stop = serve_in_thread(server)
         stops.append(lambda: (stop(), bridge.shutdown(2000)))
@@ -122,7 +126,11 @@ def start(tmp_path: Path) -> Iterator[Start]:
 
 
 def post(
-    port: int, path: str, body: bytes, ctype: str | None = PB, headers: dict[str, str] | None = None,
+    port: int,
+    path: str,
+    body: bytes,
+    ctype: str | None = PB,
+    headers: dict[str, str] | None = None,
     conn: http.client.HTTPConnection | None = None,
 ) -> tuple[int, dict[str, str], bytes]:
     c = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=10)
@@ -243,7 +251,9 @@ def test_unreadable_records_are_a_partial_success(start: Start) -> None:
     run = start()
     req = ExportTraceServiceRequest()
     spans = req.resource_spans.add().scope_spans.add().spans
-    spans.add(name="good", trace_id=b"\x01" * 16, span_id=b"\x02" * 8, start_time_unix_nano=1, end_time_unix_nano=2)
+    spans.add(
+        name="good", trace_id=b"\x01" * 16, span_id=b"\x02" * 8, start_time_unix_nano=1, end_time_unix_nano=2
+    )
     spans.add(name="bad-id", trace_id=b"\x01" * 5, span_id=b"\x03" * 8)
     status, _, answer = post(run.port, "/v1/traces", req.SerializeToString())
     assert status == 200
@@ -324,8 +334,12 @@ def test_a_gzip_bomb_is_refused_with_413(start: Start) -> None:
 def test_a_wrong_or_missing_token_is_401(start: Start) -> None:
     """With a token configured, no/wrong/non-bearer credentials get 401; the right one gets 200."""
     run = start(token="s3cret-token")
-    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic czNjcmV0LXRva2Vu"},
-                    {"Authorization": "Bearer s3cret-token-and-more"}):
+    for headers in (
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": "Basic czNjcmV0LXRva2Vu"},
+        {"Authorization": "Bearer s3cret-token-and-more"},
+    ):
         status, hdrs, _ = post(run.port, "/v1/logs", logs_body(), PB, headers)
         assert status == 401
         assert hdrs["www-authenticate"].startswith("Bearer")
@@ -411,7 +425,9 @@ def test_errors_and_stimuli_become_envelopes_spans_and_events_never(
     assert len(read_record(record)) == 2
 
 
-def test_ingest_takes_a_seed_000_envelope_array(start: Start, bus: tuple[BusProcess, Path], tmp_path: Path) -> None:
+def test_ingest_takes_a_seed_000_envelope_array(
+    start: Start, bus: tuple[BusProcess, Path], tmp_path: Path
+) -> None:
     """Legacy envelopes (citizen_id on top) are validated, published and written; a resend is a no-op."""
     proc, record = bus
     run = start(publisher=publisher_for(proc.url, tmp_path))
@@ -451,7 +467,9 @@ def test_ingest_rejects_invalid_envelopes_one_by_one(start: Start) -> None:
 # --------------------------------------------------------------------------- probes, TLS, CLI
 
 
-def test_health_and_ready_report_per_component(start: Start, bus: tuple[BusProcess, Path], tmp_path: Path) -> None:
+def test_health_and_ready_report_per_component(
+    start: Start, bus: tuple[BusProcess, Path], tmp_path: Path
+) -> None:
     """/health is 200; /ready is 200 with ledger and bus detail; an unknown GET is 404."""
     run = start(publisher=publisher_for(bus[0].url, tmp_path))
     assert get(f"{run.url}/health") == (200, {"status": "ok"})
@@ -487,12 +505,16 @@ def test_cli_bridge_serve_runs_until_sigterm(tmp_path: Path) -> None:
     """`membrane-otel bridge serve --port 0` announces its URL, takes OTLP with a token, exits 0 on SIGTERM."""
     ledger = tmp_path / "cli-ledger.jsonl"
     env = cli_env(
-        MEMBRANE_BRIDGE_TOKEN="tok", MEMBRANE_BUS_URL="ws://127.0.0.1:9/api/ws",
+        MEMBRANE_BRIDGE_TOKEN="tok",
+        MEMBRANE_BUS_URL="ws://127.0.0.1:9/api/ws",
         MEMBRANE_SPOOL_DIR=str(tmp_path / "spool"),
     )
     proc = subprocess.Popen(
         [*CLI, "bridge", "serve", "--port", "0", "--ledger", str(ledger)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
     )
     try:
         lines: list[str] = []
@@ -501,7 +523,9 @@ def test_cli_bridge_serve_runs_until_sigterm(tmp_path: Path) -> None:
         reader = threading.Thread(target=lambda: lines.extend(out), daemon=True)
         reader.start()
         announced = wait_for(
-            lambda: next((ln for ln in lines if "listening on" in ln), None), timeout=20, what="the bridge's URL"
+            lambda: next((ln for ln in lines if "listening on" in ln), None),
+            timeout=20,
+            what="the bridge's URL",
         )
         url = announced.split("listening on ", 1)[1].split()[0]
         port = int(url.rsplit(":", 1)[1])
@@ -526,7 +550,7 @@ def test_a_gzip_bomb_is_not_inflated_past_the_cap() -> None:
     """Decoding a 10 MB bomb with a 1 MiB cap raises BodyTooLarge having allocated about the cap only."""
     import tracemalloc
 
-    from membrane_otel.bridge.body import BodyTooLarge, decode_content
+    from membrane_otel.bridge._body import BodyTooLarge, decode_content
 
     bomb = gzip.compress(b"\x00" * (10 * 1024 * 1024), compresslevel=9)
     tracemalloc.start()
@@ -541,7 +565,7 @@ def test_a_gzip_bomb_is_not_inflated_past_the_cap() -> None:
 
 def test_concatenated_gzip_members_decode_as_one_body() -> None:
     """RFC 1952 allows several gzip members in a row; they decode to the concatenation."""
-    from membrane_otel.bridge.body import decode_content
+    from membrane_otel.bridge._body import decode_content
 
     assert decode_content(gzip.compress(b"abc") + gzip.compress(b"def"), "gzip", 100) == b"abcdef"
 
@@ -550,8 +574,23 @@ def test_concatenated_gzip_members_decode_as_one_body() -> None:
 
 # What legitimately differs between two runs of one program: ids, times, durations.
 _VOLATILE = frozenset(
-    ("ts", "ts_unix", "timestamp", "duration_ms", "otel_trace_id", "otel_span_id", "otel_parent_span_id",
-     "record_id", "seq", "prev_hash", "hash", "trace_id", "parent_id", "stimulus_id", "timestamp_ms")
+    (
+        "ts",
+        "ts_unix",
+        "timestamp",
+        "duration_ms",
+        "otel_trace_id",
+        "otel_span_id",
+        "otel_parent_span_id",
+        "record_id",
+        "seq",
+        "prev_hash",
+        "hash",
+        "trace_id",
+        "parent_id",
+        "stimulus_id",
+        "timestamp_ms",
+    )
 )
 
 
@@ -572,7 +611,7 @@ def test_the_example_agent_gives_the_same_lines_and_envelopes_embedded_and_throu
     """examples/hrm_agent.py embedded, and exporting OTLP/HTTP to the bridge: equal ledger lines and envelopes."""
     from collections import Counter
 
-    from membrane_otel.membrane import build_publisher
+    from membrane_otel.membrane._publish import build_publisher
     from tests._helpers import EXAMPLE, clean_env, read_ledger, run_instrumented
 
     results = {}
@@ -587,8 +626,10 @@ def test_the_example_agent_gives_the_same_lines_and_envelopes_embedded_and_throu
                 publisher = build_publisher(settings)
                 run = start(ledger=work / "bridge.jsonl", publisher=publisher)
                 env.update(
-                    OTEL_TRACES_EXPORTER="otlp", OTEL_LOGS_EXPORTER="otlp",
-                    OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf", OTEL_EXPORTER_OTLP_ENDPOINT=run.url,
+                    OTEL_TRACES_EXPORTER="otlp",
+                    OTEL_LOGS_EXPORTER="otlp",
+                    OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
+                    OTEL_EXPORTER_OTLP_ENDPOINT=run.url,
                 )
             done = run_instrumented(EXAMPLE, env)
             assert done.returncode == 0, done.stderr[-2000:]

@@ -23,15 +23,15 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Status, StatusCode
 
-from membrane_otel.bridge.otlp import (
+from membrane_otel.bridge._otlp import (
     MalformedRequest,
     decode_logs,
     decode_traces,
     logs_from_request,
     spans_from_request,
 )
-from membrane_otel.records import log_from_sdk, span_from_sdk
-from membrane_otel.translate import log_envelope, log_line, span_line
+from membrane_otel.translate._core import log_envelope, log_line, span_line
+from membrane_otel.translate._records import log_from_sdk, span_from_sdk
 
 RESOURCE = Resource.create({"service.name": "bridge-test", "deployment.environment": "test"})
 
@@ -43,7 +43,7 @@ def sdk_spans() -> list[ReadableSpan]:
     exporter = InMemorySpanExporter()
     provider = TracerProvider(resource=RESOURCE)
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracer = provider.get_tracer("membrane_otel.hrm")
+    tracer = provider.get_tracer("membrane_otel.spans._hrm")
     with tracer.start_as_current_span(
         "altitude.transition",
         attributes={
@@ -178,7 +178,9 @@ def test_log_fields_map_as_the_sdk_has_them() -> None:
     """Severity, event_name, scope, resource, ids (lowercase hex) and a kvlist body come through."""
     error, event, stimulus = decode_logs(encode_logs(sdk_logs()).SerializeToString(), json_body=False).records
     assert (error.severity_number, error.severity_text) == (17, "ERROR")
-    assert error.trace_id is not None and len(error.trace_id) == 32 and error.trace_id == error.trace_id.lower()
+    assert (
+        error.trace_id is not None and len(error.trace_id) == 32 and error.trace_id == error.trace_id.lower()
+    )
     assert error.span_id is not None and len(error.span_id) == 16
     assert error.scope == "orchestration.scripts.my_script"
     assert error.resource["service.name"] == "bridge-test"
@@ -195,7 +197,12 @@ def test_any_values_become_plain_python() -> None:
         KeyValueList(
             values=[
                 KeyValue(key="raw", value=AnyValue(bytes_value=b"\x01\xab")),
-                KeyValue(key="list", value=AnyValue(array_value=ArrayValue(values=[AnyValue(int_value=1), AnyValue(string_value="x")]))),
+                KeyValue(
+                    key="list",
+                    value=AnyValue(
+                        array_value=ArrayValue(values=[AnyValue(int_value=1), AnyValue(string_value="x")])
+                    ),
+                ),
                 KeyValue(key="none", value=AnyValue()),
                 KeyValue(key="f", value=AnyValue(double_value=1.5)),
                 KeyValue(key="b", value=AnyValue(bool_value=False)),
@@ -203,7 +210,12 @@ def test_any_values_become_plain_python() -> None:
         )
     )
     record.attributes.add(key="empty", value=AnyValue())
-    record.attributes.add(key="nested", value=AnyValue(kvlist_value=KeyValueList(values=[KeyValue(key="k", value=AnyValue(string_value="v"))])))
+    record.attributes.add(
+        key="nested",
+        value=AnyValue(
+            kvlist_value=KeyValueList(values=[KeyValue(key="k", value=AnyValue(string_value="v"))])
+        ),
+    )
     (log,) = logs_from_request(req).records
     assert log.body == {"raw": "01ab", "list": [1, "x"], "none": None, "f": 1.5, "b": False}
     assert log.attributes == {"empty": None, "nested": {"k": "v"}}
@@ -220,7 +232,9 @@ def test_status_codes_map_to_names() -> None:
         s.status.message = "bad" if code == 2 else ""
     decoded = spans_from_request(req)
     assert [(s.status, s.status_message) for s in decoded.records] == [
-        ("unset", None), ("ok", None), ("error", "bad")
+        ("unset", None),
+        ("ok", None),
+        ("error", "bad"),
     ]
 
 
@@ -241,7 +255,10 @@ def test_otlp_json_with_hex_ids_decodes_like_protobuf() -> None:
     """OTLP/JSON (hex ids, enum ints, camelCase) gives the same records as the protobuf body."""
     spans_req = encode_spans(sdk_spans())
     logs_req = encode_logs(sdk_logs())
-    assert decode_traces(to_otlp_json(spans_req), json_body=True).records == spans_from_request(spans_req).records
+    assert (
+        decode_traces(to_otlp_json(spans_req), json_body=True).records
+        == spans_from_request(spans_req).records
+    )
     assert decode_logs(to_otlp_json(logs_req), json_body=True).records == logs_from_request(logs_req).records
 
 
@@ -275,7 +292,10 @@ def test_otlp_json_as_written_by_hand_decodes() -> None:
     assert log.trace_id == "5b8efff798038103d269b633813fc60c"
     assert log.span_id == "eee19b7ec3c1b174"
     assert (log.time_ns, log.severity_number, log.body, log.attributes) == (
-        1_700_000_000_000_000_000, 17, "boom", {"n": 7}
+        1_700_000_000_000_000_000,
+        17,
+        "boom",
+        {"n": 7},
     )
     assert log.resource == {"service.name": "svc"} and log.scope == "lib"
 

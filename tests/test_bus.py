@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from membrane_otel._internal import counters
-from membrane_otel.bus import BusClient, BusUnavailable, flush_spool
-from membrane_otel.spool import Spool
+from membrane_otel.membrane._bus import BusClient, BusUnavailable, flush_spool
+from membrane_otel.membrane._spool import Spool
 from tests._bus_helpers import (
     CLI,
     BusProcess,
@@ -98,7 +98,12 @@ def test_bus_down_from_the_start_then_up_delivers_exactly_once_in_order(
         assert client.force_flush(5000)
     assert ids(read_record(record)) == _expected(300)
     assert spool.status()["files"] == 0 and spool.status()["claimed"] == 0
-    assert _deltas(before, "spool_writes", "spool_replayed", "published", "dropped_count") == (200, 200, 300, 0)
+    assert _deltas(before, "spool_writes", "spool_replayed", "published", "dropped_count") == (
+        200,
+        200,
+        300,
+        0,
+    )
 
 
 def test_restarted_app_replays_the_spool_to_a_subscriber(tmp_path: Path, clients: list[BusClient]) -> None:
@@ -127,7 +132,12 @@ def test_bus_sigkilled_mid_stream_loses_nothing(tmp_path: Path, clients: list[Bu
     before = counters.snapshot()
     bus = BusProcess(record=record).start()
     client = _client(
-        clients, bus.url, spool, queue_size=n, flush_interval_ms=50, on_published=lambda b: acked.extend(ids(b))
+        clients,
+        bus.url,
+        spool,
+        queue_size=n,
+        flush_interval_ms=50,
+        on_published=lambda b: acked.extend(ids(b)),
     )
     worst = 0.0
     try:
@@ -214,7 +224,9 @@ def test_full_queue_drops_the_oldest_and_counts(tmp_path: Path, clients: list[Bu
     assert batch is not None and ids(batch.envelopes) == _expected(10, start=90)
 
 
-def test_shutdown_is_idempotent_and_later_publishes_are_counted(tmp_path: Path, clients: list[BusClient]) -> None:
+def test_shutdown_is_idempotent_and_later_publishes_are_counted(
+    tmp_path: Path, clients: list[BusClient]
+) -> None:
     """A second shutdown does nothing; a publish after shutdown is dropped and counted."""
     client = _client(clients, _down_url(), Spool(tmp_path))
     client.publish(envelope(0))
@@ -255,12 +267,15 @@ def test_refused_token_spools_and_logs_once(
 ) -> None:
     """HTTP 401 from the bus: envelopes go to the spool, and the problem is logged once, not per try."""
     spool = Spool(tmp_path)
-    with BusProcess(token="sekrit") as bus, caplog.at_level(logging.WARNING, logger="membrane_otel.bus"):
+    with (
+        BusProcess(token="sekrit") as bus,
+        caplog.at_level(logging.WARNING, logger="membrane_otel.membrane._bus"),
+    ):
         client = _client(clients, bus.url, spool, token="wrong")
         for i in range(3):
             client.publish(envelope(i))
             assert client.force_flush(5000) is False
-    lines = [r.getMessage() for r in caplog.records if r.name == "membrane_otel.bus"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "membrane_otel.membrane._bus"]
     assert len(lines) == 1 and "HTTP 401" in lines[0]
     assert spool.status()["envelopes"] == 3
 
@@ -286,14 +301,19 @@ def test_cli_spool_flush(tmp_path: Path) -> None:
     Spool(spool_dir).write([envelope(i) for i in range(5)])
     down = subprocess.run(
         [*CLI, "spool", "flush", "--dir", str(spool_dir), "--url", _down_url()],
-        capture_output=True, text=True, env=cli_env(), timeout=30,
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=30,
     )
     assert down.returncode == 1
     assert "0 of 5 envelopes delivered, 5 still spooled" in down.stderr
     with BusProcess() as bus:
         up = subprocess.run(
             [*CLI, "spool", "flush"],
-            capture_output=True, text=True, timeout=30,
+            capture_output=True,
+            text=True,
+            timeout=30,
             env=cli_env(MEMBRANE_SPOOL_DIR=str(spool_dir), MEMBRANE_BUS_URL=bus.url),
         )
     assert up.returncode == 0, up.stderr
@@ -311,7 +331,10 @@ def test_two_processes_flushing_one_spool_deliver_each_envelope_once(tmp_path: P
         procs = [
             subprocess.Popen(
                 [*CLI, "spool", "flush", "--dir", str(spool_dir), "--url", bus.url],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=cli_env(),
             )
             for _ in range(2)
         ]
@@ -326,7 +349,9 @@ def test_forked_child_publishes_on_its_own(tmp_path: Path, clients: list[BusClie
     """After fork the child gets its own flusher and an empty queue: nothing is sent twice."""
     record = tmp_path / "bus.jsonl"
     with BusProcess(record=record) as bus:
-        client = _client(clients, bus.url, Spool(tmp_path / "spool"), batch_size=1000, flush_interval_ms=60_000)
+        client = _client(
+            clients, bus.url, Spool(tmp_path / "spool"), batch_size=1000, flush_interval_ms=60_000
+        )
         client.publish(envelope(0, "parent"))
         with warnings.catch_warnings():  # 3.12+ warns about fork with threads; that is the point
             warnings.simplefilter("ignore", DeprecationWarning)
@@ -355,7 +380,9 @@ def test_without_acks_sent_counts_as_delivered(tmp_path: Path, clients: list[Bus
     assert Spool(tmp_path).status()["files"] == 0
 
 
-def test_a_frame_too_big_for_the_bus_is_rejected_not_retried(tmp_path: Path, clients: list[BusClient]) -> None:
+def test_a_frame_too_big_for_the_bus_is_rejected_not_retried(
+    tmp_path: Path, clients: list[BusClient]
+) -> None:
     """The bus closes on an oversized frame (1009): that envelope is counted rejected, never spooled."""
     before = counters.snapshot()
     record = tmp_path / "bus.jsonl"

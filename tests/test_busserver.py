@@ -16,9 +16,9 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from membrane_otel.bus import BusClient, BusRefused, WsTransport
 from membrane_otel.cli.bus import _pretty
-from membrane_otel.spool import Spool
+from membrane_otel.membrane._bus import BusClient, BusRefused, WsTransport
+from membrane_otel.membrane._spool import Spool
 from tests._bus_helpers import (
     CLI,
     BusProcess,

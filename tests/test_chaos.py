@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from membrane_otel.ledger_verify import verify
+from membrane_otel.ledger._verify import verify
 from tests._bus_helpers import BusProcess, Subscriber, free_port, read_record
 from tests._helpers import clean_env, read_ledger
 
@@ -168,7 +168,7 @@ def test_error_storm_is_throttled_counted_and_fully_ledgered(tmp_path: Path) -> 
 FLAPPING = """
 import json, logging, time
 import membrane_otel
-from membrane_otel.spool import Spool
+from membrane_otel.membrane._spool import Spool
 settings = membrane_otel.configure()
 log = logging.getLogger("flap")
 N = 3000

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from membrane_otel.config import ConfigError, load_settings
+from membrane_otel.settings import ConfigError, load_settings
 
 
 def test_defaults_follow_the_seeds() -> None:

@@ -11,8 +11,8 @@ import pytest
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.trace import SpanContext, Status, StatusCode, TraceFlags
 
-from membrane_otel.console import ConsoleTreeSpanExporter, render_tree, span_label
-from membrane_otel.records import EventData, SpanData
+from membrane_otel.spans._console_tree import ConsoleTreeSpanExporter, render_tree, span_label
+from membrane_otel.translate._records import EventData, SpanData
 from tests._helpers import clean_env, read_ledger, run_instrumented
 
 T0 = 1_705_180_800_000_000_000
@@ -57,7 +57,7 @@ def hrm(
         attributes=attrs,
         events=events or [],
         resource={},
-        scope="membrane_otel.hrm",
+        scope="membrane_otel.spans._hrm",
     )
 
 

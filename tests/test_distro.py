@@ -85,7 +85,9 @@ def test_exporter_names_select_outputs(tmp_path: Path) -> None:
     )
     assert "[alt] transition" in proc.stderr
     assert not [ln for ln in read_ledger(tmp_path / "ledger.jsonl") if ln["event"] == "hrm_trace"]
-    proc = run_instrumented(_app(tmp_path), clean_env(tmp_path, MEMBRANE_TRACE="1", OTEL_TRACES_EXPORTER="none"))
+    proc = run_instrumented(
+        _app(tmp_path), clean_env(tmp_path, MEMBRANE_TRACE="1", OTEL_TRACES_EXPORTER="none")
+    )
     assert proc.returncode == 0 and "└─" not in proc.stderr
 
 
@@ -132,7 +134,14 @@ def test_example_agent_exercises_every_layer(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     lines = read_ledger(tmp_path / "ledger.jsonl")
     traces = [ln for ln in lines if ln["event"] == "hrm_trace"]
-    assert {t["hrm_layer"] for t in traces} == {"altitude", "focus", "reasoning", "learning", "memory", "system"}
+    assert {t["hrm_layer"] for t in traces} == {
+        "altitude",
+        "focus",
+        "reasoning",
+        "learning",
+        "memory",
+        "system",
+    }
     assert {t["status"] for t in traces} == {"success", "error", "blocked"}
     errors = [ln for ln in lines if ln["event"] == "script_error"]
     assert errors and "sk-live-0000SECRET0000" not in (tmp_path / "ledger.jsonl").read_text()
@@ -158,7 +167,10 @@ def test_demo_command_shows_tree_ledger_and_spool(tmp_path: Path) -> None:
     env["MEMBRANE_BUS_URL"] = "ws://127.0.0.1:9/api/ws"
     proc = subprocess.run(
         [sys.executable, "-m", "membrane_otel.cli", "demo", "--out", str(tmp_path / "demo")],
-        env=env, capture_output=True, text=True, timeout=120,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     assert "[alt] transition: L3→L2 → success" in proc.stdout + proc.stderr

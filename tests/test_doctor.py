@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from membrane_otel.ledger import ledger_for
-from membrane_otel.spool import Spool
+from membrane_otel.ledger._writer import ledger_for
+from membrane_otel.membrane._spool import Spool
 from tests._bus_helpers import CLI, BusProcess, cli_env, envelope, free_port, wait_for
 
 

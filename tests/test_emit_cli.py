@@ -12,8 +12,8 @@ import pytest
 
 from membrane_otel.cli.emit import parse_value
 from membrane_otel.cli.ledger import parse_when, render
-from membrane_otel.ledger import Ledger, read_lines
-from membrane_otel.ledger_verify import verify
+from membrane_otel.ledger._verify import verify
+from membrane_otel.ledger._writer import Ledger, read_lines
 from tests._helpers import BIN, clean_env
 
 CLI = str(BIN / "membrane-otel")
@@ -80,7 +80,9 @@ def test_payload_json_and_params_combine(tmp_path: Path) -> None:
         (["-p", "k:={bad"], "not valid JSON"),
     ],
 )
-def test_bad_input_is_one_clear_line_and_writes_nothing(tmp_path: Path, args: list[str], message: str) -> None:
+def test_bad_input_is_one_clear_line_and_writes_nothing(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
     """Malformed payloads exit non-zero with one readable line; the ledger is untouched."""
     proc = _run(tmp_path, "emit", "eval", *args)
     assert proc.returncode != 0 and message in proc.stderr
@@ -92,7 +94,9 @@ def test_ledger_option_and_seed_alias(tmp_path: Path) -> None:
     env = {"MEMBRANE_LEDGER_PATH": ""}
     assert _run(tmp_path, "emit", "eval", "--ledger", str(tmp_path / "a.jsonl"), **env).returncode == 0
     assert _run(tmp_path, "emit", "eval", AGI_LEDGER_PATH=str(tmp_path / "b.jsonl"), **env).returncode == 0
-    assert len(list(read_lines(tmp_path / "a.jsonl"))) == 1 and len(list(read_lines(tmp_path / "b.jsonl"))) == 1
+    assert (
+        len(list(read_lines(tmp_path / "a.jsonl"))) == 1 and len(list(read_lines(tmp_path / "b.jsonl"))) == 1
+    )
 
 
 def test_echo_prints_the_line(tmp_path: Path) -> None:
@@ -123,7 +127,9 @@ def test_emit_imports_neither_the_sdk_nor_pydantic(tmp_path: Path) -> None:
         "heavy = sorted({m.split('.')[0] for m in sys.modules if m.startswith(('opentelemetry', 'pydantic'))})\n"
         "print(rc, heavy)\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=clean_env(tmp_path))
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=clean_env(tmp_path)
+    )
     assert proc.stdout.strip() == "0 []", proc.stderr
     assert len(list(read_lines(tmp_path / "l.jsonl"))) == 1
 
@@ -302,12 +308,24 @@ def test_fast_path_writes_what_argparse_would(tmp_path: Path) -> None:
     from membrane_otel.cli import main
     from membrane_otel.cli.emit import fast_main
 
-    argv = ["eval", "--payload", '{"a": 1}', "-p", "q=0.5", "--param=k:=[1]", "--task-id=t1", "--session-id", "s"]
+    argv = [
+        "eval",
+        "--payload",
+        '{"a": 1}',
+        "-p",
+        "q=0.5",
+        "--param=k:=[1]",
+        "--task-id=t1",
+        "--session-id",
+        "s",
+    ]
     assert fast_main([*argv, "--ledger", str(tmp_path / "fast.jsonl")]) == 0
     assert main(["emit", *argv, "--ledger", str(tmp_path / "slow.jsonl")]) == 0
     (fast,), (slow,) = read_lines(tmp_path / "fast.jsonl"), read_lines(tmp_path / "slow.jsonl")
     volatile = ("ts", "ts_unix", "record_id", "hash")
-    assert {k: v for k, v in fast.items() if k not in volatile} == {k: v for k, v in slow.items() if k not in volatile}
+    assert {k: v for k, v in fast.items() if k not in volatile} == {
+        k: v for k, v in slow.items() if k not in volatile
+    }
     assert fast["k"] == [1] and fast["q"] == 0.5 and fast["task_id"] == "t1"
 
 
@@ -322,7 +340,9 @@ def test_fast_path_leaves_unusual_command_lines_to_argparse(argv: list[str]) -> 
     assert fast_main(argv) is None
 
 
-def test_fast_path_reports_a_bad_payload_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_fast_path_reports_a_bad_payload_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A malformed payload through the fast path: exit 1 and one line on stderr."""
     from membrane_otel.cli.emit import fast_main
 

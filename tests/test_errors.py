@@ -11,7 +11,7 @@ from types import ModuleType
 
 import pytest
 
-from membrane_otel.errors import (
+from membrane_otel.logs._errors import (
     BODY_MAX_BYTES,
     CONTENT_MAX_CHARS,
     STACK_MAX_BYTES,

@@ -23,11 +23,11 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from membrane_otel._internal import counters
 from membrane_otel._internal.batching import BatchLogProcessor
-from membrane_otel.events import EVENT_CATEGORIES, KNOWN_EVENTS, EventEmitter, category_of
 from membrane_otel.exporters import LedgerLogExporter
-from membrane_otel.ledger import Ledger, read_lines
-from membrane_otel.ledger_verify import verify
-from membrane_otel.processors import MembraneLogProcessor, configured_value_redactor
+from membrane_otel.ledger._events import EVENT_CATEGORIES, KNOWN_EVENTS, EventEmitter, category_of
+from membrane_otel.ledger._verify import verify
+from membrane_otel.ledger._writer import Ledger, read_lines
+from membrane_otel.logs._processors import MembraneLogProcessor, configured_value_redactor
 from tests._helpers import BIN, clean_env, read_ledger, wait_for
 
 T0 = 1_761_800_000_000_000_000  # 2025-10-30T04:53:20Z, the seed's date
@@ -57,7 +57,7 @@ def otel(tmp_path: Path) -> Iterator[tuple[EventEmitter, LoggerProvider]]:
             max_export_batch_size=25,
         )
     )
-    yield EventEmitter(logger=provider.get_logger("membrane_otel.events"), clock=_clock), provider
+    yield EventEmitter(logger=provider.get_logger("membrane_otel.ledger._events"), clock=_clock), provider
     provider.shutdown()
 
 
@@ -66,7 +66,9 @@ def _seed_examples(em: EventEmitter) -> None:
     em.emit(
         "task_started", {"goal": "AGI 기억 설명", "priority": "high"}, task_id="demo-001", persona_id="gitko"
     )
-    em.task_lifecycle("completed", "demo-001", quality=0.85, confidence=0.78, evidence_added=5, cache_hit=True)
+    em.task_lifecycle(
+        "completed", "demo-001", quality=0.85, confidence=0.78, evidence_added=5, cache_hit=True
+    )
     em.alert("warning", "Proxy port not responding", component="proxy", port=18091)
     em.system_event("migration", "D to C drive", reason="SSD_performance", status="completed")
     em.monitoring_snapshot({"confidence": 0.786, "quality": 0.691, "second_pass_rate": 0.137})
@@ -192,7 +194,7 @@ def test_unknown_event_type_warns_once_and_is_recorded(tmp_path: Path) -> None:
             seen.append(record.getMessage())
 
     handler = Collect()
-    logger = logging.getLogger("membrane_otel.events")
+    logger = logging.getLogger("membrane_otel.ledger._events")
     logger.addHandler(handler)
     try:
         em = _direct(tmp_path / "l.jsonl")
@@ -240,7 +242,7 @@ MODULE_API = textwrap.dedent(
     """
     import sys
     import membrane_otel
-    from membrane_otel.events import (
+    from membrane_otel.ledger._events import (
         append_ledger, emit_alert, emit_event, emit_monitoring_snapshot, emit_system_event, emit_task_lifecycle,
     )
 
@@ -266,7 +268,9 @@ def test_module_api_reaches_the_ledger(tmp_path: Path, mode: str) -> None:
     script = tmp_path / "app.py"
     script.write_text(MODULE_API)
     env = clean_env(tmp_path, OTEL_LOGS_EXPORTER="ledger", OTEL_SERVICE_NAME="app")
-    proc = subprocess.run([sys.executable, str(script), mode], env=env, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, str(script), mode], env=env, capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == ("0" if mode == "configured" else "6")  # written directly, or not
     lines = read_ledger(tmp_path / "ledger.jsonl")
@@ -286,7 +290,7 @@ GAUGES = textwrap.dedent(
     from opentelemetry import metrics
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-    from membrane_otel.events import emit_monitoring_snapshot
+    from membrane_otel.ledger._events import emit_monitoring_snapshot
 
     reader = InMemoryMetricReader()
     metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
@@ -306,7 +310,9 @@ def test_monitoring_snapshot_records_gauges(tmp_path: Path) -> None:
     """Each numeric value of a snapshot is also an OTel gauge data point monitoring.<name>."""
     script = tmp_path / "gauges.py"
     script.write_text(GAUGES)
-    proc = subprocess.run([sys.executable, str(script)], env=clean_env(tmp_path), capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, str(script)], env=clean_env(tmp_path), capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == {
         "monitoring.confidence": [0.786, {"session_id": "s1"}],
@@ -320,7 +326,7 @@ REALTIME = textwrap.dedent(
     """
     import sys, time
     import membrane_otel
-    from membrane_otel.events import emit_event
+    from membrane_otel.ledger._events import emit_event
 
     membrane_otel.configure()
     emit_event("task_started", {"goal": "realtime"}, task_id="rt-1")

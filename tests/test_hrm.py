@@ -16,9 +16,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
-from membrane_otel import config
-from membrane_otel.hrm import SUMMARY_LIMIT, HRMTracer, event_id, layer_of
-from membrane_otel.redact import Redactor
+from membrane_otel import settings as config
+from membrane_otel.logs._redact import Redactor
+from membrane_otel.spans._hrm import SUMMARY_LIMIT, HRMTracer, event_id, layer_of
 
 EVENT_ID = re.compile(r"^(alt|foc|rsn|lrn|mem|sys)_\d{10}_[0-9a-f]{4}$")
 

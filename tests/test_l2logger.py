@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from membrane_otel import tracer
-from membrane_otel.l2logger import setup_l2_logger
+from membrane_otel.logs._l2logger import setup_l2_logger
 from membrane_otel.testing import capture
 from tests._helpers import clean_env, read_ledger, run_instrumented
 
@@ -175,8 +175,9 @@ def test_two_line_conversion_works_without_the_wrapper(tmp_path: Path) -> None:
     """Plain `python script.py` with setup_l2_logger: the error still reaches the ledger."""
     script = tmp_path / "s.py"
     script.write_text(SCRIPT.replace("{{}}", "{}"))
-    proc = subprocess.run([sys.executable, str(script)], env=clean_env(tmp_path), capture_output=True, text=True,
-                          timeout=60)
+    proc = subprocess.run(
+        [sys.executable, str(script)], env=clean_env(tmp_path), capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0, proc.stderr
     errors = [ln for ln in read_ledger(tmp_path / "ledger.jsonl") if ln["event"] == "script_error"]
     assert len(errors) == 1 and errors[0]["exception.type"] == "KeyError"

@@ -8,7 +8,8 @@ import os
 import threading
 from pathlib import Path
 
-from membrane_otel.ledger import (
+from membrane_otel.ledger._verify import verify
+from membrane_otel.ledger._writer import (
     GENESIS,
     Ledger,
     event_line,
@@ -18,7 +19,6 @@ from membrane_otel.ledger import (
     read_lines,
     split_hash,
 )
-from membrane_otel.ledger_verify import verify
 
 
 def _raw_lines(path: Path) -> list[str]:
@@ -232,8 +232,8 @@ def test_verify_reports_progress(tmp_path: Path) -> None:
 
 def test_event_line_matches_the_translation(tmp_path: Path) -> None:
     """The directly built event line has the shape translate.log_line gives the same event."""
-    from membrane_otel.records import LogData
-    from membrane_otel.translate import log_line
+    from membrane_otel.translate._core import log_line
+    from membrane_otel.translate._records import LogData
 
     attrs = {"goal": "g", "task_id": "t1", "ts": "payload ts", "n": [1, 2], "membrane.record_id": "rid"}
     log = LogData(
@@ -246,7 +246,7 @@ def test_event_line_matches_the_translation(tmp_path: Path) -> None:
         trace_id="ab" * 16,
         span_id="cd" * 8,
         resource={"service.name": "svc"},
-        scope="membrane_otel.events",
+        scope="membrane_otel.ledger._events",
     )
     payload = {k: v for k, v in attrs.items() if k != "membrane.record_id"}
     direct = event_line(
@@ -296,7 +296,7 @@ def test_forked_child_appends_into_the_same_chain(tmp_path: Path) -> None:
 
 def test_torn_line_with_a_record_id_does_not_swallow_its_redelivery(tmp_path: Path) -> None:
     """A line torn after its record_id is no record: re-delivered after a restart, it is written."""
-    from membrane_otel.ledger import Ledger as _Ledger
+    from membrane_otel.ledger._writer import Ledger as _Ledger
 
     path = tmp_path / "torn.jsonl"
     first = _Ledger(path)
@@ -305,6 +305,8 @@ def test_torn_line_with_a_record_id_does_not_swallow_its_redelivery(tmp_path: Pa
     with open(path, "ab") as f:
         f.write(b'{"event":"e","record_id":"lost-2","seq":2,"prev_h')  # the writer died here
     again = _Ledger(path)
-    assert again.append_many([{"event": "e", "record_id": "keep-1"}, {"event": "e", "record_id": "lost-2"}]) == 1
+    assert (
+        again.append_many([{"event": "e", "record_id": "keep-1"}, {"event": "e", "record_id": "lost-2"}]) == 1
+    )
     whole = [ln for ln in path.read_text().splitlines() if ln.endswith('"}')]
     assert [json.loads(ln)["record_id"] for ln in whole] == ["keep-1", "lost-2"]

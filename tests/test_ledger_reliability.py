@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from membrane_otel.ledger import ledger_files, read_lines
-from membrane_otel.ledger_verify import verify
+from membrane_otel.ledger._verify import verify
+from membrane_otel.ledger._writer import ledger_files, read_lines
 from tests._helpers import BIN, clean_env, wait_for
 
 pytestmark = pytest.mark.slow
@@ -26,7 +26,7 @@ CLI = [str(BIN / "membrane-otel")]
 DIRECT_WORKER = textwrap.dedent(
     """
     import sys
-    from membrane_otel.events import emit_event
+    from membrane_otel.ledger._events import emit_event
 
     w = int(sys.argv[1])
     sys.stdin.readline()  # start together: the parent writes one line to every worker
@@ -40,7 +40,7 @@ OTEL_WORKER = textwrap.dedent(
     """
     import json, sys
     import membrane_otel
-    from membrane_otel.events import emit_event
+    from membrane_otel.ledger._events import emit_event
 
     membrane_otel.configure()
     w = int(sys.argv[1])
@@ -248,7 +248,7 @@ def test_cli_verify_ok_prints_a_summary_and_progress(big_ledger: Path) -> None:
 BIG_WRITER = textwrap.dedent(
     """
     import sys
-    from membrane_otel.ledger import Ledger
+    from membrane_otel.ledger._writer import Ledger
 
     led = Ledger(sys.argv[1])
     batch = [{"event": "test_event", "i": i, "pad": "x" * 2000} for i in range(500)]

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from membrane_otel._internal import counters
-from membrane_otel.config import load_settings
-from membrane_otel.membrane import MembranePublisher
-from membrane_otel.ratelimit import Throttle
-from membrane_otel.records import LogData
+from membrane_otel.membrane._publish import MembranePublisher
+from membrane_otel.membrane._throttle import Throttle
+from membrane_otel.settings import load_settings
+from membrane_otel.translate._records import LogData
 
 
 class _Collect:
@@ -36,11 +36,26 @@ class _Clock:
 
 
 def _error(fp: str, n: int, event_name: str | None = None, **attrs: Any) -> LogData:
-    base = {"membrane.l2": True, "membrane.script_name": "s", "membrane.fingerprint": fp,
-            "membrane.record_id": f"r{fp}{n}", "exception.type": "KeyError"}
+    base = {
+        "membrane.l2": True,
+        "membrane.script_name": "s",
+        "membrane.fingerprint": fp,
+        "membrane.record_id": f"r{fp}{n}",
+        "exception.type": "KeyError",
+    }
     base.update(attrs)
-    return LogData(time_ns=n, severity_number=17, severity_text="ERROR", body=f"failed {n}", attributes=base,
-                   event_name=event_name, trace_id=None, span_id=None, resource={}, scope="s")
+    return LogData(
+        time_ns=n,
+        severity_number=17,
+        severity_text="ERROR",
+        body=f"failed {n}",
+        attributes=base,
+        event_name=event_name,
+        trace_id=None,
+        span_id=None,
+        resource={},
+        scope="s",
+    )
 
 
 def _publisher(clock: _Clock, **settings: Any) -> tuple[MembranePublisher, _Collect]:
@@ -78,11 +93,25 @@ def test_stimuli_are_not_throttled() -> None:
     clock = _Clock()
     pub, bus = _publisher(clock)
     stim = [
-        LogData(time_ns=n, severity_number=9, severity_text="INFO", body="m", event_name="membrane.stimulus",
-                attributes={"membrane.signal_type": "metric", "membrane.source": "script:x",
-                            "membrane.channel": "metrics.m", "membrane.scope": "organizational",
-                            "membrane.features.urgency": 0.2, "membrane.record_id": f"s{n}"},
-                trace_id=None, span_id=None, resource={}, scope="x")
+        LogData(
+            time_ns=n,
+            severity_number=9,
+            severity_text="INFO",
+            body="m",
+            event_name="membrane.stimulus",
+            attributes={
+                "membrane.signal_type": "metric",
+                "membrane.source": "script:x",
+                "membrane.channel": "metrics.m",
+                "membrane.scope": "organizational",
+                "membrane.features.urgency": 0.2,
+                "membrane.record_id": f"s{n}",
+            },
+            trace_id=None,
+            span_id=None,
+            resource={},
+            scope="x",
+        )
         for n in range(20)
     ]
     pub.submit_logs(stim)

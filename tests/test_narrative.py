@@ -19,8 +19,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from membrane_otel import narrative
 from membrane_otel.exporters import LedgerLogExporter
-from membrane_otel.ledger import read_lines, split_hash
-from membrane_otel.processors import MembraneLogProcessor, configured_value_redactor
+from membrane_otel.ledger._writer import read_lines, split_hash
+from membrane_otel.logs._processors import MembraneLogProcessor, configured_value_redactor
 from tests._helpers import clean_env, read_ledger
 
 
@@ -182,7 +182,7 @@ print(json.dumps(narrative.get_narratives(actor="d", ledger_path={str(tmp_path /
 
 def test_non_narrative_lines_are_not_returned(rig: Rig) -> None:
     """Ledger lines of other events are skipped by get_narratives."""
-    from membrane_otel.ledger import ledger_for
+    from membrane_otel.ledger._writer import ledger_for
 
     ledger_for(rig.ledger).append_many([{"event": "task_started", "task_id": "x"}])
     rig.n.narrate("a", "act", "w", ["r"], "m")
@@ -205,7 +205,7 @@ def test_event_names_are_sanitised() -> None:
 
 def test_get_narratives_reads_rotated_ledger_files_too(tmp_path: Path) -> None:
     """Narratives in rotated files of the ledger are found (the whole chain is the immutable log)."""
-    from membrane_otel.ledger import ledger_files, ledger_for
+    from membrane_otel.ledger._writer import ledger_files, ledger_for
 
     path = tmp_path / "ledger.jsonl"
     book = ledger_for(path, max_bytes=600)

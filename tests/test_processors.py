@@ -11,7 +11,9 @@ def test_extra_fields_are_redacted_by_key_and_value() -> None:
     """A plain logger's extra fields: secrets by key name and by value pattern are redacted."""
     log = logging.getLogger("plain.app")
     with capture() as got:
-        log.error("login failed for bob", extra={"password": "hunter2", "note": "Authorization: Bearer abc.def"})
+        log.error(
+            "login failed for bob", extra={"password": "hunter2", "note": "Authorization: Bearer abc.def"}
+        )
     (line,) = got.ledger_lines("script_error")
     assert line["password"] == "<REDACTED>"
     assert "abc.def" not in line["note"]

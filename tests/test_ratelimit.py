@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from membrane_otel.ratelimit import Decision, Throttle
+from membrane_otel.membrane._throttle import Decision, Throttle
 
 
 class FakeClock:

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from membrane_otel._internal import counters
-from membrane_otel.redact import PLACEHOLDER, Redactor, redact_secrets, redact_value
+from membrane_otel.logs._redact import PLACEHOLDER, Redactor, redact_secrets, redact_value
 
 R = PLACEHOLDER
 

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from membrane_otel._internal import counters
-from membrane_otel.spool import Spool
+from membrane_otel.membrane._spool import Spool
 from tests._bus_helpers import CLI, cli_env, envelope, ids
 
 
@@ -159,7 +159,7 @@ def test_counters_count_envelopes_written_and_replayed(tmp_path: Path) -> None:
 
 _CLAIMER = """
 import json, sys
-from membrane_otel.spool import Spool
+from membrane_otel.membrane._spool import Spool
 spool = Spool(sys.argv[1])
 got = []
 while (b := spool.claim_oldest()) is not None:
@@ -190,11 +190,21 @@ def test_two_processes_sharing_a_spool_never_claim_the_same_file(tmp_path: Path)
 def test_cli_spool_status_describes_the_spool(tmp_path: Path) -> None:
     """`membrane-otel spool status` prints one line; --json prints the status object."""
     Spool(tmp_path).write([envelope(0), envelope(1)])
-    human = subprocess.run([*CLI, "spool", "status", "--dir", str(tmp_path)], capture_output=True, text=True, env=cli_env(), timeout=30)
+    human = subprocess.run(
+        [*CLI, "spool", "status", "--dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=30,
+    )
     assert human.returncode == 0
     assert human.stdout.startswith(f"spool {tmp_path}: 1 files, 2 envelopes, ")
     as_json = subprocess.run(
-        [*CLI, "spool", "status", "--json"], capture_output=True, text=True, env=cli_env(MEMBRANE_SPOOL_DIR=str(tmp_path)), timeout=30
+        [*CLI, "spool", "status", "--json"],
+        capture_output=True,
+        text=True,
+        env=cli_env(MEMBRANE_SPOOL_DIR=str(tmp_path)),
+        timeout=30,
     )
     st = json.loads(as_json.stdout)
     assert (st["dir"], st["files"], st["envelopes"]) == (str(tmp_path), 1, 2)

@@ -7,7 +7,7 @@ import sys
 import pytest
 from pydantic import ValidationError
 
-from membrane_otel.envelope import Envelope
+from membrane_otel.membrane._envelope import Envelope
 from membrane_otel.stimuli import (
     MembraneEmitter,
     OriginType,
@@ -20,8 +20,18 @@ from membrane_otel.stimuli import (
 )
 from membrane_otel.testing import capture
 
-SEED_ENVELOPE_KEYS = {"type", "scope", "source", "channel", "content", "severity", "features_raw", "origin",
-                      "provenance", "metadata"}
+SEED_ENVELOPE_KEYS = {
+    "type",
+    "scope",
+    "source",
+    "channel",
+    "content",
+    "severity",
+    "features_raw",
+    "origin",
+    "provenance",
+    "metadata",
+}
 SEED_METADATA_KEYS = {"stimulus_id", "origin", "timestamp_ms", "signal_type"}
 
 
@@ -39,8 +49,9 @@ def test_custom_emitter_matches_the_seed_example() -> None:
             scope=Scope.ORGANIZATIONAL,
             channel="org.intent",
             content="Resurrect all citizens",
-            features=StimulusFeatures(novelty=0.5, uncertainty=0.2, trust=0.95, urgency=0.9, valence=0.3,
-                                      scale=1.0, intensity=1.0),
+            features=StimulusFeatures(
+                novelty=0.5, uncertainty=0.2, trust=0.95, urgency=0.9, valence=0.3, scale=1.0, intensity=1.0
+            ),
             origin=OriginType.EXTERNAL,
             provenance={"source": "script:resurrect_all_citizens"},
             target_nodes=["N7", "N23"],
@@ -49,8 +60,15 @@ def test_custom_emitter_matches_the_seed_example() -> None:
     assert SEED_ENVELOPE_KEYS | {"target_nodes"} == set(env)
     assert env["type"] == "membrane.inject" and env["scope"] == "organizational"
     assert env["source"] == "script:resurrect_all_citizens" and env["channel"] == "org.intent"
-    assert env["features_raw"] == {"novelty": 0.5, "uncertainty": 0.2, "trust": 0.95, "urgency": 0.9,
-                                   "valence": 0.3, "scale": 1.0, "intensity": 1.0}
+    assert env["features_raw"] == {
+        "novelty": 0.5,
+        "uncertainty": 0.2,
+        "trust": 0.95,
+        "urgency": 0.9,
+        "valence": 0.3,
+        "scale": 1.0,
+        "intensity": 1.0,
+    }
     assert env["origin"] == "external" and env["target_nodes"] == ["N7", "N23"]
     assert env["metadata"]["stimulus_id"] == sid and SEED_METADATA_KEYS <= set(env["metadata"])
     assert "citizen_id" not in env, "clients never carry a routing citizen_id"
@@ -62,9 +80,13 @@ def test_script_error_envelope_has_seed_000_metadata() -> None:
         raise KeyError("token=abc123secret")
     except KeyError:
         with capture() as got:
-            emit_script_error(source="script:my_script", error_message="Bootstrap failed password=hunter2",
-                              scope=Scope.ORGANIZATIONAL, exc_info=sys.exc_info(),
-                              metadata={"script_path": "orchestration/scripts/my_script.py"})
+            emit_script_error(
+                source="script:my_script",
+                error_message="Bootstrap failed password=hunter2",
+                scope=Scope.ORGANIZATIONAL,
+                exc_info=sys.exc_info(),
+                metadata={"script_path": "orchestration/scripts/my_script.py"},
+            )
     env = _only_envelope(got)
     md = env["metadata"]
     assert env["severity"] == "error" and env["features_raw"]["urgency"] == 0.7
@@ -79,13 +101,30 @@ def test_script_error_envelope_has_seed_000_metadata() -> None:
 def test_metric_ui_and_tool_emitters_validate() -> None:
     """emit_metric, emit_ui_action and emit_tool_result produce valid envelopes."""
     with capture() as got:
-        emit_metric(source="script:x", metric_name="resurrection_success_rate", value=0.95,
-                    scope=Scope.ORGANIZATIONAL, tags={"environment": "production"})
-        emit_ui_action(action_type="select_nodes", description="User selected nodes N7, N23 for focus",
-                       scope=Scope.PERSONAL, citizen_id="ada", metadata={"selected_nodes": ["N7", "N23"]})
-        emit_tool_result(tool_id="code_search", request_id="req_123", success=True, result={"matches": [1]},
-                         scope=Scope.PERSONAL, citizen_id="ada", execution_time_ms=125.5,
-                         provenance={"files_searched": 42})
+        emit_metric(
+            source="script:x",
+            metric_name="resurrection_success_rate",
+            value=0.95,
+            scope=Scope.ORGANIZATIONAL,
+            tags={"environment": "production"},
+        )
+        emit_ui_action(
+            action_type="select_nodes",
+            description="User selected nodes N7, N23 for focus",
+            scope=Scope.PERSONAL,
+            citizen_id="ada",
+            metadata={"selected_nodes": ["N7", "N23"]},
+        )
+        emit_tool_result(
+            tool_id="code_search",
+            request_id="req_123",
+            success=True,
+            result={"matches": [1]},
+            scope=Scope.PERSONAL,
+            citizen_id="ada",
+            execution_time_ms=125.5,
+            provenance={"files_searched": 42},
+        )
     envs = got.envelopes
     assert [e["metadata"]["signal_type"] for e in envs] == ["metric", "ui_action", "tool_result"]
     for env in envs:
@@ -105,8 +144,13 @@ def test_metric_ui_and_tool_emitters_validate() -> None:
 )
 def test_invalid_values_fail_at_the_call(kwargs: dict) -> None:  # type: ignore[type-arg]
     """A bad scope, a feature outside 0..1 or an unknown origin raises at the emitting call."""
-    args = {"scope": Scope.PERSONAL, "channel": "c", "content": "x", "features": {"urgency": 0.5},
-            "origin": OriginType.EXTERNAL} | kwargs
+    args = {
+        "scope": Scope.PERSONAL,
+        "channel": "c",
+        "content": "x",
+        "features": {"urgency": 0.5},
+        "origin": OriginType.EXTERNAL,
+    } | kwargs
     with pytest.raises((ValueError, ValidationError)):
         MembraneEmitter("test:x").emit(**args)
 

@@ -2,13 +2,31 @@
 
 from __future__ import annotations
 
-from membrane_otel.envelope import Envelope
-from membrane_otel.records import LogData, SpanData
-from membrane_otel.translate import log_envelope, log_line, severity_and_urgency, span_line, wants_envelope
+from membrane_otel.membrane._envelope import Envelope
+from membrane_otel.translate._core import (
+    log_envelope,
+    log_line,
+    severity_and_urgency,
+    span_line,
+    wants_envelope,
+)
+from membrane_otel.translate._records import LogData, SpanData
 
 SEED_000_METADATA = {
-    "stimulus_id", "origin", "timestamp_ms", "signal_type", "dedupe_key", "stack_fingerprint", "script_name",
-    "script_path", "module", "function", "line", "level", "error_type", "stack_trace",
+    "stimulus_id",
+    "origin",
+    "timestamp_ms",
+    "signal_type",
+    "dedupe_key",
+    "stack_fingerprint",
+    "script_name",
+    "script_path",
+    "module",
+    "function",
+    "line",
+    "level",
+    "error_type",
+    "stack_trace",
 }
 
 
@@ -32,9 +50,18 @@ def _error_log(**attrs: object) -> LogData:
         "exception.stacktrace": "Traceback (most recent call last):\n...",
     }
     base.update(attrs)
-    return LogData(time_ns=1_234_567_890_000_000_000, severity_number=17, severity_text="ERROR",
-                   body="Error message", attributes=base, event_name=None, trace_id="a" * 32, span_id="b" * 16,
-                   resource={"service.name": "svc"}, scope="my_script")
+    return LogData(
+        time_ns=1_234_567_890_000_000_000,
+        severity_number=17,
+        severity_text="ERROR",
+        body="Error message",
+        attributes=base,
+        event_name=None,
+        trace_id="a" * 32,
+        span_id="b" * 16,
+        resource={"service.name": "svc"},
+        scope="my_script",
+    )
 
 
 def test_error_envelope_has_every_seed_000_field() -> None:
@@ -91,9 +118,18 @@ def test_only_membrane_records_become_envelopes() -> None:
 
 def test_ledger_line_is_flat_with_event_first() -> None:
     """A ledger event line: event first, timestamps, ids, payload flattened."""
-    rec = LogData(time_ns=1_700_000_000_000_000_000, severity_number=9, severity_text="INFO", body=None,
-                  attributes={"task_id": "demo-001", "goal": "explain", "event": "clash"}, event_name="task_started",
-                  trace_id=None, span_id=None, resource={}, scope="events")
+    rec = LogData(
+        time_ns=1_700_000_000_000_000_000,
+        severity_number=9,
+        severity_text="INFO",
+        body=None,
+        attributes={"task_id": "demo-001", "goal": "explain", "event": "clash"},
+        event_name="task_started",
+        trace_id=None,
+        span_id=None,
+        resource={},
+        scope="events",
+    )
     line = log_line(rec)
     assert list(line)[:3] == ["event", "ts", "ts_unix"]
     assert line["event"] == "task_started" and line["task_id"] == "demo-001" and line["goal"] == "explain"
@@ -104,17 +140,42 @@ def test_ledger_line_is_flat_with_event_first() -> None:
 def test_span_line_keeps_the_seed_trace_event_fields() -> None:
     """An HRM span line carries every TraceEvent field by its seed name."""
     span = SpanData(
-        name="altitude.transition", trace_id="c" * 32, span_id="d" * 16, parent_span_id=None,
-        start_ns=1_705_180_800_000_000_000, end_ns=1_705_180_800_005_000_000, status="unset",
-        status_message=None, events=[], resource={}, scope="membrane_otel.hrm",
-        attributes={"hrm.layer": "altitude", "hrm.operation": "transition", "hrm.component": "altitude.py",
-                    "hrm.input_summary": "L3→L2", "hrm.output_summary": "success",
-                    "hrm.event_id": "alt_1705180800_a3f2", "hrm.status": "success",
-                    "hrm.meta.reason": "user requested tactical"},
+        name="altitude.transition",
+        trace_id="c" * 32,
+        span_id="d" * 16,
+        parent_span_id=None,
+        start_ns=1_705_180_800_000_000_000,
+        end_ns=1_705_180_800_005_000_000,
+        status="unset",
+        status_message=None,
+        events=[],
+        resource={},
+        scope="membrane_otel.spans._hrm",
+        attributes={
+            "hrm.layer": "altitude",
+            "hrm.operation": "transition",
+            "hrm.component": "altitude.py",
+            "hrm.input_summary": "L3→L2",
+            "hrm.output_summary": "success",
+            "hrm.event_id": "alt_1705180800_a3f2",
+            "hrm.status": "success",
+            "hrm.meta.reason": "user requested tactical",
+        },
     )
     line = span_line(span)
-    for key in ("trace_id", "parent_id", "timestamp", "hrm_layer", "operation", "component", "input_summary",
-                "output_summary", "duration_ms", "status", "metadata"):
+    for key in (
+        "trace_id",
+        "parent_id",
+        "timestamp",
+        "hrm_layer",
+        "operation",
+        "component",
+        "input_summary",
+        "output_summary",
+        "duration_ms",
+        "status",
+        "metadata",
+    ):
         assert key in line
     assert line["trace_id"] == "alt_1705180800_a3f2" and line["parent_id"] is None
     assert line["duration_ms"] == 5.0 and line["metadata"] == {"reason": "user requested tactical"}

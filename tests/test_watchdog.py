@@ -19,8 +19,8 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from membrane_otel._internal.batching import BatchLogProcessor
-from membrane_otel._setup import get_metrics
-from membrane_otel.watchdog import PipelineWatchdog, check_readiness, pipeline_figures
+from membrane_otel._internal.counters import get_metrics
+from membrane_otel.ops._watchdog import PipelineWatchdog, check_readiness, pipeline_figures
 from tests._bus_helpers import BusProcess, free_port
 from tests._helpers import clean_env, read_ledger, wait_for
 
@@ -249,15 +249,15 @@ def test_figures_are_otel_metrics(meter: Any) -> None:
                     points.setdefault(metric.name, {})[label] = p.value  # type: ignore[union-attr]
     assert points["membrane_otel.queue.depth"] == {"logs.ledger": 1200, "bus": 300}
     assert points["membrane_otel.export.latency"] == {"logs.ledger": 0.25}
-    assert points["membrane_otel.records.produced"] == {"logs": 100}
-    assert points["membrane_otel.records.exported"] == {"logs": 80, "spans": 0, "bus": 7}
-    assert points["membrane_otel.records.dropped"] == {"logs": 20, "spans": 0, "bus": 0}
-    assert points["membrane_otel.records.spooled"] == {"bus": 3}
-    assert points["membrane_otel.records.failed"] == {"-": 1}
-    assert points["membrane_otel.records.suppressed"] == {"bus": 9}
+    assert points["membrane_otel.translate._records.produced"] == {"logs": 100}
+    assert points["membrane_otel.translate._records.exported"] == {"logs": 80, "spans": 0, "bus": 7}
+    assert points["membrane_otel.translate._records.dropped"] == {"logs": 20, "spans": 0, "bus": 0}
+    assert points["membrane_otel.translate._records.spooled"] == {"bus": 3}
+    assert points["membrane_otel.translate._records.failed"] == {"-": 1}
+    assert points["membrane_otel.translate._records.suppressed"] == {"bus": 9}
     breached = {"queue_depth": 1, "records_dropped": 1, "export_failed": 1, "spooling": 1}
-    assert points["membrane_otel.watchdog.slo_breaches"] == breached
-    assert points["membrane_otel.watchdog.alerts.active"] == {"-": 4}
+    assert points["membrane_otel.ops._watchdog.slo_breaches"] == breached
+    assert points["membrane_otel.ops._watchdog.alerts.active"] == {"-": 4}
 
 
 def test_pipeline_figures_sum_the_counters() -> None:
@@ -278,7 +278,7 @@ def test_alerts_land_in_the_ledger_as_events(tmp_path: Path) -> None:
     """With the default emitter, alert_triggered / alert_resolved are ledger lines of a configured app."""
     code = """
 import membrane_otel
-from membrane_otel.watchdog import PipelineWatchdog
+from membrane_otel.ops._watchdog import PipelineWatchdog
 membrane_otel.configure()
 values = {"queue_depth": 2000}
 dog = PipelineWatchdog(read_metrics=lambda: dict(values))
@@ -375,7 +375,7 @@ def test_exporters_are_ready_in_a_configured_app_and_not_after_shutdown(tmp_path
     """In a configured process the exporters are ready; once shut down their workers are gone."""
     code = """
 import json, membrane_otel
-from membrane_otel.watchdog import check_readiness
+from membrane_otel.ops._watchdog import check_readiness
 membrane_otel.configure()
 before = check_readiness(2)
 membrane_otel.shutdown()
@@ -400,7 +400,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 reader = InMemoryMetricReader()
 metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
 membrane_otel.configure()
-from membrane_otel.watchdog import start_watchdog, stop_watchdog
+from membrane_otel.ops._watchdog import start_watchdog, stop_watchdog
 dog = start_watchdog()
 assert start_watchdog() is dog
 for i in range(7):
@@ -422,7 +422,7 @@ print(json.dumps({"interval": dog.interval_s, "metrics": names}))
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["interval"] == 7
     got = report["metrics"]
-    assert got["membrane_otel.records.produced"] == {"logs": 7}
-    assert got["membrane_otel.records.exported"]["logs"] == 7
+    assert got["membrane_otel.translate._records.produced"] == {"logs": 7}
+    assert got["membrane_otel.translate._records.exported"]["logs"] == 7
     assert got["membrane_otel.queue.depth"]["logs.ledger"] == 0
     assert "logs.ledger" in got["membrane_otel.export.latency"]

@@ -18,10 +18,9 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    from membrane_otel import narrative
-    from membrane_otel._setup import configure, force_flush, get_metrics, shutdown
-    from membrane_otel.config import ConfigError, Settings
-    from membrane_otel.events import (
+    from membrane_otel._internal.counters import get_metrics
+    from membrane_otel._setup import configure, force_flush, shutdown
+    from membrane_otel.ledger._events import (
         append_ledger,
         emit_alert,
         emit_event,
@@ -29,27 +28,29 @@ if TYPE_CHECKING:
         emit_system_event,
         emit_task_lifecycle,
     )
-    from membrane_otel.hrm import tracer
-    from membrane_otel.l2logger import setup_l2_logger
-    from membrane_otel.watchdog import check_readiness
+    from membrane_otel.logs._l2logger import setup_l2_logger
+    from membrane_otel.ops import _narrative as narrative
+    from membrane_otel.ops._watchdog import check_readiness
+    from membrane_otel.settings import ConfigError, Settings
+    from membrane_otel.spans._hrm import tracer
 
 # public name -> module that defines it
 _EXPORTS: dict[str, str] = {
-    "ConfigError": "membrane_otel.config",
-    "Settings": "membrane_otel.config",
+    "ConfigError": "membrane_otel.settings",
+    "Settings": "membrane_otel.settings",
     "configure": "membrane_otel._setup",
     "force_flush": "membrane_otel._setup",
-    "get_metrics": "membrane_otel._setup",
+    "get_metrics": "membrane_otel._internal.counters",
     "shutdown": "membrane_otel._setup",
-    "tracer": "membrane_otel.hrm",
-    "setup_l2_logger": "membrane_otel.l2logger",
-    "append_ledger": "membrane_otel.events",
-    "emit_alert": "membrane_otel.events",
-    "emit_event": "membrane_otel.events",
-    "emit_monitoring_snapshot": "membrane_otel.events",
-    "emit_system_event": "membrane_otel.events",
-    "emit_task_lifecycle": "membrane_otel.events",
-    "check_readiness": "membrane_otel.watchdog",
+    "tracer": "membrane_otel.spans._hrm",
+    "setup_l2_logger": "membrane_otel.logs._l2logger",
+    "append_ledger": "membrane_otel.ledger._events",
+    "emit_alert": "membrane_otel.ledger._events",
+    "emit_event": "membrane_otel.ledger._events",
+    "emit_monitoring_snapshot": "membrane_otel.ledger._events",
+    "emit_system_event": "membrane_otel.ledger._events",
+    "emit_task_lifecycle": "membrane_otel.ledger._events",
+    "check_readiness": "membrane_otel.ops._watchdog",
     "narrative": "membrane_otel",
 }
 
@@ -78,7 +79,7 @@ def __getattr__(name: str) -> Any:
     if module is None:
         raise AttributeError(f"module 'membrane_otel' has no attribute {name!r}")
     if name == "narrative":  # a submodule, exported as a namespace (narrative.narrate(...))
-        value = importlib.import_module("membrane_otel.narrative")
+        value = importlib.import_module("membrane_otel.ops._narrative")
     else:
         value = getattr(importlib.import_module(module), name)
     globals()[name] = value

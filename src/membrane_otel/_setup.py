@@ -17,8 +17,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from membrane_otel import config
-from membrane_otel._internal import counters
+from membrane_otel import settings as config
 
 _lock = threading.RLock()
 _configured = False
@@ -53,7 +52,9 @@ def _prefer_tree_console() -> None:
     names = os.environ.get("OTEL_TRACES_EXPORTER")
     if names:
         parts = [n.strip() for n in names.split(",")]
-        os.environ["OTEL_TRACES_EXPORTER"] = ",".join("membrane_console" if n == "console" else n for n in parts)
+        os.environ["OTEL_TRACES_EXPORTER"] = ",".join(
+            "membrane_console" if n == "console" else n for n in parts
+        )
 
 
 def _quiet_own_loggers() -> None:
@@ -71,13 +72,13 @@ def configure(*, _auto_instrumentation_version: str | None = None, **overrides: 
     """Set up OTel with membrane-otel's pipeline. Keyword arguments override the environment.
 
     Calling it again is harmless: the settings are re-read, the SDK is built once.
-    Raises :class:`membrane_otel.config.ConfigError` (one readable line) for bad values.
+    Raises :class:`membrane_otel.settings.ConfigError` (one readable line) for bad values.
     """
     global _configured, _sdk_disabled
     with _lock:
         settings = config.load_settings(**overrides)
         config.set_settings(settings)
-        from membrane_otel.hrm import tracer
+        from membrane_otel.spans._hrm import tracer
 
         tracer.set_enabled(None)
         if _configured:
@@ -94,7 +95,7 @@ def configure(*, _auto_instrumentation_version: str | None = None, **overrides: 
         from opentelemetry.sdk._configuration import _initialize_components
 
         from membrane_otel._internal.batching import BatchLogProcessor, BatchSpanProcessorWithCounts
-        from membrane_otel.processors import MembraneLogProcessor, configured_value_redactor
+        from membrane_otel.logs._processors import MembraneLogProcessor, configured_value_redactor
 
         _initialize_components(
             auto_instrumentation_version=_auto_instrumentation_version,
@@ -122,7 +123,7 @@ def configure(*, _auto_instrumentation_version: str | None = None, **overrides: 
         keep_console_output()
         if settings.watchdog:
             # The pipeline watches itself (seeds/002): alerts as events, figures as metrics.
-            from membrane_otel.watchdog import start_watchdog
+            from membrane_otel.ops._watchdog import start_watchdog
 
             start_watchdog()
         return settings
@@ -130,7 +131,7 @@ def configure(*, _auto_instrumentation_version: str | None = None, **overrides: 
 
 def _flush_l2(timeout_millis: float) -> bool:
     # Records captured by setup_l2_logger wait on their own thread before reaching the SDK.
-    l2 = sys.modules.get("membrane_otel.l2logger")
+    l2 = sys.modules.get("membrane_otel.logs._l2logger")
     return bool(l2.flush(timeout_millis)) if l2 is not None else True
 
 
@@ -173,34 +174,7 @@ def shutdown(timeout_millis: int = 30000) -> None:
                 stop()
             except Exception:  # shutting down twice, or a provider that never started
                 pass
-    from membrane_otel import membrane
+    from membrane_otel.membrane import _publish as membrane
 
     if membrane._publisher is not None:
         membrane._publisher.shutdown(timeout_millis)
-
-
-def get_metrics() -> dict[str, int]:
-    """Pipeline counters: ``dropped_logs``, ``dropped_count``, ``spool_writes``, ``published``, …
-
-    ``queue_depth`` is the sum of every queue's depth.
-    """
-    snap = counters.snapshot()
-    depth = sum(v for k, v in snap.items() if k.startswith("queue_depth"))
-    base = {
-        "produced_logs": 0,
-        "exported": 0,
-        "exported_spans": 0,
-        "export_failed": 0,
-        "dropped_logs": 0,
-        "dropped_spans": 0,
-        "dropped_count": 0,
-        "envelopes": 0,
-        "published": 0,
-        "spool_writes": 0,
-        "spool_replayed": 0,
-        "suppressed": 0,
-        "rejected": 0,
-    }
-    base.update(snap)
-    base["queue_depth"] = depth
-    return base

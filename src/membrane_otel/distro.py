@@ -14,7 +14,7 @@ from typing import Any
 from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]  # untyped module
 from opentelemetry.sdk._configuration import _BaseConfigurator
 
-from membrane_otel import config
+from membrane_otel import settings as config
 
 
 def _settings_or_exit() -> config.Settings:

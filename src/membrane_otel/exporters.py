@@ -2,7 +2,7 @@
 
 ``OTEL_TRACES_EXPORTER=otlp,ledger`` / ``OTEL_LOGS_EXPORTER=ledger,membrane`` select them
 like any other exporter. Each converts the SDK's records with the adapter in
-:mod:`membrane_otel.records` and runs the one translation in :mod:`membrane_otel.translate`.
+:mod:`membrane_otel.translate._records` and runs the one translation in :mod:`membrane_otel.translate._core`.
 They run on the batch processor's thread, never the application's.
 """
 
@@ -19,10 +19,13 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from membrane_otel._internal import counters
 from membrane_otel._internal.ratelog import RateLimitedLogger
-from membrane_otel.config import get_settings
-from membrane_otel.ledger import ledger_for
-from membrane_otel.records import log_from_sdk, span_from_sdk
-from membrane_otel.translate import log_line, span_line
+from membrane_otel.ledger._writer import ledger_for
+from membrane_otel.settings import get_settings
+from membrane_otel.spans._console_tree import ConsoleTreeSpanExporter
+from membrane_otel.translate._core import log_line, span_line
+from membrane_otel.translate._records import log_from_sdk, span_from_sdk
+
+__all__ = ["ConsoleTreeSpanExporter", "LedgerLogExporter", "LedgerSpanExporter", "MembraneLogExporter"]
 
 _log = RateLimitedLogger(logging.getLogger("membrane_otel.exporters"))
 
@@ -87,7 +90,7 @@ class MembraneLogExporter(LogRecordExporter):
     name = "membrane"
 
     def __init__(self) -> None:
-        from membrane_otel.membrane import get_publisher
+        from membrane_otel.membrane._publish import get_publisher
 
         self._publisher = get_publisher()
 

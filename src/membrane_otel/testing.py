@@ -24,8 +24,8 @@ from opentelemetry.context import Context
 from opentelemetry.sdk._logs import LogRecordProcessor, ReadWriteLogRecord
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
-from membrane_otel.records import LogData, SpanData, log_from_sdk, readable_copy, span_from_sdk
-from membrane_otel.translate import log_envelope, log_line, otel_severity, span_line, wants_envelope
+from membrane_otel.translate._core import log_envelope, log_line, otel_severity, span_line, wants_envelope
+from membrane_otel.translate._records import LogData, SpanData, log_from_sdk, readable_copy, span_from_sdk
 
 
 @dataclass
@@ -52,14 +52,16 @@ class Captured:
     @property
     def envelopes(self) -> list[dict[str, Any]]:
         """The envelopes these records become (before throttling)."""
-        from membrane_otel.config import get_settings
+        from membrane_otel.settings import get_settings
 
         settings = get_settings()
         l2 = otel_severity(settings.l2_level)
         with self._lock:
             logs = list(self.logs)
         return [
-            log_envelope(r, default_scope=settings.scope).to_json_dict(legacy=settings.envelope_format == "legacy")
+            log_envelope(r, default_scope=settings.scope).to_json_dict(
+                legacy=settings.envelope_format == "legacy"
+            )
             for r in logs
             if wants_envelope(r, l2)
         ]

@@ -35,7 +35,7 @@ from opentelemetry.sdk.trace.export import SpanExporter
 
 from membrane_otel._internal import counters
 from membrane_otel._internal.ratelog import RateLimitedLogger
-from membrane_otel.records import readable_copy
+from membrane_otel.translate._records import readable_copy
 
 T = TypeVar("T")
 T_contra = TypeVar("T_contra", contravariant=True)
@@ -200,7 +200,7 @@ def _batcher_for(
     min_batch: int = 1,
 ) -> _Batcher[Any]:
     """A batcher named after its exporter, sized by the arguments or else the settings."""
-    from membrane_otel.config import get_settings
+    from membrane_otel.settings import get_settings
 
     s = get_settings()
     return _Batcher(

@@ -56,6 +56,33 @@ def reset() -> None:
         _counts.clear()
 
 
+def get_metrics() -> dict[str, int]:
+    """Pipeline counters: ``dropped_logs``, ``dropped_count``, ``spool_writes``, ``published``, …
+
+    ``queue_depth`` is the sum of every queue's depth.
+    """
+    snap = snapshot()
+    depth = sum(v for k, v in snap.items() if k.startswith("queue_depth"))
+    base = {
+        "produced_logs": 0,
+        "exported": 0,
+        "exported_spans": 0,
+        "export_failed": 0,
+        "dropped_logs": 0,
+        "dropped_spans": 0,
+        "dropped_count": 0,
+        "envelopes": 0,
+        "published": 0,
+        "spool_writes": 0,
+        "spool_replayed": 0,
+        "suppressed": 0,
+        "rejected": 0,
+    }
+    base.update(snap)
+    base["queue_depth"] = depth
+    return base
+
+
 if hasattr(os, "register_at_fork"):
     # A forked child starts its own accounting: the parent's records are the parent's.
     os.register_at_fork(after_in_child=reset)

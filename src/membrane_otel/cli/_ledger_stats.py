@@ -12,8 +12,8 @@ import sys
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from membrane_otel.cli.ledger import _IDS, _event_colour, _parse, _style
-from membrane_otel.ledger import ledger_files
+from membrane_otel.cli._output import _IDS, _event_colour, _parse, _style
+from membrane_otel.ledger._writer import ledger_files
 
 if TYPE_CHECKING:
     import argparse
@@ -65,7 +65,9 @@ def run_stats(args: argparse.Namespace, path: str) -> int:
     print(f"  {report['lines']:,} lines, {_size(report['bytes'])} in {len(files)} file(s)")
     if first and last:
         print(f"  from {report['first_ts']} to {report['last_ts']} ({_duration(span)})")
-    distinct = ", ".join(f"{n:,} {label}s" for (k, label), n in zip(_IDS, report["distinct"].values(), strict=True))
+    distinct = ", ".join(
+        f"{n:,} {label}s" for (k, label), n in zip(_IDS, report["distinct"].values(), strict=True)
+    )
     print(f"  {distinct}")
     if unreadable:
         print(st(f"  {unreadable} unreadable line(s): run 'membrane-otel ledger verify'", "33"))

@@ -1,7 +1,7 @@
 """``membrane-otel ledger verify``: the chain check's progress display, report and exit code.
 
 Split from :mod:`membrane_otel.cli.ledger` (which imports it only when the action runs);
-the walk itself is :func:`membrane_otel.ledger_verify.verify`. Exit codes: 0 chain intact;
+the walk itself is :func:`membrane_otel.ledger._verify.verify`. Exit codes: 0 chain intact;
 1 tampering found; 3 chain intact but torn lines; 2 no ledger.
 """
 
@@ -12,8 +12,8 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from membrane_otel.cli.ledger import _style
-from membrane_otel.ledger_verify import Problem, verify
+from membrane_otel.cli._output import _style
+from membrane_otel.ledger._verify import Problem, verify
 
 if TYPE_CHECKING:
     import argparse

@@ -24,20 +24,29 @@ def build_parser(parser: argparse.ArgumentParser) -> None:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8010, help="port (default 8010; 0 picks a free one)")
     serve.add_argument(
-        "--ledger", default=None, metavar="PATH", help="ledger file (default: $MEMBRANE_LEDGER_PATH, else "
-        "memory/resonance_ledger.jsonl)"
+        "--ledger",
+        default=None,
+        metavar="PATH",
+        help="ledger file (default: $MEMBRANE_LEDGER_PATH, else memory/resonance_ledger.jsonl)",
     )
     serve.add_argument(
-        "--token", default=None, help="require 'Authorization: Bearer TOKEN' (default: $MEMBRANE_BRIDGE_TOKEN)"
+        "--token",
+        default=None,
+        help="require 'Authorization: Bearer TOKEN' (default: $MEMBRANE_BRIDGE_TOKEN)",
     )
     serve.add_argument("--certfile", default=None, help="TLS certificate (PEM): serve https://")
     serve.add_argument("--keyfile", default=None, help="TLS private key (PEM), if not in --certfile")
     serve.add_argument(
-        "--max-body", type=int, default=None, metavar="BYTES",
+        "--max-body",
+        type=int,
+        default=None,
+        metavar="BYTES",
         help="largest accepted body after decompression (default 32 MiB)",
     )
     serve.add_argument(
-        "--no-bus", action="store_true", help="write the ledger only; publish no envelopes to the membrane bus"
+        "--no-bus",
+        action="store_true",
+        help="write the ledger only; publish no envelopes to the membrane bus",
     )
 
 
@@ -45,8 +54,8 @@ def run(args: argparse.Namespace) -> int:
     import logging
 
     from membrane_otel.bridge import DEFAULT_MAX_BODY, Bridge, ServerOptions, make_server
-    from membrane_otel.config import ConfigError, load_settings
-    from membrane_otel.ledger import ledger_for
+    from membrane_otel.ledger._writer import ledger_for
+    from membrane_otel.settings import ConfigError, load_settings
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     prog = "membrane-otel bridge serve"
@@ -63,18 +72,24 @@ def run(args: argparse.Namespace) -> int:
         print(f"{prog}: --keyfile needs --certfile", file=sys.stderr)
         return 2
     if args.certfile:
-        from membrane_otel.bridge.server import tls_context
+        from membrane_otel.bridge._server import tls_context
 
         try:
             tls_context(args.certfile, args.keyfile)
         except OSError as exc:
-            print(f"{prog}: cannot load the TLS certificate/key ({args.certfile}, {args.keyfile}): {exc}",
-                  file=sys.stderr)
+            print(
+                f"{prog}: cannot load the TLS certificate/key ({args.certfile}, {args.keyfile}): {exc}",
+                file=sys.stderr,
+            )
             return 2
-    token = args.token if args.token is not None else settings.bridge_token or os.environ.get("MEMBRANE_BRIDGE_TOKEN")
+    token = (
+        args.token
+        if args.token is not None
+        else settings.bridge_token or os.environ.get("MEMBRANE_BRIDGE_TOKEN")
+    )
     publisher = None
     if not args.no_bus:
-        from membrane_otel.membrane import build_publisher
+        from membrane_otel.membrane._publish import build_publisher
 
         publisher = build_publisher(settings)
     bridge = Bridge(
@@ -87,8 +102,12 @@ def run(args: argparse.Namespace) -> int:
     )
     try:
         server = make_server(
-            bridge, args.host, args.port, ServerOptions(token=token or None, max_body=max_body),
-            certfile=args.certfile, keyfile=args.keyfile,
+            bridge,
+            args.host,
+            args.port,
+            ServerOptions(token=token or None, max_body=max_body),
+            certfile=args.certfile,
+            keyfile=args.keyfile,
         )
     except OSError as exc:  # the port is taken, or the address is not ours
         bridge.shutdown()

@@ -42,13 +42,19 @@ def build_parser(parser: argparse.ArgumentParser) -> None:
         description="Subscribe to a bus and print what arrives: one readable line per envelope on a "
         "terminal, one JSON envelope per line when piped.",
     )
-    tail.add_argument("--url", default=None, help=f"bus URL (default: $MEMBRANE_BUS_URL, else {_DEFAULT_URL})")
+    tail.add_argument(
+        "--url", default=None, help=f"bus URL (default: $MEMBRANE_BUS_URL, else {_DEFAULT_URL})"
+    )
     tail.add_argument("--token", default=None, help="bearer token (default: $MEMBRANE_BUS_TOKEN)")
     tail.add_argument("--ca-file", default=None, help="CA certificate to verify a wss:// bus with")
     fmt = tail.add_mutually_exclusive_group()
     fmt.add_argument("--json", dest="fmt", action="store_const", const="json", help="JSON lines, always")
-    fmt.add_argument("--pretty", dest="fmt", action="store_const", const="pretty", help="readable lines, always")
-    tail.add_argument("--count", type=int, default=0, help="exit after N envelopes (default: run until Ctrl-C)")
+    fmt.add_argument(
+        "--pretty", dest="fmt", action="store_const", const="pretty", help="readable lines, always"
+    )
+    tail.add_argument(
+        "--count", type=int, default=0, help="exit after N envelopes (default: run until Ctrl-C)"
+    )
     tail.add_argument(
         "--no-reconnect", action="store_true", help="exit when the bus is unreachable instead of waiting"
     )
@@ -63,14 +69,12 @@ def run(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     import logging
 
-    from membrane_otel.busserver import serve
+    from membrane_otel.membrane._bus_server import serve
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     token = args.token if args.token is not None else os.environ.get("MEMBRANE_BUS_TOKEN") or None
     try:
-        serve(
-            args.host, args.port, token, args.certfile, args.keyfile, record=args.record
-        )
+        serve(args.host, args.port, token, args.certfile, args.keyfile, record=args.record)
     except OSError as exc:
         print(f"membrane-otel bus serve: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1
@@ -128,7 +132,9 @@ def _tail(args: argparse.Namespace) -> int:
                 print(f"membrane-otel bus tail: {url} unreachable: {exc}", file=sys.stderr)
                 return 1
             if not waiting_said:
-                print(f"membrane-otel bus tail: waiting for the bus at {url} ...", file=sys.stderr, flush=True)
+                print(
+                    f"membrane-otel bus tail: waiting for the bus at {url} ...", file=sys.stderr, flush=True
+                )
                 waiting_said = True
             time.sleep(1.0)
 

@@ -36,7 +36,10 @@ def build_parser(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     example = _example()
     if example is None:
-        print("membrane-otel demo: examples/hrm_agent.py not found (run it from a source checkout)", file=sys.stderr)
+        print(
+            "membrane-otel demo: examples/hrm_agent.py not found (run it from a source checkout)",
+            file=sys.stderr,
+        )
         return 2
     out: Path = args.out.resolve()
     shutil.rmtree(out, ignore_errors=True)
@@ -57,7 +60,9 @@ def run(args: argparse.Namespace) -> int:
         return proc.returncode
     lines = [json.loads(x) for x in ledger.read_text().splitlines() if x.strip()] if ledger.exists() else []
     events = Counter(line["event"] for line in lines)
-    print(f"\nledger: {ledger} — {len(lines)} lines: " + ", ".join(f"{n} {e}" for e, n in events.most_common()))
+    print(
+        f"\nledger: {ledger} — {len(lines)} lines: " + ", ".join(f"{n} {e}" for e, n in events.most_common())
+    )
     for line in lines:
         if line["event"] == "script_error":
             print(

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
-    from membrane_otel.config import Settings
+    from membrane_otel.settings import Settings
 
 HELP = "diagnose this machine's membrane-otel set-up"
 
@@ -49,7 +49,7 @@ def build_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def check_settings() -> tuple[Check, Settings]:
-    from membrane_otel.config import ConfigError, load_settings
+    from membrane_otel.settings import ConfigError, load_settings
 
     try:
         return Check("settings", "OK", "MEMBRANE_* settings are valid"), load_settings()
@@ -163,7 +163,7 @@ def check_collector(exporters: dict[str, list[str]], timeout: float) -> Check:
             f"{start_it}, or set OTEL_EXPORTER_OTLP_ENDPOINT to where it listens",
         )
     if health:
-        from membrane_otel.watchdog import http_ok
+        from membrane_otel.ops._watchdog import http_ok
 
         ok, detail = http_ok(health, None, timeout)
         if not ok:
@@ -188,7 +188,7 @@ def check_bridge(settings: Settings, exporters: dict[str, list[str]], timeout: f
     collector_mode = any(n.startswith("otlp") for n in exporters["logs"] + exporters["traces"])
     if not explicit and not collector_mode:
         return Check("bridge", "SKIP", "not used (embedded mode; set MEMBRANE_BRIDGE_URL to check one)")
-    from membrane_otel.watchdog import http_ok
+    from membrane_otel.ops._watchdog import http_ok
 
     url = f"{settings.bridge_url}/ready"
     ok, detail = http_ok(url, settings.bridge_token, timeout)
@@ -206,7 +206,7 @@ def check_bridge(settings: Settings, exporters: dict[str, list[str]], timeout: f
 def check_bus(settings: Settings, exporters: dict[str, list[str]], timeout: float) -> Check:
     if "membrane" not in exporters["logs"] and not os.environ.get("MEMBRANE_BUS_URL"):
         return Check("bus", "SKIP", "not used (no membrane logs exporter)")
-    from membrane_otel.watchdog import bus_answers
+    from membrane_otel.ops._watchdog import bus_answers
 
     ok, detail = bus_answers(settings.bus_url, settings.bus_token, timeout)
     if ok:
@@ -236,7 +236,7 @@ def _writable_dir(path: Path) -> bool:
 
 
 def check_spool(settings: Settings) -> Check:
-    from membrane_otel.spool import Spool
+    from membrane_otel.membrane._spool import Spool
 
     directory = Path(settings.spool_dir)
     if not _writable_dir(directory):
@@ -277,7 +277,7 @@ def check_ledger(settings: Settings) -> Check:
         return Check(
             "ledger", "FAIL", f"{path} is not writable", "fix its permissions or set MEMBRANE_LEDGER_PATH"
         )
-    from membrane_otel.ledger_verify import verify
+    from membrane_otel.ledger._verify import verify
 
     try:
         report = verify(path)

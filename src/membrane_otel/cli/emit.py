@@ -4,7 +4,7 @@
     membrane-otel emit health_check --payload '{"status": "HEALTHY", "confidence": 0.786}' \\
         --session-id "$SESSION_ID"
 
-It appends one line straight to the ledger with :class:`membrane_otel.ledger.Ledger`: the
+It appends one line straight to the ledger with :class:`membrane_otel.ledger._writer.Ledger`: the
 same hash chain, the same lock and the same line shape as the OTel exporter writes. Start-up
 time is the feature here (shell scripts call it in loops), so this module and what it
 imports are standard library only: no OTel SDK, no pydantic; and :func:`fast_main` parses
@@ -49,7 +49,9 @@ def build_parser(parser: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help=f"ledger file (default: $MEMBRANE_LEDGER_PATH, $AGI_LEDGER_PATH, else {DEFAULT_LEDGER})",
     )
-    parser.add_argument("--echo", action="store_true", help="print the line as written (without its chain fields)")
+    parser.add_argument(
+        "--echo", action="store_true", help="print the line as written (without its chain fields)"
+    )
 
 
 def parse_value(raw: str) -> object:
@@ -95,7 +97,10 @@ def _payload(args: argparse.Namespace) -> dict[str, object]:
 def resolve_ledger_path(explicit: str | None) -> str:
     """``--ledger``, else ``$MEMBRANE_LEDGER_PATH``, else ``$AGI_LEDGER_PATH``, else the default."""
     return (
-        explicit or os.environ.get("MEMBRANE_LEDGER_PATH") or os.environ.get("AGI_LEDGER_PATH") or DEFAULT_LEDGER
+        explicit
+        or os.environ.get("MEMBRANE_LEDGER_PATH")
+        or os.environ.get("AGI_LEDGER_PATH")
+        or DEFAULT_LEDGER
     )
 
 
@@ -115,7 +120,7 @@ def _service() -> str:
 def run(args: argparse.Namespace) -> int:
     import time
 
-    from membrane_otel.ledger import Ledger, builtin_sha256, event_line
+    from membrane_otel.ledger._writer import Ledger, builtin_sha256, event_line
 
     payload = _payload(args)
     ids = {"task_id": args.task_id, "persona_id": args.persona_id, "session_id": args.session_id}

@@ -22,20 +22,29 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, BinaryIO, TextIO
+from typing import Any, BinaryIO
 
+from membrane_otel.cli._output import _IDS, Line, _event_colour, _parse, _Style, _style
 from membrane_otel.cli.emit import resolve_ledger_path
 
 HELP = "tail, query, stats and verify the ledger"
 
 # Fields every line has, shown in their own columns (or not at all) in human output.
 _HIDDEN = frozenset(
-    ("event", "ts", "ts_unix", "seq", "prev_hash", "hash", "record_id", "otel_trace_id", "otel_span_id", "service")
+    (
+        "event",
+        "ts",
+        "ts_unix",
+        "seq",
+        "prev_hash",
+        "hash",
+        "record_id",
+        "otel_trace_id",
+        "otel_span_id",
+        "service",
+    )
 )
-_IDS = (("task_id", "task"), ("persona_id", "persona"), ("session_id", "session"))
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-Line = dict[str, Any]
 
 
 def build_parser(parser: argparse.ArgumentParser) -> None:
@@ -50,7 +59,9 @@ def build_parser(parser: argparse.ArgumentParser) -> None:
     )
     filters = argparse.ArgumentParser(add_help=False)
     f = filters.add_argument_group("filters")
-    f.add_argument("--event", action="append", metavar="NAME", help="event type; globs allowed (task_*); repeatable")
+    f.add_argument(
+        "--event", action="append", metavar="NAME", help="event type; globs allowed (task_*); repeatable"
+    )
     f.add_argument("--task-id")
     f.add_argument("--persona", metavar="PERSONA_ID")
     f.add_argument("--session", metavar="SESSION_ID")
@@ -80,7 +91,9 @@ def build_parser(parser: argparse.ArgumentParser) -> None:
         description="Exit 0: intact. 1: tampering found. 3: intact, but torn lines (a writer died mid-write). "
         "2: no ledger.",
     )
-    verify.add_argument("-q", "--quiet", action="store_true", help="no progress and no OK line; problems only")
+    verify.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress and no OK line; problems only"
+    )
     verify.add_argument("--json", action="store_true", help="the report as one JSON object")
     verify.add_argument(
         "--progress-every", type=int, default=100_000, metavar="N", help="when stderr is not a terminal: "
@@ -91,37 +104,13 @@ def build_parser(parser: argparse.ArgumentParser) -> None:
 # --------------------------------------------------------------------------- output
 
 
-class _Style:
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-
-    def __call__(self, text: str, code: str) -> str:
-        return f"\x1b[{code}m{text}\x1b[0m" if self.enabled and text else text
-
-
-def _style(args: argparse.Namespace, stream: TextIO) -> _Style:
-    if args.color == "always":
-        return _Style(True)
-    if args.color == "never" or os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
-        return _Style(False)
-    return _Style(stream.isatty())
-
-
-def _event_colour(event: str) -> str:
-    if any(w in event for w in ("fail", "error", "rollback", "anomaly")):
-        return "31"  # red
-    if any(w in event for w in ("alert", "warn", "threshold", "rejected")):
-        return "33"  # yellow
-    if any(w in event for w in ("completed", "_end", "resolved", "added")):
-        return "32"  # green
-    if event.startswith("narrative."):
-        return "35"  # magenta
-    return "36"  # cyan
-
-
 def _value(value: Any) -> str:
     if isinstance(value, str):
-        return value if value and not any(c in value for c in ' ="\n\t') else json.dumps(value, ensure_ascii=False)
+        return (
+            value
+            if value and not any(c in value for c in ' ="\n\t')
+            else json.dumps(value, ensure_ascii=False)
+        )
     return json.dumps(value, ensure_ascii=False, default=str, separators=(",", ":"))
 
 
@@ -134,7 +123,9 @@ def render(line: Line, style: _Style, event_width: int = 22) -> str:
     if ids:
         parts.append(style(" ".join(ids), "1"))
     fields = [
-        f"{style(k, '2')}={_value(v)}" for k, v in line.items() if k not in _HIDDEN and not any(k == i for i, _ in _IDS)
+        f"{style(k, '2')}={_value(v)}"
+        for k, v in line.items()
+        if k not in _HIDDEN and not any(k == i for i, _ in _IDS)
     ]
     parts.extend(fields)
     return "  ".join(parts).rstrip()
@@ -164,7 +155,9 @@ def parse_when(text: str, now: float | None = None) -> float:
     try:
         return datetime.fromisoformat(t.replace("Z", "+00:00")).timestamp()
     except ValueError:
-        raise SystemExit(f"membrane-otel ledger: cannot read time {text!r}: use 1h, 30m, 2d or ISO 8601") from None
+        raise SystemExit(
+            f"membrane-otel ledger: cannot read time {text!r}: use 1h, 30m, 2d or ISO 8601"
+        ) from None
 
 
 def _equals(key: str, want: str) -> Callable[[Line], bool]:
@@ -187,12 +180,16 @@ def build_filter(args: argparse.Namespace, now: float | None = None) -> Callable
             checks.append(_equals(key, want))
     if args.actor is not None:
         actor = args.actor
-        checks.append(lambda ln: str(ln.get("event", "")).startswith("narrative.") and ln.get("narrative.who") == actor)
+        checks.append(
+            lambda ln: str(ln.get("event", "")).startswith("narrative.") and ln.get("narrative.who") == actor
+        )
     if args.action is not None:
         action = args.action
         checks.append(
-            lambda ln: str(ln.get("event", "")).startswith("narrative.")
-            and (ln.get("narrative.what") == action or ln.get("event") == f"narrative.{action}")
+            lambda ln: (
+                str(ln.get("event", "")).startswith("narrative.")
+                and (ln.get("narrative.what") == action or ln.get("event") == f"narrative.{action}")
+            )
         )
     for item in args.match or ():
         key, sep, raw = item.partition("=")
@@ -209,12 +206,6 @@ def build_filter(args: argparse.Namespace, now: float | None = None) -> Callable
 
 
 # --------------------------------------------------------------------------- reading
-
-
-def _parse(raw: bytes) -> Line | None:
-    from membrane_otel.ledger import parse_line
-
-    return parse_line(raw)
 
 
 def _reverse_lines(fd: int, size: int) -> Iterator[bytes]:
@@ -239,7 +230,7 @@ def _reverse_files(names: list[str]) -> Iterator[bytes]:
 
 
 def _forward(path: str) -> Iterator[tuple[Line, bytes]]:
-    from membrane_otel.ledger import iter_raw
+    from membrane_otel.ledger._writer import iter_raw
 
     for _, _, raw in iter_raw(path):
         line = _parse(raw)
@@ -271,7 +262,7 @@ def _inode(name: str) -> int:
 
 def _next_file(path: str, inode: int) -> str | None:
     """The file that comes after the one with ``inode``, once that one was rotated; else None."""
-    from membrane_otel.ledger import rotated_files
+    from membrane_otel.ledger._writer import rotated_files
 
     current = _inode(path)
     if current == inode or current == -1:
@@ -284,7 +275,9 @@ def _next_file(path: str, inode: int) -> str | None:
     return path
 
 
-def _follow(path: str, f: BinaryIO | None, keep: Callable[[Line], bool], out: Callable[[Line, bytes], None]) -> int:
+def _follow(
+    path: str, f: BinaryIO | None, keep: Callable[[Line], bool], out: Callable[[Line, bytes], None]
+) -> int:
     """Print lines as they are appended to ``f`` and the files after it, until interrupted."""
     inode = os.fstat(f.fileno()).st_ino if f is not None else -2
     buf = b""
@@ -327,7 +320,7 @@ def _follow(path: str, f: BinaryIO | None, keep: Callable[[Line], bool], out: Ca
 def _tail(args: argparse.Namespace, path: str) -> int:
     keep = build_filter(args)
     style = _style(args, sys.stdout)
-    from membrane_otel.ledger import ledger_files, rotated_files
+    from membrane_otel.ledger._writer import ledger_files, rotated_files
 
     if not args.follow:
         rows = _last(_reverse_files([str(f) for f in ledger_files(path)]), args.lines, keep)
@@ -363,7 +356,7 @@ def _query(args: argparse.Namespace, path: str) -> int:
     style = _style(args, sys.stdout)
     rows: list[tuple[Line, bytes]]
     if args.limit > 0:
-        from membrane_otel.ledger import ledger_files
+        from membrane_otel.ledger._writer import ledger_files
 
         rows = _last(_reverse_files([str(f) for f in ledger_files(path)]), args.limit, keep)
     elif args.json:

@@ -24,7 +24,9 @@ def build_parser(parser: argparse.ArgumentParser) -> None:
 
     flush = sub.add_parser("flush", help="send every spooled envelope to the bus now")
     flush.add_argument("--dir", default=None, help=dir_help)
-    flush.add_argument("--url", default=None, help=f"bus URL (default: $MEMBRANE_BUS_URL, else {_DEFAULT_URL})")
+    flush.add_argument(
+        "--url", default=None, help=f"bus URL (default: $MEMBRANE_BUS_URL, else {_DEFAULT_URL})"
+    )
     flush.add_argument("--token", default=None, help="bearer token (default: $MEMBRANE_BUS_TOKEN)")
     flush.add_argument("--ca-file", default=None, help="CA certificate to verify a wss:// bus with")
 
@@ -34,14 +36,14 @@ def _spool_dir(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from membrane_otel.spool import Spool
+    from membrane_otel.membrane._spool import Spool
 
     spool = Spool(_spool_dir(args))
     if args.action == "status":
         st = spool.status()
         print(json.dumps(st) if args.json else _describe(st))
         return 0
-    from membrane_otel.bus import BusError, flush_spool
+    from membrane_otel.membrane._bus import BusError, flush_spool
 
     url = args.url or os.environ.get("MEMBRANE_BUS_URL") or _DEFAULT_URL
     token = args.token if args.token is not None else os.environ.get("MEMBRANE_BUS_TOKEN") or None

@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from membrane_otel.records import SpanData
+    from membrane_otel.translate._records import SpanData
 
 HELP = "view HRM trace trees and stats from the ledger"
 
@@ -66,14 +66,14 @@ def _ledger_path(args: argparse.Namespace) -> str:
     if args.ledger:
         return str(args.ledger)
     # Only here: the settings bring pydantic, which costs a quarter second to start.
-    from membrane_otel.config import load_settings
+    from membrane_otel.settings import load_settings
 
     return str(load_settings().ledger_path)
 
 
 def read_span_lines(path: str) -> list[dict[str, Any]]:
     """Every span line of the ledger at ``path``, in ledger order (the order spans ended)."""
-    from membrane_otel.ledger import iter_raw, parse_line
+    from membrane_otel.ledger._writer import iter_raw, parse_line
 
     rows: list[dict[str, Any]] = []
     for _, _, raw in iter_raw(path):
@@ -118,7 +118,7 @@ def _parent_id(row: dict[str, Any]) -> str | None:
 
 def span_from_line(row: dict[str, Any]) -> SpanData:
     """A ledger span line back into the renderer's :class:`SpanData` (what ``span_line`` wrote)."""
-    from membrane_otel.records import EventData, SpanData
+    from membrane_otel.translate._records import EventData, SpanData
 
     start = _start_ns(row)
     end = start + int(round(_ms(row) * 1e6))
@@ -200,7 +200,7 @@ def whole_request(rows: list[dict[str, Any]], wanted: str) -> list[dict[str, Any
 def _layer_filter(value: str | None) -> str | None:
     if value is None:
         return None
-    from membrane_otel.hrm import layer_of
+    from membrane_otel.spans._hrm import layer_of
 
     return layer_of(value)[1]
 
@@ -259,7 +259,7 @@ def compute_stats(rows: Iterable[dict[str, Any]], top: int) -> dict[str, Any]:
 
 def format_stats(stats: dict[str, Any], *, colour: bool) -> list[str]:
     """The stats as aligned text; error and blocked counts coloured when not zero."""
-    from membrane_otel.console import BOLD, CYAN, DIM, RED, YELLOW, paint
+    from membrane_otel.spans._console_tree import BOLD, CYAN, DIM, RED, YELLOW, paint
 
     lines = [paint(f"HRM layer stats (last {stats['events']} events)", BOLD, colour)]
     header = ("layer", "ops", "mean ms", "p95 ms", "errors", "blocked")
@@ -313,7 +313,7 @@ def format_stats(stats: dict[str, Any], *, colour: bool) -> list[str]:
 def _colour(args: argparse.Namespace) -> bool:
     if args.color != "auto":
         return bool(args.color == "always")
-    from membrane_otel.console import use_colour
+    from membrane_otel.spans._console_tree import use_colour
 
     return use_colour(sys.stdout)
 
@@ -331,7 +331,7 @@ def run(args: argparse.Namespace) -> int:
         return _fail(str(exc), 2)
     if args.last < 0:
         return _fail("--last must be 0 or more", 2)
-    from membrane_otel.ledger import ledger_files
+    from membrane_otel.ledger._writer import ledger_files
 
     if not ledger_files(path):
         return _fail(f"no ledger at {path}")
@@ -369,7 +369,7 @@ def _view(args: argparse.Namespace, rows: list[dict[str, Any]], layer: str | Non
     if not rows:
         print("no spans match", file=sys.stderr)
         return 0
-    from membrane_otel.console import render_tree
+    from membrane_otel.spans._console_tree import render_tree
 
     print("\n".join(render_tree([span_from_line(r) for r in rows], colour=_colour(args))))
     return 0

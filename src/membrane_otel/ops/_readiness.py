@@ -25,7 +25,7 @@ ReadMetrics = Callable[[], Mapping[str, int]]
 
 
 def _default_read_metrics() -> Mapping[str, int]:
-    from membrane_otel._setup import get_metrics
+    from membrane_otel._internal.counters import get_metrics
 
     return get_metrics()
 
@@ -106,7 +106,7 @@ def check_readiness(
     ``collector`` when ``collector_health_url`` or ``MEMBRANE_COLLECTOR_HEALTH_URL`` is set.
     ``components`` narrows the check to those names.
     """
-    from membrane_otel.config import get_settings
+    from membrane_otel.settings import get_settings
 
     s = get_settings()
     read = read_metrics or _default_read_metrics

@@ -1,8 +1,8 @@
-"""The bridge's adapter: OTLP export requests → the neutral records of :mod:`membrane_otel.records`.
+"""The bridge's adapter: OTLP export requests → the neutral records of :mod:`membrane_otel.translate._records`.
 
 The second of the two thin adapters (the first reads the SDK's objects in-process). What
-comes out must equal what :func:`membrane_otel.records.span_from_sdk` /
-:func:`~membrane_otel.records.log_from_sdk` make of the same span or record, so that the one
+comes out must equal what :func:`membrane_otel.translate._records.span_from_sdk` /
+:func:`~membrane_otel.translate._records.log_from_sdk` make of the same span or record, so that the one
 translation gives the same ledger lines and envelopes in embedded and collector mode:
 AnyValue → plain Python (kvlist → dict, array → list, bytes → hex), ids → lowercase hex,
 an empty string status message → None, as the SDK has it.
@@ -29,7 +29,7 @@ from google.protobuf.message import DecodeError, Message
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from membrane_otel.records import EventData, LogData, SpanData, StatusName
+from membrane_otel.translate._records import EventData, LogData, SpanData, StatusName
 
 __all__ = [
     "Decoded",
@@ -70,7 +70,7 @@ class Decoded:
 
 
 def _value(v: Any) -> Any:
-    """One ``AnyValue`` as plain Python, as :func:`membrane_otel.records._plain` has it."""
+    """One ``AnyValue`` as plain Python, as :func:`membrane_otel.translate._records._plain` has it."""
     kind = v.WhichOneof("value")
     if kind in _SCALARS:
         return getattr(v, kind)
@@ -136,7 +136,9 @@ def spans_from_request(req: ExportTraceServiceRequest) -> Decoded:
                             status=_STATUS.get(status.code, "unset"),
                             status_message=status.message or None,
                             attributes=_attrs(s.attributes),
-                            events=[EventData(e.name, e.time_unix_nano, _attrs(e.attributes)) for e in s.events],
+                            events=[
+                                EventData(e.name, e.time_unix_nano, _attrs(e.attributes)) for e in s.events
+                            ],
                             resource=resource,
                             scope=scope,
                         )

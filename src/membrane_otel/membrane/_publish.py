@@ -16,11 +16,11 @@ from pydantic import ValidationError
 
 from membrane_otel._internal import counters
 from membrane_otel._internal.ratelog import RateLimitedLogger
-from membrane_otel.config import Settings, get_settings
-from membrane_otel.records import LogData
-from membrane_otel.translate import log_envelope, otel_severity, wants_envelope
+from membrane_otel.settings import Settings, get_settings
+from membrane_otel.translate._core import log_envelope, otel_severity, wants_envelope
+from membrane_otel.translate._records import LogData
 
-_log = RateLimitedLogger(logging.getLogger("membrane_otel.membrane"))
+_log = RateLimitedLogger(logging.getLogger("membrane_otel.membrane._publish"))
 THROTTLED_SIGNALS = frozenset({"script_error"})
 
 
@@ -45,7 +45,9 @@ class MembranePublisher:
                 env = log_envelope(log, default_scope=self._settings.scope)
             except ValidationError as exc:
                 counters.incr("rejected")
-                _log.error("record %s cannot become an envelope: %s", log.event_name or "log", exc.errors()[0])
+                _log.error(
+                    "record %s cannot become an envelope: %s", log.event_name or "log", exc.errors()[0]
+                )
                 continue
             md = env.metadata
             # Error storms are throttled (seeds/000: per type 1/15 s, per fingerprint 1/10 s);
@@ -89,9 +91,9 @@ _lock = threading.Lock()
 
 
 def build_publisher(settings: Settings) -> MembranePublisher:
-    from membrane_otel.bus import BusClient
-    from membrane_otel.ratelimit import Throttle
-    from membrane_otel.spool import Spool
+    from membrane_otel.membrane._bus import BusClient
+    from membrane_otel.membrane._spool import Spool
+    from membrane_otel.membrane._throttle import Throttle
 
     spool = Spool(settings.spool_dir, max_bytes=settings.spool_max_bytes)
     bus = BusClient(

@@ -413,7 +413,7 @@ def configured_redactor() -> Redactor:
     """
     global _configured
     try:
-        from membrane_otel.config import get_settings
+        from membrane_otel.settings import get_settings
 
         patterns = get_settings().redact_patterns
     except Exception:

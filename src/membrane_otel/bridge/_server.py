@@ -36,9 +36,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from membrane_otel._internal import counters
 from membrane_otel._internal.ratelog import RateLimitedLogger
-from membrane_otel.bridge.body import BadBody, BodyTooLarge, UnsupportedEncoding, decode_content, read_raw
-from membrane_otel.bridge.core import Bridge, LedgerUnavailable
-from membrane_otel.bridge.otlp import MalformedRequest, decode_logs, decode_traces
+from membrane_otel.bridge._body import BadBody, BodyTooLarge, UnsupportedEncoding, decode_content, read_raw
+from membrane_otel.bridge._core import Bridge, LedgerUnavailable
+from membrane_otel.bridge._otlp import MalformedRequest, decode_logs, decode_traces
 
 __all__ = ["DEFAULT_MAX_BODY", "BridgeHTTPServer", "ServerOptions", "make_server"]
 
@@ -134,7 +134,9 @@ class _Handler(BaseHTTPRequestHandler):
                 raise _Reply(404, code_pb2.NOT_FOUND, f"no such path {path!r}")
             if not self._authorized():
                 raise _Reply(
-                    401, code_pb2.UNAUTHENTICATED, "missing or wrong bearer token",
+                    401,
+                    code_pb2.UNAUTHENTICATED,
+                    "missing or wrong bearer token",
                     {"WWW-Authenticate": 'Bearer realm="membrane-otel"'},
                 )
             if kind == "ingest" and ctype not in (JSON, "", "text/plain"):
@@ -146,7 +148,9 @@ class _Handler(BaseHTTPRequestHandler):
             slots = self.server.inflight
             if not slots.acquire(timeout=self.server.options.socket_timeout_s / 2):
                 raise _Reply(
-                    503, code_pb2.UNAVAILABLE, "too many requests in flight",
+                    503,
+                    code_pb2.UNAVAILABLE,
+                    "too many requests in flight",
                     {"Retry-After": str(self.server.options.retry_after_s)},
                 )
             try:
@@ -201,8 +205,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _otlp(self, kind: str, body: bytes, as_json: bool) -> None:
         bridge = self.server.bridge
         try:
-            decoded = decode_traces(body, json_body=as_json) if kind == "traces" else decode_logs(
-                body, json_body=as_json
+            decoded = (
+                decode_traces(body, json_body=as_json)
+                if kind == "traces"
+                else decode_logs(body, json_body=as_json)
             )
         except MalformedRequest as exc:
             raise _Reply(400, code_pb2.INVALID_ARGUMENT, str(exc)) from None
@@ -299,7 +305,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class BridgeHTTPServer(ThreadingHTTPServer):
-    """A threaded HTTP server around one :class:`~membrane_otel.bridge.core.Bridge`."""
+    """A threaded HTTP server around one :class:`~membrane_otel.bridge._core.Bridge`."""
 
     daemon_threads = True
     request_queue_size = 128
@@ -379,4 +385,3 @@ def serve_in_thread(server: BridgeHTTPServer) -> Callable[[], None]:
         thread.join(10)
 
     return stop
-

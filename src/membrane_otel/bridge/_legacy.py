@@ -3,7 +3,7 @@
 Old L2 loggers send envelopes already built, in the ``seeds/000`` form: a routing
 ``citizen_id`` at the top and no ``scope`` / ``source``. ``seeds/003`` superseded that:
 the node id moves into ``metadata.node_id`` and scope and source are filled in, then the
-envelope is validated with the one :class:`~membrane_otel.envelope.Envelope` model.
+envelope is validated with the one :class:`~membrane_otel.membrane._envelope.Envelope` model.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from membrane_otel.envelope import Envelope
-from membrane_otel.translate import iso
+from membrane_otel.membrane._envelope import Envelope
+from membrane_otel.translate._core import iso
 
 __all__ = ["envelope_line", "normalise"]
 

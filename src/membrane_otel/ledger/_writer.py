@@ -3,7 +3,7 @@
 Each line is one flat JSON object with ``event`` first and ``seq``, ``prev_hash``, ``hash``
 last. ``hash`` is the SHA-256 of the line's own bytes up to (not including) the
 ``,"hash":…`` suffix, and that text includes ``prev_hash``: so editing, deleting or
-reordering any line breaks the chain at that line (:mod:`membrane_otel.ledger_verify`).
+reordering any line breaks the chain at that line (:mod:`membrane_otel.ledger._verify`).
 
 Appends from many threads and processes are safe: a batch is serialised outside the lock,
 then, under an exclusive ``flock`` on a sidecar lock file, the tail is read (for the last
@@ -12,7 +12,7 @@ then, under an exclusive ``flock`` on a sidecar lock file, the tail is read (for
 file is renamed to ``<stem>.00001<suffix>`` (numbers sort), and the new file's first line
 chains to the old file's last, with ``seq`` continuing.
 
-Reading (which files a ledger is, their lines in order) is :mod:`membrane_otel.ledger_read`,
+Reading (which files a ledger is, their lines in order) is :mod:`membrane_otel.ledger._reader`,
 re-exported here.
 
 This module imports only the standard library, and little of it at import time (no
@@ -29,12 +29,12 @@ import os
 import time
 
 # The reading side (file naming, listing, line iteration), re-exported: callers import it from here.
-from membrane_otel.ledger_read import iter_raw as iter_raw
-from membrane_otel.ledger_read import ledger_files as ledger_files
-from membrane_otel.ledger_read import parse_line as parse_line
-from membrane_otel.ledger_read import read_lines as read_lines
-from membrane_otel.ledger_read import rotated_files as rotated_files
-from membrane_otel.ledger_read import rotated_name as rotated_name
+from membrane_otel.ledger._reader import iter_raw as iter_raw
+from membrane_otel.ledger._reader import ledger_files as ledger_files
+from membrane_otel.ledger._reader import parse_line as parse_line
+from membrane_otel.ledger._reader import read_lines as read_lines
+from membrane_otel.ledger._reader import rotated_files as rotated_files
+from membrane_otel.ledger._reader import rotated_name as rotated_name
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy honours the name)
 if TYPE_CHECKING:
@@ -58,7 +58,7 @@ _RECENT_SCAN_BYTES = 1 << 20
 _RID_PATTERN = rb'"record_id":"([^"\\]{1,200})"'
 _rid_re: re.Pattern[bytes] | None = None
 
-# The ledger line's own keys, as membrane_otel.translate.log_line writes them; a payload
+# The ledger line's own keys, as membrane_otel.translate._core.log_line writes them; a payload
 # field of one of these names is kept as payload_<name>. (Kept here too, stdlib-only, so
 # the shell emitter writes the very same line shape without importing the translation.)
 ID_KEYS = ("task_id", "persona_id", "session_id")
@@ -444,7 +444,11 @@ class Ledger:
                 return 0
             # Serialise outside the file lock: the lock is held only for tail + write.
             bodies = [
-                _dumps(rec if not any(k in rec for k in _CHAIN_KEYS) else {k: v for k, v in rec.items() if k not in _CHAIN_KEYS})
+                _dumps(
+                    rec
+                    if not any(k in rec for k in _CHAIN_KEYS)
+                    else {k: v for k, v in rec.items() if k not in _CHAIN_KEYS}
+                )
                 for rec in fresh
             ]
             fcntl.flock(lock_fd, fcntl.LOCK_EX)

@@ -15,7 +15,7 @@ What the chain tells apart:
 Limit of any hash chain: removing whole lines from the *end* leaves a valid, shorter chain.
 The report carries the last ``seq`` and ``hash``; keep them elsewhere to detect that.
 
-Standard library only, like :mod:`membrane_otel.ledger`.
+Standard library only, like :mod:`membrane_otel.ledger._writer`.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from membrane_otel.ledger import GENESIS, iter_raw, ledger_files
+from membrane_otel.ledger._writer import GENESIS, iter_raw, ledger_files
 
 Kind = Literal["edited", "broken_chain", "corrupt", "torn"]
 # progress(lines_done, bytes_done, bytes_total)
@@ -130,15 +130,21 @@ def verify(
                 Problem("corrupt", at.file, at.line, None, "not a valid ledger line", at.size)
                 if at
                 else Problem(
-                    "edited", file, number, int(seq_text.group(1)) if seq_text else None,
-                    "the line's content does not match its hash: it was edited", len(raw),
+                    "edited",
+                    file,
+                    number,
+                    int(seq_text.group(1)) if seq_text else None,
+                    "the line's content does not match its hash: it was edited",
+                    len(raw),
                 )  # fmt: skip
             )
             return report
         seq = int(chain.group(1))
         if chain.group(2).decode() != prev_hash or seq != prev_seq + 1:
             if at:
-                report.problem = Problem("corrupt", at.file, at.line, None, "not a valid ledger line", at.size)
+                report.problem = Problem(
+                    "corrupt", at.file, at.line, None, "not a valid ledger line", at.size
+                )
             else:
                 message = _broken_message(seq, prev_seq, report.first_seq is None)
                 report.problem = Problem("broken_chain", file, number, seq, message, len(raw))
@@ -146,7 +152,10 @@ def verify(
         for torn in pending:
             report.torn.append(
                 Problem(
-                    "torn", torn.file, torn.line, None,
+                    "torn",
+                    torn.file,
+                    torn.line,
+                    None,
                     f"torn line at {torn.where()}, {torn.size} bytes: a writer died mid-write; "
                     "appending resumed after it",
                     torn.size,
@@ -163,7 +172,10 @@ def verify(
     for torn in pending:
         report.torn.append(
             Problem(
-                "torn", torn.file, torn.line, None,
+                "torn",
+                torn.file,
+                torn.line,
+                None,
                 f"torn tail at {torn.where()}, {torn.size} bytes: a writer died mid-write",
                 torn.size,
             )  # fmt: skip

@@ -1,7 +1,7 @@
 """THE translation: a span or log record → a ledger line, and → a ``membrane.inject`` envelope.
 
 Written once. The in-process exporters (embedded mode) and the bridge (collector mode)
-both call it on the neutral records of :mod:`membrane_otel.records`, so a program
+both call it on the neutral records of :mod:`membrane_otel.translate._records`, so a program
 produces the same lines and envelopes either way (ids and times aside).
 
 Producers put everything the translation needs into attributes (``membrane.*``,
@@ -18,9 +18,9 @@ from typing import Any
 
 from opentelemetry.instrumentation.log_utils import std_to_otel
 
-from membrane_otel.envelope import CONTENT_LIMIT, Envelope
-from membrane_otel.errors import severity_to_urgency, slug
-from membrane_otel.records import LogData, SpanData
+from membrane_otel.logs._errors import severity_to_urgency, slug
+from membrane_otel.membrane._envelope import CONTENT_LIMIT, Envelope
+from membrane_otel.translate._records import LogData, SpanData
 
 # OTel severity numbers (logs data model) at the bottom of each range.
 SEV_INFO, SEV_WARN, SEV_ERROR, SEV_FATAL = 9, 13, 17, 21
@@ -197,7 +197,10 @@ def log_envelope(log: LogData, *, default_scope: str = "organizational") -> Enve
             "timestamp_ms": ts_ms,
             "signal_type": signal_type,
         }
-        for src, dst in (("membrane.dedupe_key", "dedupe_key"), ("membrane.fingerprint", "stack_fingerprint")):
+        for src, dst in (
+            ("membrane.dedupe_key", "dedupe_key"),
+            ("membrane.fingerprint", "stack_fingerprint"),
+        ):
             if src in a:
                 metadata[dst] = a[src]
         severity = a.get("membrane.severity") or severity_and_urgency(log.severity_number)[0]

@@ -14,7 +14,7 @@ application's own record, so it is written either way; we do not set up the whol
 pipeline behind the caller's back just to write one line.
 
 Nothing here raises into the caller: a failure to log is counted (``emit_failed``) and
-reported on the ``membrane_otel.events`` logger, rate-limited.
+reported on the ``membrane_otel.ledger._events`` logger, rate-limited.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from opentelemetry._logs import Logger, SeverityNumber, get_logger
 
 from membrane_otel._internal import counters
 from membrane_otel._internal.ratelog import RateLimitedLogger
-from membrane_otel.ledger import Ledger, event_line, ledger_for
+from membrane_otel.ledger._writer import Ledger, event_line, ledger_for
 
 __all__ = [
     "EVENT_CATEGORIES",
@@ -47,7 +47,7 @@ __all__ = [
     "emit_task_lifecycle",
 ]
 
-_log = logging.getLogger("membrane_otel.events")
+_log = logging.getLogger("membrane_otel.ledger._events")
 _rate_log = RateLimitedLogger(_log)
 
 # The seed's event types (seeds/001), by category. Names outside this set are recorded too,
@@ -56,19 +56,40 @@ _rate_log = RateLimitedLogger(_log)
 EVENT_CATEGORIES: dict[str, frozenset[str]] = {
     "core_lifecycle": frozenset(
         (
-            "task_started", "task_completed", "task_failed",
-            "thesis_start", "thesis_end", "antithesis_start", "antithesis_end",
-            "synthesis_start", "synthesis_end", "eval", "rune", "replan",
+            "task_started",
+            "task_completed",
+            "task_failed",
+            "thesis_start",
+            "thesis_end",
+            "antithesis_start",
+            "antithesis_end",
+            "synthesis_start",
+            "synthesis_end",
+            "eval",
+            "rune",
+            "replan",
         )
     ),  # fmt: skip
     "evidence_rag": frozenset(
-        ("evidence_search", "evidence_added", "evidence_rejected", "evidence_correction",
-         "rag_retrieval", "citation_added")
+        (
+            "evidence_search",
+            "evidence_added",
+            "evidence_rejected",
+            "evidence_correction",
+            "rag_retrieval",
+            "citation_added",
+        )
     ),  # fmt: skip
     "self_correction": frozenset(("second_pass", "quality_check", "confidence_check")),
-    "system_operations": frozenset(("system_startup", "system_shutdown", "health_check", "performance_metric")),
-    "infrastructure": frozenset(("migration", "deployment", "rollback", "configuration_change", "scale_event")),
-    "bqi_learning": frozenset(("bqi_pattern_learned", "bqi_rule_applied", "binoche_decision", "ensemble_update")),
+    "system_operations": frozenset(
+        ("system_startup", "system_shutdown", "health_check", "performance_metric")
+    ),
+    "infrastructure": frozenset(
+        ("migration", "deployment", "rollback", "configuration_change", "scale_event")
+    ),
+    "bqi_learning": frozenset(
+        ("bqi_pattern_learned", "bqi_rule_applied", "binoche_decision", "ensemble_update")
+    ),
     "monitoring_alerts": frozenset(
         ("alert_triggered", "alert_resolved", "threshold_exceeded", "anomaly_detected", "monitoring_snapshot")
     ),
@@ -152,7 +173,7 @@ class EventEmitter:
     """Emits ledger events. One default instance backs :func:`emit_event`.
 
     Everything it touches can be injected: the OTel ``logger`` (default: the global
-    provider's ``membrane_otel.events`` logger), the ``ledger`` written directly when that
+    provider's ``membrane_otel.ledger._events`` logger), the ``ledger`` written directly when that
     logger is not enabled (default: the settings' ledger path), the ``clock`` (ns), the
     ``redact`` callable applied to the whole payload (default: the configured redactor; a
     payload dict is redacted as a whole so ``{"password": "…"}`` is caught by its key).
@@ -167,7 +188,7 @@ class EventEmitter:
         redact: Callable[[Any], Any] | None = None,
         service: str | None = None,
     ) -> None:
-        self._logger = logger or get_logger("membrane_otel.events")
+        self._logger = logger or get_logger("membrane_otel.ledger._events")
         self._ledger = ledger
         self._clock = clock
         self._redact = redact
@@ -179,14 +200,14 @@ class EventEmitter:
 
     def _redactor(self) -> Callable[[Any], Any]:
         if self._redact is None:
-            from membrane_otel.redact import configured_redactor
+            from membrane_otel.logs._redact import configured_redactor
 
             self._redact = configured_redactor().redact_value
         return self._redact
 
     def _direct_ledger(self) -> Ledger:
         if self._ledger is None:
-            from membrane_otel.config import get_settings
+            from membrane_otel.settings import get_settings
 
             s = get_settings()
             self._ledger = ledger_for(s.ledger_path, max_bytes=s.ledger_max_bytes)
@@ -200,7 +221,7 @@ class EventEmitter:
                 return
             self._warned.add(name)
         _log.warning(
-            "event type %r is not one of the known categories (membrane_otel.events.EVENT_CATEGORIES); "
+            "event type %r is not one of the known categories (membrane_otel.ledger._events.EVENT_CATEGORIES); "
             "recorded anyway",
             name,
         )
@@ -331,8 +352,10 @@ def _record_gauges(metrics: Mapping[str, Any], attributes: dict[str, str]) -> No
             with _gauges_lock:
                 gauge = _gauges.get(name)
                 if gauge is None:
-                    meter = otel_metrics.get_meter("membrane_otel.events")
-                    gauge = _gauges[name] = meter.create_gauge(name, description=f"monitoring snapshot: {key}")
+                    meter = otel_metrics.get_meter("membrane_otel.ledger._events")
+                    gauge = _gauges[name] = meter.create_gauge(
+                        name, description=f"monitoring snapshot: {key}"
+                    )
         gauge.set(value, attributes)
 
 
@@ -391,7 +414,9 @@ def emit_monitoring_snapshot(
     session_id: str | None = None,
 ) -> bool:
     """``monitoring_snapshot`` line with ``metrics`` as fields; numbers also as ``monitoring.*`` gauges."""
-    return _emitter().monitoring_snapshot(metrics, task_id=task_id, persona_id=persona_id, session_id=session_id)
+    return _emitter().monitoring_snapshot(
+        metrics, task_id=task_id, persona_id=persona_id, session_id=session_id
+    )
 
 
 def append_ledger(record: Mapping[str, Any]) -> bool:

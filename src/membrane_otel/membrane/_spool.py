@@ -38,7 +38,7 @@ __all__ = ["DEFAULT_SPOOL_DIR", "Spool", "SpoolBatch"]
 DEFAULT_SPOOL_DIR = "/tmp/membrane-stimuli-spool"
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 
-_log = logging.getLogger("membrane_otel.spool")
+_log = logging.getLogger("membrane_otel.membrane._spool")
 
 _BATCH_RE = re.compile(r"^(?P<ts>\d{16})-(?P<pid>\d{7})-(?P<seq>\d{8})-n(?P<n>\d+)\.json$")
 _CLAIM_RE = re.compile(r"^(?P<name>.+\.json)\.claimed-(?P<pid>\d+)$")
@@ -230,9 +230,7 @@ class Spool:
             except OSError:  # another process recovered it first
                 continue
             recovered += 1
-            _log.warning(
-                "membrane spool: recovered %s, claimed by dead process %s", m["name"], m["pid"]
-            )
+            _log.warning("membrane spool: recovered %s, claimed by dead process %s", m["name"], m["pid"])
         self._remove_dead_temps()
         return recovered
 
@@ -253,9 +251,7 @@ class Spool:
             _log.error("membrane spool: corrupt file %s could not be moved aside: %s", path, exc)
             return
         counters.incr("spool_corrupt")
-        _log.error(
-            "membrane spool: %s is not a JSON array of envelopes; moved aside to %s", name, target
-        )
+        _log.error("membrane spool: %s is not a JSON array of envelopes; moved aside to %s", name, target)
 
     # -- listing -------------------------------------------------------------------------
 

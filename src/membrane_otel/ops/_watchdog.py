@@ -13,7 +13,7 @@ counters read at collection time, so they cost nothing between exports) and reac
 Collector whenever a metrics exporter is configured.
 
 :func:`check_readiness` (whether the pipeline can deliver, per component) lives in
-:mod:`membrane_otel.readiness` and is re-exported here.
+:mod:`membrane_otel.ops._readiness` and is re-exported here.
 """
 
 from __future__ import annotations
@@ -29,9 +29,11 @@ from typing import Any, Literal
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
 
-from membrane_otel.readiness import ReadMetrics, _default_read_metrics, acheck_readiness, check_readiness
-from membrane_otel.readiness import bus_answers as bus_answers  # membrane-otel doctor imports it from here
-from membrane_otel.readiness import http_ok as http_ok
+from membrane_otel.ops._readiness import ReadMetrics, _default_read_metrics, acheck_readiness, check_readiness
+from membrane_otel.ops._readiness import (
+    bus_answers as bus_answers,  # membrane-otel doctor imports it from here
+)
+from membrane_otel.ops._readiness import http_ok as http_ok
 
 __all__ = [
     "Alert",
@@ -43,7 +45,7 @@ __all__ = [
     "stop_watchdog",
 ]
 
-_log = logging.getLogger("membrane_otel.watchdog")
+_log = logging.getLogger("membrane_otel.ops._watchdog")
 
 Severity = Literal["warn", "critical"]
 Emit = Callable[[str, dict[str, Any]], None]
@@ -71,11 +73,11 @@ def pipeline_figures(m: Mapping[str, int]) -> dict[str, float]:
 
 
 def _emit_event(name: str, payload: dict[str, Any]) -> None:
-    """Through :mod:`membrane_otel.events`: an OTel log record with ``event_name``, the ledger's way.
+    """Through :mod:`membrane_otel.ledger._events`: an OTel log record with ``event_name``, the ledger's way.
 
     ``alert_triggered`` goes through ``emit_alert`` so the record's severity follows the level.
     """
-    from membrane_otel import events
+    from membrane_otel.ledger import _events as events
 
     if name == "alert_triggered":
         fields = {k: v for k, v in payload.items() if k not in ("level", "message")}
@@ -285,12 +287,12 @@ class PipelineWatchdog:
     def _instruments(self, provider: MeterProvider | None) -> None:
         meter = (provider or metrics.get_meter_provider()).get_meter("membrane_otel")
         self._breach_counter = meter.create_counter(
-            "membrane_otel.watchdog.slo_breaches",
+            "membrane_otel.ops._watchdog.slo_breaches",
             unit="{breach}",
             description="Watchdog checks that found an SLO breached",
         )
         meter.create_observable_gauge(
-            "membrane_otel.watchdog.alerts.active",
+            "membrane_otel.ops._watchdog.alerts.active",
             [self._observe_alerts],
             unit="{alert}",
             description="Pipeline alerts that hold now",
@@ -355,37 +357,37 @@ _PIPELINE_INSTRUMENTS: tuple[tuple[str, Callable[[Mapping[str, int]], list[Obser
     ("membrane_otel.queue.depth", _queues, "{record}", "Records waiting in each telemetry queue"),
     ("membrane_otel.export.latency", _latency, "s", "Duration of each exporter's latest export"),
     (
-        "membrane_otel.records.produced",
+        "membrane_otel.translate._records.produced",
         _labelled(attr="signal", logs="produced_logs"),
         "{record}",
         "Log records produced",
     ),
     (
-        "membrane_otel.records.exported",
+        "membrane_otel.translate._records.exported",
         _labelled(attr="path", logs="exported", spans="exported_spans", bus="published"),
         "{record}",
         "Records written to the ledger / delivered to the membrane bus",
     ),
     (
-        "membrane_otel.records.dropped",
+        "membrane_otel.translate._records.dropped",
         _labelled(attr="queue", logs="dropped_logs", spans="dropped_spans", bus="dropped_count"),
         "{record}",
         "Records dropped from full queues (oldest first)",
     ),
     (
-        "membrane_otel.records.spooled",
+        "membrane_otel.translate._records.spooled",
         _labelled(attr="path", bus="spool_writes"),
         "{record}",
         "Envelopes spooled to disk",
     ),
     (
-        "membrane_otel.records.failed",
+        "membrane_otel.translate._records.failed",
         lambda m: [Observation(_sum(m, "export_failed", prefix="export_errors."))],
         "{record}",
         "Records an exporter failed to export",
     ),
     (
-        "membrane_otel.records.suppressed",
+        "membrane_otel.translate._records.suppressed",
         _labelled(attr="path", bus="suppressed"),
         "{record}",
         "Envelopes held back by the throttle",
@@ -407,7 +409,7 @@ def start_watchdog(**kwargs: Any) -> PipelineWatchdog:
     with _process_lock:
         if _process_watchdog is None:
             if "interval_s" not in kwargs:
-                from membrane_otel.config import get_settings
+                from membrane_otel.settings import get_settings
 
                 kwargs["interval_s"] = get_settings().watchdog_interval_s
             _process_watchdog = PipelineWatchdog(**kwargs)

@@ -33,7 +33,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 
 from membrane_otel._internal import counters
-from membrane_otel._internal.bus_wire import (
+from membrane_otel.membrane._bus_wire import (
     Ack,
     BusError,
     BusRefused,
@@ -43,7 +43,7 @@ from membrane_otel._internal.bus_wire import (
     WsTransport,
     _stimulus_id,
 )
-from membrane_otel.spool import Spool
+from membrane_otel.membrane._spool import Spool
 
 __all__ = [
     "DEFAULT_BUS_URL",
@@ -59,7 +59,7 @@ __all__ = [
 
 DEFAULT_BUS_URL = "ws://127.0.0.1:8000/api/ws"
 
-_log = logging.getLogger("membrane_otel.bus")
+_log = logging.getLogger("membrane_otel.membrane._bus")
 
 
 class _ProblemLog:
@@ -114,7 +114,9 @@ def _account(
         try:
             on_published(delivered)
         except Exception:
-            problems.log(logging.ERROR, "callback", "membrane bus on_published callback failed", exc_info=True)
+            problems.log(
+                logging.ERROR, "callback", "membrane bus on_published callback failed", exc_info=True
+            )
     return len(delivered)
 
 
@@ -298,7 +300,9 @@ class BusClient:
                     stopping = self._stopping
                     target = self._flush_req
                     forced = stopping or target > self._flush_done
-                    deadline = self._shutdown_deadline if stopping else self._flush_deadline if forced else None
+                    deadline = (
+                        self._shutdown_deadline if stopping else self._flush_deadline if forced else None
+                    )
                 try:
                     ok = self._tick(forced=forced, deadline=deadline)
                 except Exception:  # the flusher must outlive any bug in one tick
@@ -431,8 +435,11 @@ class BusClient:
             except (OSError, ValueError, TypeError) as exc:
                 counters.incr("dropped_count", len(chunk))
                 self._problems.log(
-                    logging.ERROR, "spool", "membrane spool %s unwritable (%s): envelopes dropped",
-                    self.spool.directory, exc,
+                    logging.ERROR,
+                    "spool",
+                    "membrane spool %s unwritable (%s): envelopes dropped",
+                    self.spool.directory,
+                    exc,
                 )
             else:
                 self._spool_dirty = True

@@ -40,7 +40,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Span, Status, StatusCode
 
 if TYPE_CHECKING:
-    from membrane_otel.redact import Redactor
+    from membrane_otel.logs._redact import Redactor
 
 LAYERS: dict[str, str] = {
     "alt": "altitude",
@@ -68,7 +68,7 @@ _LOOKUP: dict[str, tuple[str, str]] = {
 }
 _repr = reprlib.Repr()
 _repr.maxstring = _repr.maxother = SUMMARY_LIMIT
-_log = logging.getLogger("membrane_otel.hrm")
+_log = logging.getLogger("membrane_otel.spans._hrm")
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -373,7 +373,7 @@ class HRMTracer:
         return self._resolve() if enabled is None else enabled
 
     def _resolve(self) -> bool:
-        from membrane_otel.config import ConfigError, get_settings
+        from membrane_otel.settings import ConfigError, get_settings
 
         try:
             on = get_settings().trace
@@ -395,7 +395,7 @@ class HRMTracer:
         otel = self._otel
         if otel is None:
             provider = self._provider or trace.get_tracer_provider()
-            otel = provider.get_tracer("membrane_otel.hrm")
+            otel = provider.get_tracer("membrane_otel.spans._hrm")
             # Before the SDK is set up this is a proxy; keep asking until the real one exists,
             # so spans do not pay the proxy's indirection for the life of the process.
             if not isinstance(provider, trace.ProxyTracerProvider):
@@ -407,7 +407,7 @@ class HRMTracer:
         if scrub is None:
             redactor = self._redactor
             if redactor is None:
-                from membrane_otel.redact import configured_redactor
+                from membrane_otel.logs._redact import configured_redactor
 
                 redactor = configured_redactor()
             self._scrub = scrub = _Scrubber(redactor)

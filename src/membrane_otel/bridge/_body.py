@@ -13,7 +13,6 @@ from typing import Protocol
 __all__ = ["BadBody", "BodyTooLarge", "UnsupportedEncoding", "decode_content", "read_raw"]
 
 
-
 class Reader(Protocol):
     def read(self, size: int, /) -> bytes: ...
 

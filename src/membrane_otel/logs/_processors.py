@@ -15,7 +15,7 @@ from typing import Any
 from opentelemetry.sdk._logs import LogRecordProcessor, ReadWriteLogRecord
 
 from membrane_otel._internal import counters
-from membrane_otel.errors import dedupe_key, fingerprint_from_stacktrace, stack_fingerprint
+from membrane_otel.logs._errors import dedupe_key, fingerprint_from_stacktrace, stack_fingerprint
 
 Redact = Callable[[Any], Any]
 _SEV_WARN = 13
@@ -48,7 +48,7 @@ def _identity(value: Any) -> Any:
 
 def configured_value_redactor() -> Redact:
     """The configured redactor applied to values (strings, and strings inside lists and dicts)."""
-    from membrane_otel.redact import configured_redactor
+    from membrane_otel.logs._redact import configured_redactor
 
     return configured_redactor().redact_value
 

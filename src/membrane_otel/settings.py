@@ -49,7 +49,9 @@ class Settings(BaseModel):
     bus_url: str = Field(
         "ws://127.0.0.1:8000/api/ws", description="MEMBRANE_BUS_URL: the membrane bus (ws:// or wss://)."
     )
-    bus_token: str | None = Field(None, description="MEMBRANE_BUS_TOKEN: bearer token for the bus.", repr=False)
+    bus_token: str | None = Field(
+        None, description="MEMBRANE_BUS_TOKEN: bearer token for the bus.", repr=False
+    )
     bus_ca_file: Path | None = Field(None, description="MEMBRANE_BUS_CA_FILE: CA bundle for wss://.")
     trace: bool = Field(False, description="MEMBRANE_TRACE (alias DOPEJAR_TRACE): HRM tracing on.")
     trace_config: Path | None = Field(
@@ -61,8 +63,12 @@ class Settings(BaseModel):
     l2_level: int = Field(
         logging.ERROR, description="MEMBRANE_L2_LEVEL: records at or above become envelopes (name or number)."
     )
-    queue_size: int = Field(1000, ge=1, description="MEMBRANE_QUEUE_SIZE: records queued before the oldest drop.")
-    flush_interval_ms: int = Field(250, ge=1, description="MEMBRANE_FLUSH_INTERVAL_MS: background flush period.")
+    queue_size: int = Field(
+        1000, ge=1, description="MEMBRANE_QUEUE_SIZE: records queued before the oldest drop."
+    )
+    flush_interval_ms: int = Field(
+        250, ge=1, description="MEMBRANE_FLUSH_INTERVAL_MS: background flush period."
+    )
     batch_size: int = Field(25, ge=1, description="MEMBRANE_BATCH_SIZE: flush early at this many records.")
     redact_patterns: tuple[str, ...] = Field(
         (), description="MEMBRANE_REDACT_PATTERNS: extra secret regexes, a JSON array of strings."
@@ -74,13 +80,21 @@ class Settings(BaseModel):
     scope: Literal["personal", "organizational", "ecosystem"] = Field(
         "organizational", description="MEMBRANE_SCOPE: default scope of error envelopes."
     )
-    throttle: bool = Field(True, description="MEMBRANE_THROTTLE: per-type/per-fingerprint envelope throttling.")
-    bridge_url: str = Field("http://127.0.0.1:8010", description="MEMBRANE_BRIDGE_URL: the bridge, for doctor.")
+    throttle: bool = Field(
+        True, description="MEMBRANE_THROTTLE: per-type/per-fingerprint envelope throttling."
+    )
+    bridge_url: str = Field(
+        "http://127.0.0.1:8010", description="MEMBRANE_BRIDGE_URL: the bridge, for doctor."
+    )
     bridge_token: str | None = Field(None, description="MEMBRANE_BRIDGE_TOKEN: bearer token.", repr=False)
     watchdog: bool = Field(True, description="MEMBRANE_WATCHDOG: run the pipeline watchdog.")
-    watchdog_interval_s: float = Field(15.0, gt=0, description="MEMBRANE_WATCHDOG_INTERVAL: seconds per check.")
+    watchdog_interval_s: float = Field(
+        15.0, gt=0, description="MEMBRANE_WATCHDOG_INTERVAL: seconds per check."
+    )
     throttle_type_interval_s: float = Field(
-        15.0, ge=0, description="MEMBRANE_THROTTLE_TYPE_INTERVAL: one envelope per signal type per this; 0 off."
+        15.0,
+        ge=0,
+        description="MEMBRANE_THROTTLE_TYPE_INTERVAL: one envelope per signal type per this; 0 off.",
     )
     throttle_fingerprint_interval_s: float = Field(
         10.0, ge=0, description="MEMBRANE_THROTTLE_FINGERPRINT_INTERVAL: one per fingerprint per this; 0 off."
@@ -182,7 +196,9 @@ def _parse_patterns(var: str, raw: str) -> tuple[str, ...]:
     except json.JSONDecodeError:
         data = None
     if not isinstance(data, list) or not all(isinstance(p, str) for p in data):
-        raise ConfigError(f'{var} is not valid: expected a JSON array of regex strings, e.g. ["sess-[0-9a-f]+"]')
+        raise ConfigError(
+            f'{var} is not valid: expected a JSON array of regex strings, e.g. ["sess-[0-9a-f]+"]'
+        )
     import re
 
     for p in data:

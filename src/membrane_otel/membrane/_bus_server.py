@@ -37,7 +37,7 @@ from websockets.http11 import Request, Response
 
 __all__ = ["BusServer", "serve", "serve_async", "validate_envelope"]
 
-_log = logging.getLogger("membrane_otel.busserver")
+_log = logging.getLogger("membrane_otel.membrane._bus_server")
 
 WS_PATH = "/api/ws"
 MAX_FRAME_BYTES = 16 * 1024 * 1024
@@ -72,9 +72,7 @@ class BusServer:
 
     def __init__(self, *, token: str | None = None, record: str | None = None) -> None:
         self._token = token
-        self._record_fd = (
-            os.open(record, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600) if record else None
-        )
+        self._record_fd = os.open(record, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600) if record else None
         self.clients: set[ServerConnection] = set()
         self.subscribers: set[ServerConnection] = set()
         self.stats = {"frames": 0, "accepted": 0, "rejected": 0, "errors": 0}

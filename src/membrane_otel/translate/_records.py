@@ -1,6 +1,6 @@
 """The small neutral records the one translation works on, and the SDK adapters.
 
-Two thin adapters feed :mod:`membrane_otel.translate`: this module's, from the SDK's
+Two thin adapters feed :mod:`membrane_otel.translate._core`: this module's, from the SDK's
 ``ReadableSpan`` / ``ReadableLogRecord`` (embedded mode), and the bridge's, from the OTLP
 protobuf the Collector sends. Both produce the same :class:`SpanData` / :class:`LogData`,
 so both modes produce the same envelopes and ledger lines.
@@ -109,7 +109,11 @@ def span_from_sdk(span: ReadableSpan) -> SpanData:
     parent = span.parent
     status = span.status
     code: StatusName = (
-        "error" if status.status_code is StatusCode.ERROR else "ok" if status.status_code is StatusCode.OK else "unset"
+        "error"
+        if status.status_code is StatusCode.ERROR
+        else "ok"
+        if status.status_code is StatusCode.OK
+        else "unset"
     )
     scope = span.instrumentation_scope
     return SpanData(

@@ -1,13 +1,13 @@
 """What the bridge does with what it receives: the one translation, the ledger, the membrane.
 
-Transport-free (the HTTP layer is :mod:`membrane_otel.bridge.server`), so it can be driven
+Transport-free (the HTTP layer is :mod:`membrane_otel.bridge._server`), so it can be driven
 directly by tests and benchmarks. Acceptance is durable: the ledger write happens before
 the caller answers 200, and a write that fails raises :class:`LedgerUnavailable` so the
 caller answers 503 and the Collector keeps the batch and retries. Re-delivered batches are
 harmless: records carry stable ids and the ledger skips ids it has already written.
 
 Spans never become envelopes; log records do when :func:`translate.wants_envelope` says so
-(errors at/above L2, stimuli), through the same :class:`~membrane_otel.membrane.MembranePublisher`
+(errors at/above L2, stimuli), through the same :class:`~membrane_otel.membrane._publish.MembranePublisher`
 as embedded mode, with its throttle, bus client and spool.
 """
 
@@ -24,11 +24,11 @@ from typing import Any, Protocol
 
 from membrane_otel._internal import counters
 from membrane_otel._internal.ratelog import RateLimitedLogger
-from membrane_otel.bridge.legacy import envelope_line, normalise
-from membrane_otel.bridge.otlp import Decoded
-from membrane_otel.envelope import Envelope
-from membrane_otel.records import LogData
-from membrane_otel.translate import log_line, span_line
+from membrane_otel.bridge._legacy import envelope_line, normalise
+from membrane_otel.bridge._otlp import Decoded
+from membrane_otel.membrane._envelope import Envelope
+from membrane_otel.translate._core import log_line, span_line
+from membrane_otel.translate._records import LogData
 
 __all__ = ["Bridge", "LedgerUnavailable", "LedgerWriter", "Outcome", "Publisher"]
 
@@ -43,7 +43,7 @@ class LedgerWriter(Protocol):
 
 
 class Publisher(Protocol):
-    """What the bridge needs of :class:`membrane_otel.membrane.MembranePublisher`."""
+    """What the bridge needs of :class:`membrane_otel.membrane._publish.MembranePublisher`."""
 
     def submit_logs(self, logs: Sequence[LogData]) -> int: ...
 

@@ -86,7 +86,7 @@ def _reasons(why: str | Iterable[str]) -> list[str]:
 
 
 def _default_redact() -> Redact:
-    from membrane_otel.redact import configured_redactor
+    from membrane_otel.logs._redact import configured_redactor
 
     return configured_redactor().redact_value
 
@@ -159,11 +159,11 @@ class Narrator:
 
     def _logger(self) -> Any:
         if self._provider is not None:
-            return self._provider.get_logger("membrane_otel.narrative")
+            return self._provider.get_logger("membrane_otel.ops._narrative")
         from membrane_otel._setup import ensure_configured
 
         ensure_configured()
-        return get_logger("membrane_otel.narrative")
+        return get_logger("membrane_otel.ops._narrative")
 
     # -- the seed's specialised narratives ---------------------------------------------------
 
@@ -382,10 +382,10 @@ def get_narratives(
     the export queue are not in the ledger yet: call ``membrane_otel.force_flush()`` first
     when you need what was narrated a moment ago.
     """
-    from membrane_otel.ledger import read_lines
+    from membrane_otel.ledger._writer import read_lines
 
     if ledger_path is None:
-        from membrane_otel.config import get_settings
+        from membrane_otel.settings import get_settings
 
         ledger_path = get_settings().ledger_path
     floor = _since_unix(since)

@@ -28,7 +28,7 @@ from typing import Literal, TextIO
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from membrane_otel.records import SpanData, span_from_sdk
+from membrane_otel.translate._records import SpanData, span_from_sdk
 
 TraceLevel = Literal["debug", "info", "warn"]
 LAYER_CODES = {
@@ -183,7 +183,7 @@ class ConsoleTreeSpanExporter(SpanExporter):
         self, stream: TextIO | None = None, *, colour: bool | None = None, level: TraceLevel | None = None
     ) -> None:
         if level is None:
-            from membrane_otel.config import get_settings
+            from membrane_otel.settings import get_settings
 
             level = get_settings().trace_level
         if level not in ("debug", "info", "warn"):

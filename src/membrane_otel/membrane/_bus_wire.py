@@ -218,7 +218,9 @@ def _parse_reply(reply: str | bytes) -> Ack | None:
         ids = msg.get("ids")
         rejected = msg.get("rejected") or []
         error = "; ".join(str(r.get("error")) for r in rejected if isinstance(r, dict)) or None
-        return Ack(frozenset(i for i in ids if isinstance(i, str)) if isinstance(ids, list) else frozenset(), error)
+        return Ack(
+            frozenset(i for i in ids if isinstance(i, str)) if isinstance(ids, list) else frozenset(), error
+        )
     if msg.get("type") == "error":
         return Ack(frozenset(), str(msg.get("error", "frame refused")))
     return None

@@ -38,7 +38,7 @@ from opentelemetry.instrumentation.log_utils import std_to_otel
 
 from membrane_otel._internal import counters
 from membrane_otel._internal.ratelog import RateLimitedLogger
-from membrane_otel.errors import (
+from membrane_otel.logs._errors import (
     CapturedException,
     capture_exception,
     dedupe_key,
@@ -47,14 +47,19 @@ from membrane_otel.errors import (
     stack_fingerprint,
     truncate_stack,
 )
-from membrane_otel.redact import redact_secrets
+from membrane_otel.logs._redact import redact_secrets
 
 BODY_LIMIT = 64 * 1024
-_diag = RateLimitedLogger(logging.getLogger("membrane_otel.l2logger"))
+_diag = RateLimitedLogger(logging.getLogger("membrane_otel.logs._l2logger"))
 
 
 # OTel's severity text by the level's floor (a custom level 35 is a WARN).
-_SEVERITY_TEXT = ((logging.CRITICAL, "FATAL"), (logging.ERROR, "ERROR"), (logging.WARNING, "WARN"), (logging.INFO, "INFO"))
+_SEVERITY_TEXT = (
+    (logging.CRITICAL, "FATAL"),
+    (logging.ERROR, "ERROR"),
+    (logging.WARNING, "WARN"),
+    (logging.INFO, "INFO"),
+)
 
 
 def _severity_text(levelno: int) -> str:
@@ -167,7 +172,7 @@ def _get_renderer() -> _Renderer:
     if _renderer is None:
         with _renderer_lock:
             if _renderer is None:
-                from membrane_otel.config import get_settings
+                from membrane_otel.settings import get_settings
 
                 _renderer = _Renderer(get_settings().queue_size)
     return _renderer
@@ -183,7 +188,8 @@ class L2Handler(logging.Handler):
 
     def __init__(self, script_name: str, script_path: str, l2_level: int = logging.ERROR) -> None:
         super().__init__(l2_level)
-        from membrane_otel.config import get_settings
+        from membrane_otel.settings import get_settings
+
         self.script_name = script_name
         self.script_path = script_path
         self._static: dict[str, Any] = {

@@ -1,0 +1,17 @@
+"""HRM tracing (``seeds/004``) on real OTel spans, and the console span tree."""
+
+from __future__ import annotations
+
+from membrane_otel._internal.lazy import lazy_exports
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from membrane_otel.spans._console_tree import ConsoleTreeSpanExporter
+    from membrane_otel.spans._hrm import HRMTracer, tracer
+
+__all__ = ["ConsoleTreeSpanExporter", "HRMTracer", "tracer"]
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {"ConsoleTreeSpanExporter": "._console_tree", "HRMTracer": "._hrm", "tracer": "._hrm"},
+)
