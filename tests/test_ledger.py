@@ -8,17 +8,17 @@ import os
 import threading
 from pathlib import Path
 
+from membrane_otel._internal.tables import iso
 from membrane_otel.ledger._verify import verify
 from membrane_otel.ledger._writer import (
     GENESIS,
     Ledger,
-    event_line,
-    iso,
     ledger_files,
     ledger_for,
     read_lines,
     split_hash,
 )
+from membrane_otel.translate._shape import event_line
 
 
 def _raw_lines(path: Path) -> list[str]:

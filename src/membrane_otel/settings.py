@@ -18,6 +18,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from membrane_otel._internal.tables import DEFAULT_BUS_URL, DEFAULT_LEDGER_MAX_BYTES, DEFAULT_SPOOL_MAX_BYTES
+
 _LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "WARN": 30, "ERROR": 40, "CRITICAL": 50}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -37,18 +39,20 @@ class Settings(BaseModel):
         description="MEMBRANE_LEDGER_PATH (alias AGI_LEDGER_PATH): the hash-chained JSONL ledger.",
     )
     ledger_max_bytes: int = Field(
-        64 * 1024 * 1024, ge=0, description="MEMBRANE_LEDGER_MAX_BYTES: rotate above this size; 0 never."
+        DEFAULT_LEDGER_MAX_BYTES,
+        ge=0,
+        description="MEMBRANE_LEDGER_MAX_BYTES: rotate above this size; 0 never.",
     )
     spool_dir: Path = Field(
         Path("/tmp/membrane-stimuli-spool"),
         description="MEMBRANE_SPOOL_DIR: envelopes wait here while the bus is down.",
     )
     spool_max_bytes: int = Field(
-        256 * 1024 * 1024, ge=0, description="MEMBRANE_SPOOL_MAX_BYTES: oldest spool files dropped above."
+        DEFAULT_SPOOL_MAX_BYTES,
+        ge=0,
+        description="MEMBRANE_SPOOL_MAX_BYTES: oldest spool files dropped above.",
     )
-    bus_url: str = Field(
-        "ws://127.0.0.1:8000/api/ws", description="MEMBRANE_BUS_URL: the membrane bus (ws:// or wss://)."
-    )
+    bus_url: str = Field(DEFAULT_BUS_URL, description="MEMBRANE_BUS_URL: the membrane bus (ws:// or wss://).")
     bus_token: str | None = Field(
         None, description="MEMBRANE_BUS_TOKEN: bearer token for the bus.", repr=False
     )

@@ -13,8 +13,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from membrane_otel._internal.tables import iso
 from membrane_otel.membrane._envelope import Envelope
-from membrane_otel.translate._core import iso
 
 __all__ = ["envelope_line", "normalise"]
 

@@ -10,9 +10,9 @@ import time
 from datetime import datetime
 from typing import Any
 
-HELP = "run the reference membrane bus, or tail one"
+from membrane_otel._internal.tables import DEFAULT_BUS_URL
 
-_DEFAULT_URL = "ws://127.0.0.1:8000/api/ws"
+HELP = "run the reference membrane bus, or tail one"
 
 
 def build_parser(parser: argparse.ArgumentParser) -> None:
@@ -43,7 +43,7 @@ def build_parser(parser: argparse.ArgumentParser) -> None:
         "terminal, one JSON envelope per line when piped.",
     )
     tail.add_argument(
-        "--url", default=None, help=f"bus URL (default: $MEMBRANE_BUS_URL, else {_DEFAULT_URL})"
+        "--url", default=None, help=f"bus URL (default: $MEMBRANE_BUS_URL, else {DEFAULT_BUS_URL})"
     )
     tail.add_argument("--token", default=None, help="bearer token (default: $MEMBRANE_BUS_TOKEN)")
     tail.add_argument("--ca-file", default=None, help="CA certificate to verify a wss:// bus with")
@@ -94,7 +94,7 @@ def _tail(args: argparse.Namespace) -> int:
     from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
     from websockets.sync.client import connect
 
-    url = args.url or os.environ.get("MEMBRANE_BUS_URL") or _DEFAULT_URL
+    url = args.url or os.environ.get("MEMBRANE_BUS_URL") or DEFAULT_BUS_URL
     token = args.token if args.token is not None else os.environ.get("MEMBRANE_BUS_TOKEN") or None
     pretty = (args.fmt or ("pretty" if sys.stdout.isatty() else "json")) == "pretty"
     color = pretty and sys.stdout.isatty() and not os.environ.get("NO_COLOR")

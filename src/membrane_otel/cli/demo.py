@@ -16,6 +16,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from membrane_otel._internal.tables import DEFAULT_BUS_URL
+
 HELP = "run the example HRM agent in the embedded default"
 
 
@@ -50,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         MEMBRANE_TRACE="1",
         MEMBRANE_LEDGER_PATH=str(ledger),
         MEMBRANE_SPOOL_DIR=str(spool),
-        MEMBRANE_BUS_URL=os.environ.get("MEMBRANE_BUS_URL", "ws://127.0.0.1:8000/api/ws"),
+        MEMBRANE_BUS_URL=os.environ.get("MEMBRANE_BUS_URL", DEFAULT_BUS_URL),
     )
     bindir = Path(sys.executable).parent
     print("$ MEMBRANE_TRACE=1 opentelemetry-instrument python examples/hrm_agent.py\n", flush=True)

@@ -17,6 +17,8 @@ import json
 import os
 import sys
 
+from membrane_otel._internal.tables import DEFAULT_LEDGER_MAX_BYTES
+
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy honours the name)
 if TYPE_CHECKING:
     import argparse
@@ -24,7 +26,7 @@ if TYPE_CHECKING:
 HELP = "append one event to the ledger (the shell emitter)"
 
 DEFAULT_LEDGER = "memory/resonance_ledger.jsonl"
-DEFAULT_MAX_BYTES = 64 * 1024 * 1024  # as Settings.ledger_max_bytes
+DEFAULT_MAX_BYTES = DEFAULT_LEDGER_MAX_BYTES
 _WORDS = {"true": True, "false": False, "null": None, "none": None}
 
 
@@ -120,7 +122,8 @@ def _service() -> str:
 def run(args: argparse.Namespace) -> int:
     import time
 
-    from membrane_otel.ledger._writer import Ledger, builtin_sha256, event_line
+    from membrane_otel.ledger._writer import Ledger, builtin_sha256
+    from membrane_otel.translate._shape import event_line
 
     payload = _payload(args)
     ids = {"task_id": args.task_id, "persona_id": args.persona_id, "session_id": args.session_id}

@@ -8,10 +8,11 @@ import os
 import sys
 from typing import Any
 
+from membrane_otel._internal.tables import DEFAULT_BUS_URL
+
 HELP = "show or flush the envelope spool"
 
 _DEFAULT_DIR = "/tmp/membrane-stimuli-spool"
-_DEFAULT_URL = "ws://127.0.0.1:8000/api/ws"
 
 
 def build_parser(parser: argparse.ArgumentParser) -> None:
@@ -25,7 +26,7 @@ def build_parser(parser: argparse.ArgumentParser) -> None:
     flush = sub.add_parser("flush", help="send every spooled envelope to the bus now")
     flush.add_argument("--dir", default=None, help=dir_help)
     flush.add_argument(
-        "--url", default=None, help=f"bus URL (default: $MEMBRANE_BUS_URL, else {_DEFAULT_URL})"
+        "--url", default=None, help=f"bus URL (default: $MEMBRANE_BUS_URL, else {DEFAULT_BUS_URL})"
     )
     flush.add_argument("--token", default=None, help="bearer token (default: $MEMBRANE_BUS_TOKEN)")
     flush.add_argument("--ca-file", default=None, help="CA certificate to verify a wss:// bus with")
@@ -45,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from membrane_otel.membrane._bus import BusError, flush_spool
 
-    url = args.url or os.environ.get("MEMBRANE_BUS_URL") or _DEFAULT_URL
+    url = args.url or os.environ.get("MEMBRANE_BUS_URL") or DEFAULT_BUS_URL
     token = args.token if args.token is not None else os.environ.get("MEMBRANE_BUS_TOKEN") or None
     before = spool.status()["envelopes"]
     try:

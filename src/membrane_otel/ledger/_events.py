@@ -34,7 +34,9 @@ from opentelemetry._logs import Logger, SeverityNumber, get_logger
 
 from membrane_otel._internal import counters
 from membrane_otel._internal.ratelog import RateLimitedLogger
-from membrane_otel.ledger._writer import Ledger, event_line, ledger_for
+from membrane_otel._internal.tables import OTEL_SEVERITY
+from membrane_otel.ledger._writer import Ledger, ledger_for
+from membrane_otel.translate._shape import event_line
 
 __all__ = [
     "EVENT_CATEGORIES",
@@ -110,15 +112,6 @@ _LIFECYCLE = {
     "complete": "task_completed", "completed": "task_completed", "done": "task_completed",
     "fail": "task_failed", "failed": "task_failed", "error": "task_failed",
 }  # fmt: skip
-_ALERT_SEVERITY = {
-    "debug": (SeverityNumber.DEBUG, "DEBUG"),
-    "info": (SeverityNumber.INFO, "INFO"),
-    "warning": (SeverityNumber.WARN, "WARN"),
-    "warn": (SeverityNumber.WARN, "WARN"),
-    "error": (SeverityNumber.ERROR, "ERROR"),
-    "critical": (SeverityNumber.FATAL, "FATAL"),
-    "fatal": (SeverityNumber.FATAL, "FATAL"),
-}
 _METRIC_NAME = re.compile(r"[A-Za-z][-_./A-Za-z0-9]{0,200}$")
 _MAX_WARNED = 1024
 
@@ -292,7 +285,8 @@ class EventEmitter:
 
     def alert(self, level: str, message: str, **fields: Any) -> bool:
         """``alert_triggered`` with ``level`` and ``message``; the record's severity follows the level."""
-        severity, text = _ALERT_SEVERITY.get(str(level).lower(), (SeverityNumber.WARN, "WARN"))
+        number, text = OTEL_SEVERITY.get(str(level).lower(), OTEL_SEVERITY["warn"])
+        severity = SeverityNumber(number)
         ids = {k: fields.pop(k, None) for k in ("task_id", "persona_id", "session_id")}
         payload = {"level": level, "message": message, **fields}
         return self.emit("alert_triggered", payload, severity=severity, severity_text=text, **ids)

@@ -26,7 +26,6 @@ import _thread  # the documented low-level module: a Lock without importing thre
 import fcntl
 import json
 import os
-import time
 
 # The reading side (file naming, listing, line iteration), re-exported: callers import it from here.
 from membrane_otel.ledger._reader import iter_raw as iter_raw
@@ -57,15 +56,6 @@ _CHAIN_KEYS = ("seq", "prev_hash", "hash")
 _RECENT_SCAN_BYTES = 1 << 20
 _RID_PATTERN = rb'"record_id":"([^"\\]{1,200})"'
 _rid_re: re.Pattern[bytes] | None = None
-
-# The ledger line's own keys, as membrane_otel.translate._core.log_line writes them; a payload
-# field of one of these names is kept as payload_<name>. (Kept here too, stdlib-only, so
-# the shell emitter writes the very same line shape without importing the translation.)
-ID_KEYS = ("task_id", "persona_id", "session_id")
-RESERVED = frozenset(
-    ("event", "ts", "ts_unix", "otel_trace_id", "otel_span_id", "record_id", "seq", "prev_hash", "hash")
-)
-
 
 # One encoder for every line: json.dumps with non-default options builds a new one per call.
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
@@ -133,45 +123,6 @@ def split_hash(raw: str) -> tuple[str, str] | None:
     if raw[cut : cut + 9] != _HASH_MARK:
         return None
     return raw[:cut], raw[cut + 9 : -2]
-
-
-def iso(ns: int) -> str:
-    """ISO 8601 UTC with milliseconds, as every ledger line's ``ts`` (``2025-10-30T12:00:00.123Z``)."""
-    # time, not datetime: one import less for the shell emitter; the same text.
-    seconds, rest = divmod(ns, 1_000_000_000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{rest // 1_000_000:03d}Z"
-
-
-def event_line(
-    event: str,
-    payload: Mapping[str, Any],
-    *,
-    time_ns: int,
-    record_id: str,
-    ids: Mapping[str, Any] | None = None,
-    service: str | None = None,
-    trace_id: str | None = None,
-    span_id: str | None = None,
-) -> dict[str, Any]:
-    """A ledger event line built directly, in the shape ``translate.log_line`` gives an event.
-
-    For the paths that do not go through OTel: the shell emitter, and ``emit_event`` when no
-    OTel logs pipeline is configured. A test holds the two shapes equal.
-    """
-    line: dict[str, Any] = {"event": event, "ts": iso(time_ns), "ts_unix": round(time_ns / 1e9, 6)}
-    merged = {**payload, **{k: v for k, v in (ids or {}).items() if v is not None}}
-    for key in ID_KEYS:
-        if key in merged:
-            line[key] = merged[key]
-    line["otel_trace_id"] = trace_id
-    line["otel_span_id"] = span_id
-    for key, value in merged.items():
-        if key in ID_KEYS:
-            continue
-        line[f"payload_{key}" if key in RESERVED else key] = value
-    line["service"] = service
-    line["record_id"] = record_id
-    return line
 
 
 # --------------------------------------------------------------------------- tails (where the chain goes on)

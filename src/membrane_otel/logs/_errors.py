@@ -30,7 +30,21 @@ import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import CodeType, FrameType, TracebackType
-from typing import Literal
+
+from membrane_otel._internal.tables import (
+    BODY_MAX_BYTES,
+    CONTENT_MAX_CHARS,
+    STACK_MAX_BYTES,
+    STACK_MAX_LINES,
+    TRUNCATED,
+    Severity,
+    level_to_severity,
+    node_id,
+    severity_to_urgency,
+    slug,
+    truncate,
+    truncate_stack,
+)
 
 __all__ = [
     "BODY_MAX_BYTES",
@@ -52,17 +66,11 @@ __all__ = [
     "normalise_message",
     "render_stack",
     "severity_to_urgency",
+    "slug",
     "stack_fingerprint",
     "truncate",
     "truncate_stack",
 ]
-
-# Limits from seeds/000.
-STACK_MAX_LINES = 60
-STACK_MAX_BYTES = 16 * 1024
-CONTENT_MAX_CHARS = 500
-BODY_MAX_BYTES = 64 * 1024
-TRUNCATED = "...<truncated>"
 
 FINGERPRINT_FRAMES = 5
 # Frames kept by capture_frames: a RecursionError has ~1000, and only the first 60 lines of
@@ -71,7 +79,6 @@ CAPTURE_MAX_FRAMES = 64
 _CHAIN_MAX = 5
 
 Frame = tuple[str, int, str]  # (filename, lineno, function)
-Severity = Literal["info", "warn", "error", "critical"]
 
 # ---------------------------------------------------------------------------- fingerprints
 
@@ -382,110 +389,3 @@ def dedupe_key(script: str, error_type: str | None, message: str, fingerprint: s
     """sha1 of ``script|error_type|normalised message|fingerprint`` (40 hex chars)."""
     joined = f"{script}|{error_type or ''}|{normalise_message(message)}|{fingerprint}"
     return hashlib.sha1(joined.encode("utf-8", "surrogatepass"), usedforsecurity=False).hexdigest()
-
-
-_NODE_CHARS = re.compile(r"[^A-Za-z0-9_]")
-
-
-def slug(text: str) -> str:
-    """``text`` as an identifier part: every run of non-alphanumerics one ``_`` (channel names, ids)."""
-    return _NON_ALNUM.sub("_", text).strip("_") or "unknown"
-
-
-_NON_ALNUM = re.compile(r"[^0-9A-Za-z]+")
-
-
-def node_id(script_path: str) -> str:
-    """The graph node id of a script: ``orchestration/scripts/x.py`` →
-    ``code_substrate_orchestration_scripts_x_py`` (each non-alphanumeric becomes ``_``)."""
-    path = script_path.replace("\\", "/")
-    while path.startswith(("./", "/")):
-        path = path[2:] if path.startswith("./") else path[1:]
-    return "code_substrate_" + _NODE_CHARS.sub("_", path)
-
-
-# --------------------------------------------------------------------- severity, urgency
-
-_SEVERITIES: tuple[tuple[int, Severity, float], ...] = (
-    (logging.CRITICAL, "critical", 0.95),
-    (logging.ERROR, "error", 0.7),
-    (logging.WARNING, "warn", 0.4),
-)
-_URGENCY: dict[str, float] = {"critical": 0.95, "error": 0.7, "warn": 0.4, "info": 0.2}
-
-
-def level_to_severity(levelno: int) -> Severity:
-    """A Python logging level → the seeds' categorical severity (DEBUG counts as info)."""
-    for floor, name, _ in _SEVERITIES:
-        if levelno >= floor:
-            return name
-    return "info"
-
-
-def severity_to_urgency(severity: Severity | int) -> float:
-    """Severity (``"error"``) or logging level (``40``) → urgency: INFO 0.2, WARNING 0.4,
-    ERROR 0.7, CRITICAL 0.95."""
-    if isinstance(severity, int):
-        severity = level_to_severity(severity)
-    return _URGENCY.get(severity, 0.2)
-
-
-# ------------------------------------------------------------------------------ truncation
-
-
-def _cut_utf8(text: str, max_bytes: int) -> str:
-    """The longest prefix of ``text`` whose UTF-8 encoding fits ``max_bytes``."""
-    if max_bytes <= 0:
-        return ""
-    if len(text) * 4 <= max_bytes:  # cannot exceed: skip the encode
-        return text
-    data = text.encode("utf-8", "surrogatepass")
-    if len(data) <= max_bytes:
-        return text
-    end = max_bytes
-    while end > 0 and (data[end] & 0xC0) == 0x80:  # back off to a character boundary
-        end -= 1
-    return data[:end].decode("utf-8", "surrogatepass")
-
-
-def truncate(
-    text: str,
-    limit: int,
-    *,
-    unit: Literal["chars", "bytes"] = "chars",
-    marker: str = TRUNCATED,
-) -> str:
-    """``text`` unchanged if it fits ``limit`` (characters, or UTF-8 bytes), else its head
-    plus ``marker``, the whole within ``limit``. Never splits a character."""
-    if unit == "chars":
-        if len(text) <= limit:
-            return text
-        if limit < len(marker):
-            return text[: max(limit, 0)]
-        return text[: limit - len(marker)] + marker
-    if len(text) * 4 <= limit or len(text.encode("utf-8", "surrogatepass")) <= limit:
-        return text
-    room = limit - len(marker.encode("utf-8"))
-    if room < 0:
-        return _cut_utf8(text, limit)
-    return _cut_utf8(text, room) + marker
-
-
-def truncate_stack(text: str, max_lines: int = STACK_MAX_LINES, max_bytes: int = STACK_MAX_BYTES) -> str:
-    """A stack trace cut to its first ``max_lines`` lines and ``max_bytes`` UTF-8 bytes,
-    with a last line ``...<truncated>`` when anything was cut (the marker line is within
-    ``max_bytes`` but not counted in ``max_lines``)."""
-    # Find the end of line max_lines without splitting the whole text.
-    end = -1
-    for _ in range(max_lines):
-        end = text.find("\n", end + 1)
-        if end < 0:
-            break
-    cut_lines = end >= 0 and end + 1 < len(text)
-    head = text[: end + 1] if cut_lines else text
-    if not cut_lines and (
-        len(head) * 4 <= max_bytes or len(head.encode("utf-8", "surrogatepass")) <= max_bytes
-    ):
-        return text
-    head = _cut_utf8(head, max_bytes - len(TRUNCATED) - 1)  # room for "\n" + marker
-    return head + ("" if not head or head.endswith("\n") else "\n") + TRUNCATED

@@ -38,6 +38,7 @@ from opentelemetry.instrumentation.log_utils import std_to_otel
 
 from membrane_otel._internal import counters
 from membrane_otel._internal.ratelog import RateLimitedLogger
+from membrane_otel._internal.tables import BODY_MAX_BYTES
 from membrane_otel.logs._errors import (
     CapturedException,
     capture_exception,
@@ -49,7 +50,7 @@ from membrane_otel.logs._errors import (
 )
 from membrane_otel.logs._redact import redact_secrets
 
-BODY_LIMIT = 64 * 1024
+BODY_LIMIT = BODY_MAX_BYTES
 _diag = RateLimitedLogger(logging.getLogger("membrane_otel.logs._l2logger"))
 
 

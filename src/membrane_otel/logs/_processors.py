@@ -15,10 +15,10 @@ from typing import Any
 from opentelemetry.sdk._logs import LogRecordProcessor, ReadWriteLogRecord
 
 from membrane_otel._internal import counters
+from membrane_otel._internal.tables import SEV_WARN
 from membrane_otel.logs._errors import dedupe_key, fingerprint_from_stacktrace, stack_fingerprint
 
 Redact = Callable[[Any], Any]
-_SEV_WARN = 13
 
 
 def _enrich_error(log_record: ReadWriteLogRecord, attrs: Any) -> None:
@@ -80,7 +80,7 @@ class MembraneLogProcessor(LogRecordProcessor):
             if (
                 "membrane.fingerprint" not in attrs
                 and record.event_name is None
-                and (record.severity_number is not None and record.severity_number.value >= _SEV_WARN)
+                and (record.severity_number is not None and record.severity_number.value >= SEV_WARN)
             ):
                 _enrich_error(log_record, attrs)
         else:

@@ -33,6 +33,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 
 from membrane_otel._internal import counters
+from membrane_otel._internal.tables import DEFAULT_BUS_URL
 from membrane_otel.membrane._bus_wire import (
     Ack,
     BusError,
@@ -57,7 +58,6 @@ __all__ = [
     "flush_spool",
 ]
 
-DEFAULT_BUS_URL = "ws://127.0.0.1:8000/api/ws"
 
 _log = logging.getLogger("membrane_otel.membrane._bus")
 

@@ -32,11 +32,12 @@ from pathlib import Path
 from typing import Any
 
 from membrane_otel._internal import counters
+from membrane_otel._internal.tables import DEFAULT_SPOOL_MAX_BYTES
 
 __all__ = ["DEFAULT_SPOOL_DIR", "Spool", "SpoolBatch"]
 
 DEFAULT_SPOOL_DIR = "/tmp/membrane-stimuli-spool"
-DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+DEFAULT_MAX_BYTES = DEFAULT_SPOOL_MAX_BYTES
 
 _log = logging.getLogger("membrane_otel.membrane._spool")
 

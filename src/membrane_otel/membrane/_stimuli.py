@@ -23,6 +23,7 @@ from typing import Any
 
 from opentelemetry._logs import LogRecord, SeverityNumber, get_logger
 
+from membrane_otel._internal.tables import OTEL_SEVERITY
 from membrane_otel.logs._errors import slug
 from membrane_otel.membrane._envelope import CONTENT_LIMIT, OriginType, Scope, StimulusFeatures
 
@@ -38,12 +39,7 @@ __all__ = [
     "get_metrics",
 ]
 
-_SEVERITY = {
-    "info": (SeverityNumber.INFO, "INFO"),
-    "warn": (SeverityNumber.WARN, "WARN"),
-    "error": (SeverityNumber.ERROR, "ERROR"),
-    "critical": (SeverityNumber.FATAL, "FATAL"),
-}
+_SEVERITIES = ("info", "warn", "error", "critical")  # the envelope's categories
 ExcInfo = tuple[type[BaseException] | None, BaseException | None, TracebackType | None]
 
 
@@ -79,7 +75,7 @@ class MembraneEmitter:
         scope_v = Scope(scope)
         origin_v = OriginType(origin)
         feats = features if isinstance(features, StimulusFeatures) else StimulusFeatures(**features)
-        if severity not in _SEVERITY:
+        if severity not in _SEVERITIES:
             raise ValueError(f"unknown severity {severity!r}: expected info, warn, error or critical")
         if not channel:
             raise ValueError("channel must be a non-empty string such as 'org.intent'")
@@ -114,11 +110,11 @@ def _emit_record(body: str, severity: str, attrs: dict[str, Any]) -> None:
     from membrane_otel._setup import ensure_configured
 
     ensure_configured()
-    number, text = _SEVERITY[severity]
+    number, text = OTEL_SEVERITY[severity]
     get_logger("membrane_otel.membrane._stimuli").emit(
         LogRecord(
             timestamp=time.time_ns(),
-            severity_number=number,
+            severity_number=SeverityNumber(number),
             severity_text=text,
             body=body,
             attributes=attrs,

@@ -38,6 +38,8 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry._logs import LoggerProvider, LogRecord, SeverityNumber, get_logger
 
+from membrane_otel._internal.tables import ID_KEYS
+
 __all__ = [
     "Narrator",
     "alog_load_shedding",
@@ -53,7 +55,6 @@ __all__ = [
 
 PREFIX = "narrative."
 CONTEXT_PREFIX = "narrative.context."
-_ID_KEYS = ("task_id", "persona_id", "session_id")
 _NOT_NAME = re.compile(r"[^0-9A-Za-z_.-]+")
 
 Redact = Callable[[Any], Any]
@@ -139,7 +140,7 @@ class Narrator:
         }
         for key, value in ctx.items():
             attrs[f"{CONTEXT_PREFIX}{key}"] = _attr(value)
-            if key in _ID_KEYS:
+            if key in ID_KEYS:
                 attrs[key] = _attr(value)
         name = event_name(what)
         span = trace.get_current_span()

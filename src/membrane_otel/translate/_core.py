@@ -13,27 +13,25 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import UTC, datetime
 from typing import Any
 
 from opentelemetry.instrumentation.log_utils import std_to_otel
 
-from membrane_otel.logs._errors import severity_to_urgency, slug
+from membrane_otel._internal.tables import (
+    ID_KEYS,
+    SEV_ERROR,
+    iso,
+    otel_to_severity,
+    severity_to_urgency,
+    slug,
+)
 from membrane_otel.membrane._envelope import CONTENT_LIMIT, Envelope
 from membrane_otel.translate._records import LogData, SpanData
-
-# OTel severity numbers (logs data model) at the bottom of each range.
-SEV_INFO, SEV_WARN, SEV_ERROR, SEV_FATAL = 9, 13, 17, 21
+from membrane_otel.translate._shape import put
 
 STIMULUS_EVENT = "membrane.stimulus"
-ID_KEYS = ("task_id", "persona_id", "session_id")
-# Keys a ledger line owns; a payload field of the same name is kept as payload_<name>.
-_RESERVED = frozenset(
-    ("event", "ts", "ts_unix", "otel_trace_id", "otel_span_id", "record_id", "seq", "prev_hash", "hash")
-)
 # Attributes a log line does not copy as payload: the ids have their own keys, the rest is plumbing.
 _NOT_PAYLOAD = frozenset((*ID_KEYS, "membrane.record_id", "membrane.l2"))
-_CATEGORIES = ((SEV_FATAL, "critical"), (SEV_ERROR, "error"), (SEV_WARN, "warn"))
 
 
 def otel_severity(py_level: int) -> int:
@@ -43,12 +41,8 @@ def otel_severity(py_level: int) -> int:
 
 def severity_and_urgency(severity_number: int) -> tuple[str, float]:
     """OTel severity → the seeds' categorical severity and its urgency (ERROR → error, 0.7)."""
-    name = next((n for floor, n in _CATEGORIES if severity_number >= floor), "info")
-    return name, severity_to_urgency(name)  # type: ignore[arg-type]  # one of the Severity literals
-
-
-def iso(ns: int) -> str:
-    return datetime.fromtimestamp(ns / 1e9, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    name = otel_to_severity(severity_number)
+    return name, severity_to_urgency(name)
 
 
 def record_id(record: SpanData | LogData) -> str:
@@ -64,10 +58,6 @@ def record_id(record: SpanData | LogData) -> str:
         default=str,
     )
     return "l" + hashlib.sha1(basis.encode(), usedforsecurity=False).hexdigest()[:24]
-
-
-def _put(line: dict[str, Any], key: str, value: Any) -> None:
-    line[f"payload_{key}" if key in _RESERVED else key] = value
 
 
 # --------------------------------------------------------------------------- ledger lines
@@ -138,12 +128,12 @@ def log_line(log: LogData) -> dict[str, Any]:
         line["level"] = log.severity_text or severity_and_urgency(log.severity_number)[0].upper()
         line["message"] = log.body if isinstance(log.body, str) else json.dumps(log.body, default=str)
     elif log.body not in (None, ""):
-        _put(line, "body", log.body)
+        put(line, "body", log.body)
     # Inlined _put: this loop runs for every attribute of every record (the bridge's hot path).
     for key, value in a.items():
         if key in _NOT_PAYLOAD:
             continue
-        line[f"payload_{key}" if key in _RESERVED else key] = value
+        put(line, key, value)
     line["service"] = log.resource.get("service.name")
     line["record_id"] = record_id(log)
     return line
