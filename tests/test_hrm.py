@@ -18,7 +18,8 @@ from opentelemetry.trace import StatusCode
 
 from membrane_otel import settings as config
 from membrane_otel.logs._redact import Redactor
-from membrane_otel.spans._hrm import SUMMARY_LIMIT, HRMTracer, event_id, layer_of
+from membrane_otel.spans._hrm import HRMTracer
+from membrane_otel.spans._layers import SUMMARY_LIMIT, event_id, layer_of
 
 EVENT_ID = re.compile(r"^(alt|foc|rsn|lrn|mem|sys)_\d{10}_[0-9a-f]{4}$")
 

@@ -27,7 +27,6 @@ if TYPE_CHECKING:
 HELP = "view HRM trace trees and stats from the ledger"
 
 _STATUSES = ("success", "error", "blocked")
-_LAYER_ORDER = ("altitude", "focus", "reasoning", "learning", "memory", "system")
 
 
 def build_parser(parser: argparse.ArgumentParser) -> None:
@@ -200,7 +199,7 @@ def whole_request(rows: list[dict[str, Any]], wanted: str) -> list[dict[str, Any
 def _layer_filter(value: str | None) -> str | None:
     if value is None:
         return None
-    from membrane_otel.spans._hrm import layer_of
+    from membrane_otel.spans._layers import layer_of
 
     return layer_of(value)[1]
 
@@ -229,7 +228,10 @@ def compute_stats(rows: Iterable[dict[str, Any]], top: int) -> dict[str, Any]:
             c["errors"] += 1
         elif r.get("status") == "blocked":
             c["blocked"] += 1
-    order = [n for n in _LAYER_ORDER if n in durations] + sorted(set(durations) - set(_LAYER_ORDER))
+    from membrane_otel.spans._layers import LAYERS
+
+    layer_order = tuple(LAYERS.values())
+    order = [n for n in layer_order if n in durations] + sorted(set(durations) - set(layer_order))
     layers = {
         name: {
             "ops": len(durations[name]),

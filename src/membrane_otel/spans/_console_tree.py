@@ -28,18 +28,11 @@ from typing import Literal, TextIO
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
+from membrane_otel.spans._layers import CODES, SUMMARY_LIMIT
 from membrane_otel.translate._records import SpanData, span_from_sdk
 
 TraceLevel = Literal["debug", "info", "warn"]
-LAYER_CODES = {
-    "altitude": "alt",
-    "focus": "foc",
-    "reasoning": "rsn",
-    "learning": "lrn",
-    "memory": "mem",
-    "system": "sys",
-}
-SUMMARY_LIMIT = 100
+LAYER_CODES = CODES
 _MAX_PENDING = 10_000  # spans held for unfinished roots before the oldest traces print anyway
 _DONE_MEMORY = 1024  # printed traces remembered, so a late child prints at once, not at exit
 

@@ -24,13 +24,8 @@ from __future__ import annotations
 
 import functools
 import inspect
-import json
 import logging
 import os
-import random
-import reprlib
-import time
-import traceback
 from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
@@ -39,144 +34,23 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Span, Status, StatusCode
 
+from membrane_otel.spans._layers import (
+    _EVENT_KEY,
+    STATUSES,
+    HRMStatus,
+    current_event_id,
+    event_id,
+    layer_of,
+)
+from membrane_otel.spans._scrub import AttrValue, _record_exception, _repr, _Scrubber
+
 if TYPE_CHECKING:
     from membrane_otel.logs._redact import Redactor
 
-LAYERS: dict[str, str] = {
-    "alt": "altitude",
-    "foc": "focus",
-    "rsn": "reasoning",
-    "lrn": "learning",
-    "mem": "memory",
-    "sys": "system",
-}
-CODES: dict[str, str] = {name: code for code, name in LAYERS.items()}
-SUMMARY_LIMIT = 100
-STATUSES = ("success", "error", "blocked")
-HRMStatus = Literal["success", "error", "blocked"]
-
-# Only this much of a long input is scrubbed: what survives truncation lies far inside it,
-# and a secret cut at the window's edge is still caught (the rules run to end-of-text).
-_REDACT_WINDOW = 4096
-_STACK_LIMIT = 16 * 1024
-# Summaries repeat ("WriteApprovalGate", "written"); remembering short ones skips the scrub.
-_CACHE_MAX, _CACHE_KEY_MAX = 2048, 256
-_EVENT_KEY = otel_context.create_key("membrane.hrm_event_id")
-_LOOKUP: dict[str, tuple[str, str]] = {
-    **{code: (code, name) for code, name in LAYERS.items()},
-    **{name: (code, name) for code, name in LAYERS.items()},
-}
-_repr = reprlib.Repr()
-_repr.maxstring = _repr.maxother = SUMMARY_LIMIT
 _log = logging.getLogger("membrane_otel.spans._hrm")
 
 P = ParamSpec("P")
 R = TypeVar("R")
-AttrValue = str | bool | int | float | list[str] | list[bool] | list[int] | list[float]
-
-
-def layer_of(hrm: str) -> tuple[str, str]:
-    """``(code, name)`` of a layer given as its short code or long name (any case)."""
-    hit = _LOOKUP.get(hrm)
-    if hit is None:
-        hit = _LOOKUP.get(hrm.strip().lower()) if isinstance(hrm, str) else None
-        if hit is None:
-            accepted = ", ".join(f"{c}/{n}" for c, n in LAYERS.items())
-            raise ValueError(f"unknown HRM layer {hrm!r}: expected one of {accepted}")
-    return hit
-
-
-# Our own generator, so an application's random.seed() cannot make two processes' ids collide.
-_rng = random.Random()
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_rng.seed)
-
-
-def event_id(code: str, *, now: Callable[[], float] = time.time) -> str:
-    """The seed's readable id: ``{code}_{unix seconds}_{4 hex}`` (``alt_1705180800_a3f2``)."""
-    return f"{code}_{int(now())}_{_rng.getrandbits(16):04x}"
-
-
-def current_event_id() -> str | None:
-    """The readable id of the innermost open HRM span in this context, if any."""
-    value = otel_context.get_value(_EVENT_KEY)
-    return value if isinstance(value, str) else None
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    try:
-        # Containers are abbreviated rather than rendered whole and then cut to 100 chars.
-        if isinstance(value, list | tuple | dict | set | frozenset):
-            return _repr.repr(value)
-        return str(value)
-    except Exception:  # a broken __str__ must not break the traced operation
-        return f"<unprintable {type(value).__name__}>"
-
-
-def _attr_value(value: Any) -> AttrValue:
-    """A value OTel accepts as an attribute: scalars, homogeneous lists, else JSON text."""
-    if isinstance(value, str | bool | int | float):
-        return value
-    if isinstance(value, list | tuple):
-        kinds = {type(v) for v in value}
-        if len(kinds) == 1 and kinds <= {str, bool, int, float}:
-            return list(value)
-    try:
-        return json.dumps(value, default=str, ensure_ascii=False)
-    except (TypeError, ValueError):  # tuple keys, cycles: the text form still says something
-        return _text(value)
-
-
-class _Scrubber:
-    """Summaries and metadata through the configured redactor, then cut to 100 chars."""
-
-    __slots__ = ("_cache", "_redactor")
-
-    def __init__(self, redactor: Redactor) -> None:
-        self._redactor = redactor
-        self._cache: dict[str, str] = {}
-
-    def summary(self, value: Any) -> str:
-        if value is None:
-            return ""
-        text = _text(value)
-        if not text:
-            return ""
-        cached = self._cache.get(text)
-        if cached is not None:
-            return cached
-        # Redact before truncating, so the scrubber sees the whole secret.
-        out = self._redactor(text if len(text) <= _REDACT_WINDOW else text[:_REDACT_WINDOW])
-        if len(out) > SUMMARY_LIMIT:
-            out = out[: SUMMARY_LIMIT - 1] + "…"
-        if len(text) <= _CACHE_KEY_MAX:
-            if len(self._cache) >= _CACHE_MAX:
-                self._cache.clear()
-            self._cache[text] = out
-        return out
-
-    def text(self, value: str) -> str:
-        return self._redactor(value)
-
-    def metadata(self, metadata: Mapping[str, Any]) -> dict[str, AttrValue]:
-        redactor = self._redactor
-        out: dict[str, AttrValue] = {}
-        for raw_key, value in metadata.items():
-            if value is None:
-                continue
-            key = str(raw_key)
-            name = f"hrm.meta.{key}"
-            if redactor.is_sensitive_key(key):
-                out[name] = "<REDACTED>"  # a bare value has no context for the text rules
-            elif isinstance(value, bool | int | float):
-                out[name] = value
-            elif isinstance(value, str):
-                out[name] = redactor(value)
-            else:
-                out[name] = _attr_value(redactor.redact_value(value))
-        return out
 
 
 class TraceContext:
@@ -323,25 +197,6 @@ class _HRMSpan:
         finally:
             self._token = None
         return False
-
-
-def _record_exception(span: Span, scrub: _Scrubber, exc: BaseException, tb: TracebackType | None) -> None:
-    """The exception event, redacted (``span.record_exception`` would export the raw text)."""
-    message = scrub.text(_text(exc))
-    stack = "".join(traceback.format_exception(type(exc), exc, tb))
-    if len(stack) > _STACK_LIMIT:
-        stack = "…" + stack[-_STACK_LIMIT:]  # the innermost frames and the message are at the end
-    span.add_event(
-        "exception",
-        {
-            "exception.type": type(exc).__qualname__,
-            "exception.message": message,
-            "exception.stacktrace": scrub.text(stack),
-            "exception.escaped": True,
-        },
-    )
-    # The description is the bare message: the ledger line's metadata.error is the seed's str(e).
-    span.set_status(Status(StatusCode.ERROR, message or type(exc).__name__))
 
 
 class HRMTracer:
