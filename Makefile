@@ -22,6 +22,7 @@ demo: venv
 
 lint: venv
 	$(VENV)/bin/ruff check src tests examples benchmarks tools
+	$(VENV)/bin/ruff format --check src tests examples benchmarks tools
 	$(VENV)/bin/mypy
 
 # make test: lint, type check, the whole suite (e2e included when Go can build the binaries),

@@ -93,7 +93,8 @@ def run(quick: bool) -> dict[str, Any]:
     from opentelemetry.sdk._logs.export import ConsoleLogRecordExporter
 
     from membrane_otel.exporters import LedgerLogExporter
-    from membrane_otel.ledger._writer import Ledger, _dumps
+    from membrane_otel.ledger._chain import _dumps
+    from membrane_otel.ledger._writer import Ledger
 
     _stdlib = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
     from membrane_otel.translate._core import log_line

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from membrane_otel.ledger._writer import ledger_files
+from membrane_otel.ledger._reader import ledger_files
 from tests import _otel_binaries as ob
 from tests._helpers import INSTRUMENT
 

@@ -165,7 +165,7 @@ def readable(span: SpanData) -> ReadableSpan:
 
 def export_all(level: str, *batches: list[SpanData], colour: bool = False) -> str:
     out = io.StringIO()
-    exporter = ConsoleTreeSpanExporter(out, colour=colour, level=level)  # type: ignore[arg-type]
+    exporter = ConsoleTreeSpanExporter(out, colour=colour, level=level)
     for batch in batches:
         exporter.export([readable(s) for s in batch])
     exporter.shutdown()
@@ -253,7 +253,7 @@ def test_no_color_env_turns_colour_off(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_bad_level_is_refused() -> None:
     """An unknown level is a clear ValueError."""
     with pytest.raises(ValueError, match="unknown trace level 'loud'"):
-        ConsoleTreeSpanExporter(io.StringIO(), level="loud")  # type: ignore[arg-type]
+        ConsoleTreeSpanExporter(io.StringIO(), level="loud")
 
 
 # --------------------------------------------------------------------------- the settings file

@@ -12,8 +12,9 @@ import pytest
 
 from membrane_otel.cli.emit import parse_value
 from membrane_otel.cli.ledger import parse_when, render
+from membrane_otel.ledger._reader import read_lines
 from membrane_otel.ledger._verify import verify
-from membrane_otel.ledger._writer import Ledger, read_lines
+from membrane_otel.ledger._writer import Ledger
 from tests._helpers import BIN, clean_env
 
 CLI = str(BIN / "membrane-otel")
@@ -253,7 +254,7 @@ def test_parse_when_accepts_durations_and_iso() -> None:
 
 def test_render_puts_ids_before_fields() -> None:
     """A rendered line: ts, event, ids, then fields; chain and bookkeeping fields hidden."""
-    from membrane_otel.cli.ledger import _Style
+    from membrane_otel.cli._output import _Style
 
     text = render(
         {"event": "eval", "ts": "T", "ts_unix": 1, "task_id": "t1", "quality": 0.85, "note": "two words",
@@ -277,7 +278,7 @@ def test_tail_follow_keeps_up_across_rotation(tmp_path: Path) -> None:
     )
     assert tail.stdout is not None
     lines: queue.Queue[bytes] = queue.Queue()
-    reader = threading.Thread(target=lambda: [lines.put(ln) for ln in tail.stdout], daemon=True)  # type: ignore[union-attr]
+    reader = threading.Thread(target=lambda: [lines.put(ln) for ln in tail.stdout], daemon=True)
     reader.start()
     seen: list[int] = []
 

@@ -25,8 +25,9 @@ from membrane_otel._internal import counters
 from membrane_otel._internal.batching import BatchLogProcessor
 from membrane_otel.exporters import LedgerLogExporter
 from membrane_otel.ledger._events import EVENT_CATEGORIES, KNOWN_EVENTS, EventEmitter, category_of
+from membrane_otel.ledger._reader import read_lines
 from membrane_otel.ledger._verify import verify
-from membrane_otel.ledger._writer import Ledger, read_lines
+from membrane_otel.ledger._writer import Ledger
 from membrane_otel.logs._processors import MembraneLogProcessor, configured_value_redactor
 from tests._helpers import BIN, clean_env, read_ledger, wait_for
 
@@ -213,14 +214,14 @@ def test_a_failure_to_log_never_raises(tmp_path: Path) -> None:
     (tmp_path / "dir.jsonl").mkdir()
     before = counters.get("emit_failed")
     assert _direct(tmp_path / "dir.jsonl").emit("eval", {"q": 1}) is False
-    assert _direct(tmp_path / "l.jsonl").emit("eval", [1, 2]) is False  # type: ignore[arg-type]
+    assert _direct(tmp_path / "l.jsonl").emit("eval", [1, 2]) is False
 
     def broken(value: Any) -> Any:
         raise RuntimeError("redactor down")
 
     em = EventEmitter(logger=NoOpLogger("t"), ledger=Ledger(tmp_path / "l.jsonl"), redact=broken)
     assert em.emit("eval", {}) is False
-    assert _direct(tmp_path / "l.jsonl").append_ledger(42) is False  # type: ignore[arg-type]
+    assert _direct(tmp_path / "l.jsonl").append_ledger(42) is False
     assert counters.get("emit_failed") == before + 4
 
 

@@ -208,7 +208,7 @@ def test_explicit_error_status_without_exception(tracer: HRMTracer, exporter: In
     with tracer.span("rsn", "route", "r.py", "q") as ctx:
         ctx.set_status("error")
         with pytest.raises(ValueError, match="unknown HRM status 'failed'"):
-            ctx.set_status("failed")  # type: ignore[arg-type]
+            ctx.set_status("failed")
     assert spans(exporter)[0].status.status_code is StatusCode.ERROR
 
 
@@ -235,7 +235,7 @@ def test_event_is_a_zero_length_child(tracer: HRMTracer, exporter: InMemorySpanE
     assert attrs(consent)["hrm.output_summary"] == "denied"
     assert read.status.status_code is StatusCode.ERROR
     with pytest.raises(ValueError, match="unknown HRM status"):
-        tracer.event("mem", "read", status="oops")  # type: ignore[arg-type]
+        tracer.event("mem", "read", status="oops")
 
 
 # --------------------------------------------------------------------------- decorator

@@ -9,15 +9,10 @@ import threading
 from pathlib import Path
 
 from membrane_otel._internal.tables import iso
+from membrane_otel.ledger._chain import GENESIS, split_hash
+from membrane_otel.ledger._reader import ledger_files, read_lines
 from membrane_otel.ledger._verify import verify
-from membrane_otel.ledger._writer import (
-    GENESIS,
-    Ledger,
-    ledger_files,
-    ledger_for,
-    read_lines,
-    split_hash,
-)
+from membrane_otel.ledger._writer import Ledger, ledger_for
 from membrane_otel.translate._shape import event_line
 
 

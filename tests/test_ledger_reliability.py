@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from membrane_otel.ledger._reader import ledger_files, read_lines
 from membrane_otel.ledger._verify import verify
-from membrane_otel.ledger._writer import ledger_files, read_lines
 from tests._helpers import BIN, clean_env, wait_for
 
 pytestmark = pytest.mark.slow

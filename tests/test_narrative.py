@@ -19,7 +19,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from membrane_otel import narrative
 from membrane_otel.exporters import LedgerLogExporter
-from membrane_otel.ledger._writer import read_lines, split_hash
+from membrane_otel.ledger._chain import split_hash
+from membrane_otel.ledger._reader import read_lines
 from membrane_otel.logs._processors import MembraneLogProcessor, configured_value_redactor
 from tests._helpers import clean_env, read_ledger
 
@@ -205,7 +206,8 @@ def test_event_names_are_sanitised() -> None:
 
 def test_get_narratives_reads_rotated_ledger_files_too(tmp_path: Path) -> None:
     """Narratives in rotated files of the ledger are found (the whole chain is the immutable log)."""
-    from membrane_otel.ledger._writer import ledger_files, ledger_for
+    from membrane_otel.ledger._reader import ledger_files
+    from membrane_otel.ledger._writer import ledger_for
 
     path = tmp_path / "ledger.jsonl"
     book = ledger_for(path, max_bytes=600)

@@ -22,7 +22,7 @@ class FakeClock:
 
 def _throttle(clock: FakeClock, rand: float = 0.5, **kwargs: object) -> Throttle:
     """A throttle whose jitter draw is fixed (0.5 = no jitter)."""
-    return Throttle(clock=clock, random=lambda: rand, **kwargs)  # type: ignore[arg-type]
+    return Throttle(clock=clock, random=lambda: rand, **kwargs)
 
 
 def test_first_record_passes() -> None:

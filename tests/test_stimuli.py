@@ -142,7 +142,7 @@ def test_metric_ui_and_tool_emitters_validate() -> None:
         {"origin": "martian"},
     ],
 )
-def test_invalid_values_fail_at_the_call(kwargs: dict) -> None:  # type: ignore[type-arg]
+def test_invalid_values_fail_at_the_call(kwargs: dict) -> None:
     """A bad scope, a feature outside 0..1 or an unknown origin raises at the emitting call."""
     args = {
         "scope": Scope.PERSONAL,

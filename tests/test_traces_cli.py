@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from membrane_otel.cli import main
-from membrane_otel.ledger._writer import Ledger, ledger_files, read_lines
+from membrane_otel.ledger._reader import ledger_files, read_lines
+from membrane_otel.ledger._writer import Ledger
 from tests._helpers import BIN, clean_env, run_instrumented
 
 # The seed's API, nested, in two threads tracing at once, in a pool carrying its parent

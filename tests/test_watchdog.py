@@ -246,7 +246,7 @@ def test_figures_are_otel_metrics(meter: Any) -> None:
             for metric in sm.metrics:
                 for p in metric.data.data_points:
                     label = ",".join(f"{v}" for v in (p.attributes or {}).values()) or "-"
-                    points.setdefault(metric.name, {})[label] = p.value  # type: ignore[union-attr]
+                    points.setdefault(metric.name, {})[label] = p.value
     assert points["membrane_otel.queue.depth"] == {"logs.ledger": 1200, "bus": 300}
     assert points["membrane_otel.export.latency"] == {"logs.ledger": 0.25}
     assert points["membrane_otel.translate._records.produced"] == {"logs": 100}

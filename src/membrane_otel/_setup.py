@@ -2,7 +2,7 @@
 
 ``opentelemetry-instrument`` reaches :func:`configure` through the distro's configurator;
 programs that do not use the wrapper call ``membrane_otel.configure()`` themselves.
-Either way the SDK is built through its own ``_initialize_components`` with our processors
+Either way the SDK is built through its own set-up (:mod:`membrane_otel._internal.compat`) with our processors
 handed in through its public parameters, and the exporters chosen by the standard
 ``OTEL_*_EXPORTER`` variables (our defaults are set only where the user set nothing).
 """
@@ -92,18 +92,15 @@ def configure(*, _auto_instrumentation_version: str | None = None, **overrides: 
         apply_env_defaults(settings)
         _prefer_tree_console()
 
-        from opentelemetry.sdk._configuration import _initialize_components
-
         from membrane_otel._internal.batching import BatchLogProcessor, BatchSpanProcessorWithCounts
+        from membrane_otel._internal.compat import initialize_sdk
         from membrane_otel.logs._processors import MembraneLogProcessor, configured_value_redactor
 
-        _initialize_components(
+        initialize_sdk(
             auto_instrumentation_version=_auto_instrumentation_version,
             log_record_processors=[MembraneLogProcessor(configured_value_redactor())],
             export_log_record_processor=BatchLogProcessor,
-            # Our processors take keyword options beyond the SDK's factory protocol.
-            export_span_processor=BatchSpanProcessorWithCounts,  # type: ignore[arg-type]
-            setup_logging_handler=False,
+            export_span_processor=BatchSpanProcessorWithCounts,
         )
         # atexit runs last-registered first: the providers' hooks were registered above and
         # the bus client's after them (its exporter is built inside), so on their own the bus

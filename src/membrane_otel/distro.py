@@ -12,9 +12,11 @@ import sys
 from typing import Any
 
 from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]  # untyped module
-from opentelemetry.sdk._configuration import _BaseConfigurator
 
 from membrane_otel import settings as config
+from membrane_otel._internal.compat import BaseConfigurator
+
+__all__ = ["MembraneConfigurator", "MembraneDistro"]
 
 
 def _settings_or_exit() -> config.Settings:
@@ -39,7 +41,7 @@ class MembraneDistro(BaseDistro):  # type: ignore[misc]  # BaseDistro is Any to 
             apply_env_defaults(settings)
 
 
-class MembraneConfigurator(_BaseConfigurator):
+class MembraneConfigurator(BaseConfigurator):
     """Builds the SDK with membrane-otel's processors and exporters."""
 
     def _configure(self, **kwargs: Any) -> None:

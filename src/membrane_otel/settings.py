@@ -18,6 +18,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+__all__ = ["ConfigError", "Settings", "get_settings", "load_settings"]
+
 from membrane_otel._internal.tables import DEFAULT_BUS_URL, DEFAULT_LEDGER_MAX_BYTES, DEFAULT_SPOOL_MAX_BYTES
 
 _LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "WARN": 30, "ERROR": 40, "CRITICAL": 50}

@@ -27,6 +27,8 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from membrane_otel.translate._core import log_envelope, log_line, otel_severity, span_line, wants_envelope
 from membrane_otel.translate._records import LogData, SpanData, log_from_sdk, readable_copy, span_from_sdk
 
+__all__ = ["Captured", "capture"]
+
 
 @dataclass
 class Captured:

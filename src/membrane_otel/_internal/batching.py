@@ -21,13 +21,8 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
-from opentelemetry.context import (
-    _SUPPRESS_INSTRUMENTATION_KEY,
-    Context,
-    attach,
-    detach,
-    set_value,
-)
+from opentelemetry.context import Context
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.sdk._logs import LogRecordProcessor, ReadableLogRecord, ReadWriteLogRecord
 from opentelemetry.sdk._logs.export import LogRecordExporter
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
@@ -141,15 +136,14 @@ class _Batcher(Generic[T]):
                 batch = self._take()
                 if not batch:
                     break
-                token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
                 started = self._clock()
                 try:
-                    self._exporter.export(batch)
+                    with suppress_instrumentation():
+                        self._exporter.export(batch)
                 except Exception as exc:  # an exporter bug must not kill the worker
                     counters.incr(f"export_errors.{self._name}", len(batch))
                     _log.error("exporter %s raised %r; %d records lost", self._name, exc, len(batch))
                 finally:
-                    detach(token)
                     self.last_export_seconds = self._clock() - started
             return not self._queue
 

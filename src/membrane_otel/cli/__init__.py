@@ -20,6 +20,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+__all__ = ["main"]
+
 # name -> (module, one-line help). Kept as data so `--help` needs no imports.
 COMMANDS: dict[str, tuple[str, str]] = {
     "emit": ("membrane_otel.cli.emit", "append one event to the ledger (the shell emitter)"),

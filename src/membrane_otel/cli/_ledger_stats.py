@@ -13,7 +13,7 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from membrane_otel.cli._output import _IDS, _event_colour, _parse, _style
-from membrane_otel.ledger._writer import ledger_files
+from membrane_otel.ledger._reader import ledger_files
 
 if TYPE_CHECKING:
     import argparse

@@ -43,6 +43,6 @@ def _event_colour(event: str) -> str:
 
 
 def _parse(raw: bytes) -> Line | None:
-    from membrane_otel.ledger._writer import parse_line
+    from membrane_otel.ledger._reader import parse_line
 
     return parse_line(raw)

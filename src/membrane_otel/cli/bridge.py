@@ -9,6 +9,8 @@ import sys
 import threading
 from types import FrameType
 
+__all__ = ["HELP", "build_parser", "run"]
+
 HELP = "run the OTLP/HTTP bridge behind the Collector"
 
 

@@ -12,6 +12,8 @@ from typing import Any
 
 from membrane_otel._internal.tables import DEFAULT_BUS_URL
 
+__all__ = ["HELP", "build_parser", "run"]
+
 HELP = "run the reference membrane bus, or tail one"
 
 

@@ -18,6 +18,8 @@ from pathlib import Path
 
 from membrane_otel._internal.tables import DEFAULT_BUS_URL
 
+__all__ = ["HELP", "build_parser", "run"]
+
 HELP = "run the example HRM agent in the embedded default"
 
 

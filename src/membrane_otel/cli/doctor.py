@@ -24,6 +24,8 @@ from urllib.parse import urlsplit
 if TYPE_CHECKING:
     from membrane_otel.settings import Settings
 
+__all__ = ["HELP", "build_parser", "run"]
+
 HELP = "diagnose this machine's membrane-otel set-up"
 
 Status = Literal["OK", "WARN", "FAIL", "SKIP"]

@@ -23,6 +23,8 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy hon
 if TYPE_CHECKING:
     import argparse
 
+__all__ = ["HELP", "build_parser", "fast_main", "run"]
+
 HELP = "append one event to the ledger (the shell emitter)"
 
 DEFAULT_LEDGER = "memory/resonance_ledger.jsonl"
@@ -122,7 +124,8 @@ def _service() -> str:
 def run(args: argparse.Namespace) -> int:
     import time
 
-    from membrane_otel.ledger._writer import Ledger, builtin_sha256
+    from membrane_otel.ledger._chain import builtin_sha256
+    from membrane_otel.ledger._writer import Ledger
     from membrane_otel.translate._shape import event_line
 
     payload = _payload(args)

@@ -27,6 +27,8 @@ from typing import Any, BinaryIO
 from membrane_otel.cli._output import _IDS, Line, _event_colour, _parse, _Style, _style
 from membrane_otel.cli.emit import resolve_ledger_path
 
+__all__ = ["HELP", "build_parser", "run"]
+
 HELP = "tail, query, stats and verify the ledger"
 
 # Fields every line has, shown in their own columns (or not at all) in human output.
@@ -230,7 +232,7 @@ def _reverse_files(names: list[str]) -> Iterator[bytes]:
 
 
 def _forward(path: str) -> Iterator[tuple[Line, bytes]]:
-    from membrane_otel.ledger._writer import iter_raw
+    from membrane_otel.ledger._reader import iter_raw
 
     for _, _, raw in iter_raw(path):
         line = _parse(raw)
@@ -262,7 +264,7 @@ def _inode(name: str) -> int:
 
 def _next_file(path: str, inode: int) -> str | None:
     """The file that comes after the one with ``inode``, once that one was rotated; else None."""
-    from membrane_otel.ledger._writer import rotated_files
+    from membrane_otel.ledger._reader import rotated_files
 
     current = _inode(path)
     if current == inode or current == -1:
@@ -320,7 +322,7 @@ def _follow(
 def _tail(args: argparse.Namespace, path: str) -> int:
     keep = build_filter(args)
     style = _style(args, sys.stdout)
-    from membrane_otel.ledger._writer import ledger_files, rotated_files
+    from membrane_otel.ledger._reader import ledger_files, rotated_files
 
     if not args.follow:
         rows = _last(_reverse_files([str(f) for f in ledger_files(path)]), args.lines, keep)
@@ -356,7 +358,7 @@ def _query(args: argparse.Namespace, path: str) -> int:
     style = _style(args, sys.stdout)
     rows: list[tuple[Line, bytes]]
     if args.limit > 0:
-        from membrane_otel.ledger._writer import ledger_files
+        from membrane_otel.ledger._reader import ledger_files
 
         rows = _last(_reverse_files([str(f) for f in ledger_files(path)]), args.limit, keep)
     elif args.json:

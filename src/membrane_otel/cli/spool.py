@@ -10,6 +10,8 @@ from typing import Any
 
 from membrane_otel._internal.tables import DEFAULT_BUS_URL
 
+__all__ = ["HELP", "build_parser", "run"]
+
 HELP = "show or flush the envelope spool"
 
 _DEFAULT_DIR = "/tmp/membrane-stimuli-spool"

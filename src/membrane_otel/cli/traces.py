@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from membrane_otel.translate._records import SpanData
 
+__all__ = ["HELP", "build_parser", "run"]
+
 HELP = "view HRM trace trees and stats from the ledger"
 
 _STATUSES = ("success", "error", "blocked")
@@ -72,7 +74,7 @@ def _ledger_path(args: argparse.Namespace) -> str:
 
 def read_span_lines(path: str) -> list[dict[str, Any]]:
     """Every span line of the ledger at ``path``, in ledger order (the order spans ended)."""
-    from membrane_otel.ledger._writer import iter_raw, parse_line
+    from membrane_otel.ledger._reader import iter_raw, parse_line
 
     rows: list[dict[str, Any]] = []
     for _, _, raw in iter_raw(path):
@@ -333,7 +335,7 @@ def run(args: argparse.Namespace) -> int:
         return _fail(str(exc), 2)
     if args.last < 0:
         return _fail("--last must be 0 or more", 2)
-    from membrane_otel.ledger._writer import ledger_files
+    from membrane_otel.ledger._reader import ledger_files
 
     if not ledger_files(path):
         return _fail(f"no ledger at {path}")

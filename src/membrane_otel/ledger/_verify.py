@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from membrane_otel.ledger._writer import GENESIS, iter_raw, ledger_files
+from membrane_otel.ledger._chain import GENESIS
+from membrane_otel.ledger._reader import iter_raw, ledger_files
 
 Kind = Literal["edited", "broken_chain", "corrupt", "torn"]
 # progress(lines_done, bytes_done, bytes_total)

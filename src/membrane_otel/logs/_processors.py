@@ -15,6 +15,7 @@ from typing import Any
 from opentelemetry.sdk._logs import LogRecordProcessor, ReadWriteLogRecord
 
 from membrane_otel._internal import counters
+from membrane_otel._internal.compat import set_log_attribute
 from membrane_otel._internal.tables import SEV_WARN
 from membrane_otel.logs._errors import dedupe_key, fingerprint_from_stacktrace, stack_fingerprint
 
@@ -74,9 +75,9 @@ class MembraneLogProcessor(LogRecordProcessor):
             if cleaned is not plain:
                 for key, value in cleaned.items():
                     if value is not plain[key] and value != plain[key]:
-                        attrs[key] = value  # type: ignore[index]
+                        set_log_attribute(attrs, key, value)
             if "membrane.record_id" not in attrs:
-                attrs["membrane.record_id"] = os.urandom(12).hex()  # type: ignore[index]
+                set_log_attribute(attrs, "membrane.record_id", os.urandom(12).hex())
             if (
                 "membrane.fingerprint" not in attrs
                 and record.event_name is None

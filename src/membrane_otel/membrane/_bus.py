@@ -30,9 +30,10 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 
 from membrane_otel._internal import counters
+from membrane_otel._internal.ratelog import RateLimitedLogger
 from membrane_otel._internal.tables import DEFAULT_BUS_URL
 from membrane_otel.membrane._bus_wire import (
     Ack,
@@ -44,6 +45,8 @@ from membrane_otel.membrane._bus_wire import (
     WsTransport,
     _stimulus_id,
 )
+from membrane_otel.membrane._replay import account as _account
+from membrane_otel.membrane._replay import flush_spool
 from membrane_otel.membrane._spool import Spool
 
 __all__ = [
@@ -62,26 +65,6 @@ __all__ = [
 _log = logging.getLogger("membrane_otel.membrane._bus")
 
 
-class _ProblemLog:
-    """One log line per distinct problem per ``every_s``: a bus that is down for an hour
-    must not write a line per batch."""
-
-    def __init__(self, clock: Callable[[], float], every_s: float = 60.0) -> None:
-        self._clock = clock
-        self._every = every_s
-        self._last: dict[str, float] = {}
-        self._lock = threading.Lock()
-
-    def log(self, level: int, key: str, msg: str, *args: object, exc_info: bool = False) -> None:
-        now = self._clock()
-        with self._lock:
-            last = self._last.get(key)
-            if last is not None and now - last < self._every:
-                return
-            self._last[key] = now
-        _log.log(level, msg, *args, exc_info=exc_info)
-
-
 @contextlib.contextmanager
 def _no_instrumentation() -> Iterator[None]:
     """Our own logging and sockets must not become telemetry that flows back to us."""
@@ -92,32 +75,6 @@ def _no_instrumentation() -> Iterator[None]:
         return
     with suppress_instrumentation():
         yield
-
-
-def _account(
-    batch: Sequence[Envelope],
-    ack: Ack,
-    problems: _ProblemLog,
-    on_published: Callable[[list[Envelope]], None] | None,
-) -> int:
-    """Count what the bus took and what it refused; return how many were delivered."""
-    delivered = [e for e in batch if _stimulus_id(e) in ack.ids]
-    refused = len(batch) - len(delivered)
-    if delivered:
-        counters.incr("published", len(delivered))
-    if refused:
-        counters.incr("bus_rejected", refused)
-        problems.log(
-            logging.WARNING, "rejected", "membrane bus rejected %d envelope(s): %s", refused, ack.error
-        )
-    if on_published is not None and delivered:
-        try:
-            on_published(delivered)
-        except Exception:
-            problems.log(
-                logging.ERROR, "callback", "membrane bus on_published callback failed", exc_info=True
-            )
-    return len(delivered)
 
 
 class BusClient:
@@ -160,7 +117,7 @@ class BusClient:
         self._max_backoff = max(max_backoff_s, self._interval)
         self._on_published = on_published
         self._clock = clock
-        self._problems = _ProblemLog(clock)
+        self._problems = RateLimitedLogger(_log, clock=clock)
         self._init_state()
         ref = weakref.ref(self)
         counters.register_gauge("queue_depth", lambda: len(c._queue) if (c := ref()) else 0)
@@ -196,7 +153,7 @@ class BusClient:
         # on the parent's socket; it starts empty, with its own thread.
         stopped = self._stopping
         self._transport.reset_after_fork()
-        self._problems = _ProblemLog(self._clock)
+        self._problems = RateLimitedLogger(_log, clock=self._clock)
         self._init_state()
         if stopped:
             self._stopping = True
@@ -455,43 +412,3 @@ def _shutdown_at_exit(ref: weakref.ref[BusClient]) -> None:
     client = ref()
     if client is not None:
         client.shutdown(timeout_millis=5_000)
-
-
-def flush_spool(
-    url: str,
-    spool: Spool,
-    token: str | None = None,
-    *,
-    ssl_ca: str | None = None,
-    connect_timeout: float = 5.0,
-    ack_timeout: float = 10.0,
-    require_ack: bool = True,
-    transport: Transport | None = None,
-) -> int:
-    """Replay every spooled batch to the bus now; return how many envelopes it accepted.
-
-    Raises ``BusError`` when the bus cannot be reached or stops answering; the batch in hand
-    is put back, and what was acknowledged before stays delivered.
-    """
-    tr = transport or WsTransport(
-        url,
-        token=token,
-        ssl_ca=ssl_ca,
-        connect_timeout=connect_timeout,
-        ack_timeout=ack_timeout,
-        require_ack=require_ack,
-    )
-    problems = _ProblemLog(time.monotonic)
-    delivered = 0
-    try:
-        while (batch := spool.claim_oldest()) is not None:
-            try:
-                ack = tr.send(batch.envelopes, None)
-            except BusError:
-                spool.release(batch)
-                raise
-            spool.ack(batch)
-            delivered += _account(batch.envelopes, ack, problems, None)
-    finally:
-        tr.close()
-    return delivered

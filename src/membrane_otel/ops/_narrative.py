@@ -383,7 +383,7 @@ def get_narratives(
     the export queue are not in the ledger yet: call ``membrane_otel.force_flush()`` first
     when you need what was narrated a moment ago.
     """
-    from membrane_otel.ledger._writer import read_lines
+    from membrane_otel.ledger._reader import read_lines
 
     if ledger_path is None:
         from membrane_otel.settings import get_settings

@@ -1,0 +1,59 @@
+"""Every private OpenTelemetry name membrane-otel relies on, in this one module.
+
+The SDK offers no public way to build its providers from the ``OTEL_*`` variables with our
+processors handed in, nor a public base for a configurator entry point, nor a public way to
+change an attribute of a log record while a processor sees it. We use those seams here and
+nowhere else; ``tests/test_compat.py`` pins their shape, so an SDK upgrade that renames or
+reshapes one fails in one place with a message that names it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, MutableMapping, Sequence
+from typing import Any
+
+from opentelemetry.sdk._configuration import _BaseConfigurator, _initialize_components
+from opentelemetry.sdk._logs import LogRecordProcessor
+
+__all__ = ["INITIALIZE_KEYWORDS", "BaseConfigurator", "initialize_sdk", "set_log_attribute"]
+
+# The configurator entry point's base class (what upstream's own distro subclasses).
+BaseConfigurator = _BaseConfigurator
+
+# The keywords of `_initialize_components` that initialize_sdk passes; pinned by a test.
+INITIALIZE_KEYWORDS = (
+    "auto_instrumentation_version",
+    "log_record_processors",
+    "export_log_record_processor",
+    "export_span_processor",
+    "setup_logging_handler",
+)
+
+
+def initialize_sdk(
+    *,
+    auto_instrumentation_version: str | None,
+    log_record_processors: Sequence[LogRecordProcessor],
+    export_log_record_processor: Callable[..., LogRecordProcessor],
+    export_span_processor: Callable[..., Any],
+) -> None:
+    """Build the tracer, meter and logger providers from ``OTEL_*`` as the SDK itself does,
+    with our processors in front of the exporters it selects by name."""
+    _initialize_components(
+        auto_instrumentation_version=auto_instrumentation_version,
+        log_record_processors=log_record_processors,
+        export_log_record_processor=export_log_record_processor,
+        export_span_processor=export_span_processor,
+        # stdlib logging comes in through opentelemetry-instrumentation-logging instead.
+        setup_logging_handler=False,
+    )
+
+
+def set_log_attribute(attributes: object, key: str, value: Any) -> None:
+    """Set one attribute of a log record inside ``LogRecordProcessor.on_emit``.
+
+    The record's ``BoundedAttributes`` stays mutable until the record is read; there is no
+    public setter, and replacing the mapping would drop the SDK's attribute limits.
+    """
+    mapping: MutableMapping[str, Any] = attributes  # type: ignore[assignment]  # BoundedAttributes is a MutableMapping
+    mapping[key] = value
