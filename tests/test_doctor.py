@@ -213,6 +213,15 @@ def test_waiting_envelopes_in_the_spool_are_a_warning(tmp_path: Path) -> None:
 
 def test_probes_are_bounded_in_time(tmp_path: Path) -> None:
     """A bus address that never answers the handshake costs at most the probe timeout."""
+    with socket.socket() as closed:  # a port nobody listens on: refused at once
+        closed.bind(("127.0.0.1", 0))
+        closed_port = closed.getsockname()[1]
+    started = time.monotonic()
+    doctor(
+        tmp_path, "--timeout", "0.5",
+        MEMBRANE_BUS_URL=f"ws://127.0.0.1:{closed_port}/api/ws", OTEL_LOGS_EXPORTER="ledger,membrane",
+    )  # fmt: skip
+    baseline = time.monotonic() - started  # interpreter start-up and the other checks, on this machine now
     with socket.socket() as silent:  # accepts TCP (backlog) but never speaks WebSocket
         silent.bind(("127.0.0.1", 0))
         silent.listen(16)
@@ -223,4 +232,6 @@ def test_probes_are_bounded_in_time(tmp_path: Path) -> None:
             MEMBRANE_BUS_URL=f"ws://127.0.0.1:{port}/api/ws", OTEL_LOGS_EXPORTER="ledger,membrane",
         )  # fmt: skip
     assert code == 1 and checks["bus"]["status"] == "FAIL"
-    assert time.monotonic() - started < 10  # two runs, each probe ≤ 0.5 s, plus interpreter start-up
+    # Two runs, each probe bounded by 0.5 s: well under the ~20 s an unbounded handshake wait costs,
+    # judged against the same runs with an instantly refused port, so a loaded machine does not fail it.
+    assert time.monotonic() - started < baseline + 8

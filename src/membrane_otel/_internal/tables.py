@@ -100,6 +100,29 @@ def severity_to_urgency(severity: Severity | int) -> float:
     return URGENCY.get(severity, 0.2)
 
 
+# ------------------------------------------------------------------ attribute values
+
+
+def attr_value(value: object, *, sort_keys: bool = False) -> object:
+    """A value OTel accepts as an attribute: scalars and lists of one scalar type stay as
+    they are; anything else becomes its JSON text (the SDK would drop it with a warning)."""
+    if isinstance(value, str | bool | int | float):
+        return value
+    if isinstance(value, list | tuple):
+        kinds = {type(v) for v in value}
+        if len(kinds) == 1 and kinds <= {str, bool, int, float}:
+            return list(value)
+    import json
+
+    try:
+        return json.dumps(value, default=str, ensure_ascii=False, sort_keys=sort_keys)
+    except (TypeError, ValueError):  # mixed key types, cycles: the text form still says something
+        try:
+            return str(value)
+        except Exception:  # a broken __str__ must not break the caller
+            return f"<unprintable {type(value).__name__}>"
+
+
 # ------------------------------------------------------------------------ identifiers
 
 

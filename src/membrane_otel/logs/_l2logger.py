@@ -38,7 +38,7 @@ from opentelemetry.instrumentation.log_utils import std_to_otel
 
 from membrane_otel._internal import counters
 from membrane_otel._internal.ratelog import RateLimitedLogger
-from membrane_otel._internal.tables import BODY_MAX_BYTES
+from membrane_otel._internal.tables import BODY_MAX_BYTES, truncate
 from membrane_otel.logs._errors import (
     CapturedException,
     capture_exception,
@@ -214,8 +214,7 @@ class L2Handler(logging.Handler):
 
     def _capture(self, record: logging.LogRecord) -> None:
         message = redact_secrets(record.getMessage())
-        if len(message) > BODY_LIMIT:
-            message = message[: BODY_LIMIT - 14] + "...<truncated>"
+        message = truncate(message, BODY_LIMIT)
         attrs = dict(self._static)
         captured: CapturedException | None = None
         exc = record.exc_info[1] if record.exc_info else None

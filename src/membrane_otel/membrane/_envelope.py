@@ -13,7 +13,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-CONTENT_LIMIT = 500
+from membrane_otel._internal.tables import CONTENT_MAX_CHARS
+
+CONTENT_LIMIT = CONTENT_MAX_CHARS
 
 
 class Scope(StrEnum):

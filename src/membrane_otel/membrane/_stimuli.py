@@ -23,7 +23,7 @@ from typing import Any
 
 from opentelemetry._logs import LogRecord, SeverityNumber, get_logger
 
-from membrane_otel._internal.tables import OTEL_SEVERITY
+from membrane_otel._internal.tables import OTEL_SEVERITY, truncate
 from membrane_otel.logs._errors import slug
 from membrane_otel.membrane._envelope import CONTENT_LIMIT, OriginType, Scope, StimulusFeatures
 
@@ -44,7 +44,7 @@ ExcInfo = tuple[type[BaseException] | None, BaseException | None, TracebackType 
 
 
 def _clip(text: str) -> str:
-    return text if len(text) <= CONTENT_LIMIT else text[: CONTENT_LIMIT - 3] + "..."
+    return truncate(text, CONTENT_LIMIT, marker="...")
 
 
 class MembraneEmitter:

@@ -38,7 +38,7 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry._logs import LoggerProvider, LogRecord, SeverityNumber, get_logger
 
-from membrane_otel._internal.tables import ID_KEYS
+from membrane_otel._internal.tables import ID_KEYS, attr_value
 
 __all__ = [
     "Narrator",
@@ -66,18 +66,7 @@ def event_name(what: str) -> str:
 
 
 def _attr(value: Any) -> Any:
-    """An OTel attribute value: primitives and lists of one primitive type stay, the rest is JSON."""
-    if isinstance(value, str | bool | int | float):
-        return value
-    if isinstance(value, list | tuple) and value and all(isinstance(v, str) for v in value):
-        return list(value)
-    if (
-        isinstance(value, list | tuple)
-        and value
-        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
-    ):
-        return list(value)
-    return json.dumps(value, default=str, ensure_ascii=False, sort_keys=True)
+    return attr_value(value, sort_keys=True)
 
 
 def _reasons(why: str | Iterable[str]) -> list[str]:

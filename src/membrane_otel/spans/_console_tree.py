@@ -28,6 +28,7 @@ from typing import Literal, TextIO
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
+from membrane_otel._internal.tables import truncate
 from membrane_otel.spans._layers import CODES, SUMMARY_LIMIT
 from membrane_otel.translate._records import SpanData, span_from_sdk
 
@@ -74,7 +75,7 @@ def _error_text(span: SpanData) -> str:
             text = ": ".join(str(p) for p in (kind, message) if p)
             break
     text = " ".join(text.split())
-    return text if len(text) <= SUMMARY_LIMIT else text[: SUMMARY_LIMIT - 1] + "…"
+    return truncate(text, SUMMARY_LIMIT, marker="…")
 
 
 def _detail(span: SpanData) -> str:

@@ -3,7 +3,6 @@ configured redactor, cut to the seed's limits, as values OTel accepts as attribu
 
 from __future__ import annotations
 
-import json
 import reprlib
 import traceback
 from collections.abc import Mapping
@@ -12,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from opentelemetry.trace import Span, Status, StatusCode
 
+from membrane_otel._internal.tables import attr_value, truncate
 from membrane_otel.spans._layers import SUMMARY_LIMIT
 
 if TYPE_CHECKING:
@@ -41,17 +41,7 @@ def _text(value: Any) -> str:
 
 
 def _attr_value(value: Any) -> AttrValue:
-    """A value OTel accepts as an attribute: scalars, homogeneous lists, else JSON text."""
-    if isinstance(value, str | bool | int | float):
-        return value
-    if isinstance(value, list | tuple):
-        kinds = {type(v) for v in value}
-        if len(kinds) == 1 and kinds <= {str, bool, int, float}:
-            return list(value)
-    try:
-        return json.dumps(value, default=str, ensure_ascii=False)
-    except (TypeError, ValueError):  # tuple keys, cycles: the text form still says something
-        return _text(value)
+    return attr_value(value)  # type: ignore[return-value]  # one of AttrValue's forms
 
 
 class _Scrubber:
@@ -75,7 +65,7 @@ class _Scrubber:
         # Redact before truncating, so the scrubber sees the whole secret.
         out = self._redactor(text if len(text) <= _REDACT_WINDOW else text[:_REDACT_WINDOW])
         if len(out) > SUMMARY_LIMIT:
-            out = out[: SUMMARY_LIMIT - 1] + "…"
+            out = truncate(out, SUMMARY_LIMIT, marker="…")
         if len(text) <= _CACHE_KEY_MAX:
             if len(self._cache) >= _CACHE_MAX:
                 self._cache.clear()

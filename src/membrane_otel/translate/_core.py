@@ -24,6 +24,7 @@ from membrane_otel._internal.tables import (
     otel_to_severity,
     severity_to_urgency,
     slug,
+    truncate,
 )
 from membrane_otel.membrane._envelope import CONTENT_LIMIT, Envelope
 from membrane_otel.translate._records import LogData, SpanData
@@ -153,10 +154,6 @@ def wants_envelope(log: LogData, l2_level_otel: int) -> bool:
     return log.severity_number >= l2_level_otel
 
 
-def _truncate(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def log_envelope(log: LogData, *, default_scope: str = "organizational") -> Envelope:
     """The ``membrane.inject`` envelope of an error record or a stimulus record."""
     a = log.attributes
@@ -199,7 +196,7 @@ def log_envelope(log: LogData, *, default_scope: str = "organizational") -> Enve
             scope=a.get("membrane.scope", default_scope),
             source=a.get("membrane.source", "unknown"),
             channel=a.get("membrane.channel", "signals.stimulus"),
-            content=_truncate(body, CONTENT_LIMIT),
+            content=truncate(body, CONTENT_LIMIT, marker="..."),
             severity=severity,
             features_raw=features,
             origin=a.get("membrane.origin", "internal"),
@@ -234,7 +231,7 @@ def log_envelope(log: LogData, *, default_scope: str = "organizational") -> Enve
             scope=a.get("membrane.scope", default_scope),
             source=str(a.get("membrane.source") or f"script:{script}"),
             channel=str(a.get("membrane.channel") or f"signals.script.{slug(script)}"),
-            content=_truncate(content, CONTENT_LIMIT),
+            content=truncate(content, CONTENT_LIMIT, marker="..."),
             severity=severity,
             features_raw={"urgency": urgency, "novelty": 0.25, "trust": 0.9},
             origin="internal",
