@@ -91,8 +91,7 @@ class BusProcess:
         keyfile: Path | None = None,
     ) -> None:
         self.args = ["bus", "serve", "--port", str(port)]
-        if token is not None:
-            self.args += ["--token", token]
+        self.token = token  # in the environment: a token never goes on the command line
         if record is not None:
             self.args += ["--record", str(record)]
         if certfile is not None:
@@ -109,7 +108,7 @@ class BusProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            env=cli_env(),
+            env=cli_env(**({"MEMBRANE_BUS_TOKEN": self.token} if self.token else {})),
         )
         lines: queue.Queue[str] = queue.Queue()
         out = self.proc.stdout

@@ -14,10 +14,21 @@ def test_defaults_follow_the_seeds() -> None:
     """With no environment the defaults are the seeds' numbers and paths."""
     s = load_settings({})
     assert s.ledger_path == Path("memory/resonance_ledger.jsonl")
-    assert s.spool_dir == Path("/tmp/membrane-stimuli-spool")
+    assert s.spool_dir == Path.home() / ".local/state/membrane-otel/spool"
     assert s.bus_url == "ws://127.0.0.1:8000/api/ws"
     assert (s.queue_size, s.flush_interval_ms, s.batch_size) == (1000, 250, 25)
     assert s.l2_level == logging.ERROR and s.trace is False
+
+
+def test_state_and_spool_follow_xdg_state_home() -> None:
+    """$XDG_STATE_HOME moves the private state; a relative value is ignored, as the spec says."""
+    s = load_settings({"XDG_STATE_HOME": "/srv/state"})
+    assert s.state_dir == Path("/srv/state/membrane-otel")
+    assert s.spool_dir == Path("/srv/state/membrane-otel/spool")
+    assert load_settings({"XDG_STATE_HOME": "rel"}).state_dir == Path.home() / ".local/state/membrane-otel"
+    assert load_settings({"MEMBRANE_LEDGER_FILE_MODE": "0640"}).ledger_file_mode == 0o640
+    with pytest.raises(ConfigError, match="MEMBRANE_LEDGER_FILE_MODE"):
+        load_settings({"MEMBRANE_LEDGER_FILE_MODE": "rw"})
 
 
 def test_seed_aliases_are_accepted() -> None:

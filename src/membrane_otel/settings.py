@@ -46,8 +46,10 @@ class Settings(BaseModel):
         description="MEMBRANE_LEDGER_MAX_BYTES: rotate above this size; 0 never.",
     )
     spool_dir: Path = Field(
-        Path("/tmp/membrane-stimuli-spool"),
-        description="MEMBRANE_SPOOL_DIR: envelopes wait here while the bus is down.",
+        default_factory=lambda: _state_dir() / "spool",
+        description="MEMBRANE_SPOOL_DIR: envelopes wait here while the bus is down "
+        "(default $XDG_STATE_HOME/membrane-otel/spool, else ~/.local/state/membrane-otel/spool; "
+        "refused if a symlink, another user's, or writable by others).",
     )
     spool_max_bytes: int = Field(
         DEFAULT_SPOOL_MAX_BYTES,
@@ -106,6 +108,50 @@ class Settings(BaseModel):
         10.0, ge=0, description="MEMBRANE_THROTTLE_FINGERPRINT_INTERVAL: one per fingerprint per this; 0 off."
     )
 
+    # -- private state and keyed checkpoints (issue 15) ----------------------------------------
+    state_dir: Path = Field(
+        default_factory=lambda: _state_dir(),
+        description="XDG_STATE_HOME: private state goes under $XDG_STATE_HOME/membrane-otel "
+        "(else ~/.local/state/membrane-otel), created 0700.",
+    )
+    ledger_file_mode: int = Field(
+        0o600,
+        ge=0,
+        le=0o777,
+        description="MEMBRANE_LEDGER_FILE_MODE: octal mode of new ledger and lock files (default 0600).",
+    )
+    ledger_key: str | None = Field(
+        None,
+        description="MEMBRANE_LEDGER_KEY: HMAC key for ledger checkpoints (none: no checkpoints).",
+        repr=False,
+    )
+    ledger_key_file: Path | None = Field(
+        None, description="MEMBRANE_LEDGER_KEY_FILE: file holding the checkpoint key (its first line)."
+    )
+    checkpoint_lines: int = Field(
+        1000, ge=1, description="MEMBRANE_CHECKPOINT_LINES: a checkpoint every this many ledger lines."
+    )
+    checkpoint_interval_s: float = Field(
+        60.0,
+        gt=0,
+        description="MEMBRANE_CHECKPOINT_INTERVAL: or when this many seconds passed and lines were written.",
+    )
+    checkpoint_file: Path | None = Field(
+        None,
+        description="MEMBRANE_CHECKPOINT_FILE: checkpoints are appended here too "
+        "(default <ledger>.checkpoints); keep a copy off the host.",
+    )
+
+    @field_validator("ledger_file_mode", mode="before")
+    @classmethod
+    def _octal(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            try:
+                return int(v.strip(), 8)
+            except ValueError:
+                raise ValueError("expected an octal file mode such as 0600 or 0640") from None
+        return v
+
     @field_validator("l2_level", mode="before")
     @classmethod
     def _level(cls, v: Any) -> Any:
@@ -159,9 +205,31 @@ ENV_VARS: dict[str, tuple[str, ...]] = {
     "watchdog_interval_s": ("MEMBRANE_WATCHDOG_INTERVAL",),
     "throttle_type_interval_s": ("MEMBRANE_THROTTLE_TYPE_INTERVAL",),
     "throttle_fingerprint_interval_s": ("MEMBRANE_THROTTLE_FINGERPRINT_INTERVAL",),
+    "state_dir": ("XDG_STATE_HOME",),
+    "ledger_file_mode": ("MEMBRANE_LEDGER_FILE_MODE",),
+    "ledger_key": ("MEMBRANE_LEDGER_KEY",),
+    "ledger_key_file": ("MEMBRANE_LEDGER_KEY_FILE",),
+    "checkpoint_lines": ("MEMBRANE_CHECKPOINT_LINES",),
+    "checkpoint_interval_s": ("MEMBRANE_CHECKPOINT_INTERVAL",),
+    "checkpoint_file": ("MEMBRANE_CHECKPOINT_FILE",),
 }
 
 _BOOL_FIELDS = {"trace", "throttle", "watchdog"}
+_OPTIONAL_FIELDS = {
+    "bus_token",
+    "bridge_token",
+    "bus_ca_file",
+    "trace_config",
+    "ledger_key",
+    "ledger_key_file",
+    "checkpoint_file",
+}
+
+
+def _state_dir(environ: dict[str, str] | None = None) -> Path:
+    from membrane_otel._internal.state import state_dir
+
+    return state_dir(environ)
 
 
 def _parse_bool(var: str, raw: str) -> bool:
@@ -186,7 +254,9 @@ def _read_env(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str
                     values[field] = _parse_bool(name, raw)
                 elif field == "redact_patterns":
                     values[field] = _parse_patterns(name, raw)
-                elif field in ("bus_token", "bridge_token", "bus_ca_file", "trace_config") and raw == "":
+                elif field == "state_dir":
+                    values[field] = _state_dir({"XDG_STATE_HOME": raw})
+                elif field in _OPTIONAL_FIELDS and raw == "":
                     values[field] = None
                 else:
                     values[field] = raw.strip()
@@ -258,6 +328,10 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
                 values[key] = value
                 source[key] = "MEMBRANE_TRACE_CONFIG"
     values.update({k: v for k, v in overrides.items() if v is not None})
+    if "state_dir" not in values:  # from the environment given, not necessarily os.environ
+        values["state_dir"] = _state_dir({"XDG_STATE_HOME": env.get("XDG_STATE_HOME", "")})
+    if "spool_dir" not in values:
+        values["spool_dir"] = Path(values["state_dir"]) / "spool"
     for key in overrides:
         source.pop(key, None)
     try:

@@ -12,7 +12,7 @@ import sys
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from membrane_otel.cli._output import _IDS, _event_colour, _parse, _style
+from membrane_otel.cli._output import _IDS, _event_colour, _parse, _style, escape, report_skipped, skipped
 from membrane_otel.ledger._reader import ledger_files
 
 if TYPE_CHECKING:
@@ -26,14 +26,12 @@ def run_stats(args: argparse.Namespace, path: str) -> int:
     ids: dict[str, set[str]] = {k: set() for k, _ in _IDS}
     per_file: list[dict[str, Any]] = []
     first = last = None
-    unreadable = 0
     for file in files:
         count = 0
         with open(file, "rb") as f:
             for raw in f:
                 line = _parse(raw)
                 if line is None:
-                    unreadable += bool(raw.strip())
                     continue
                 count += 1
                 events[str(line.get("event", "?"))] += 1
@@ -48,7 +46,8 @@ def run_stats(args: argparse.Namespace, path: str) -> int:
     report = {
         "ledger": path,
         "lines": sum(events.values()),
-        "unreadable_lines": unreadable,
+        "unreadable_lines": skipped.unreadable,
+        "unchained_lines": skipped.unchained,
         "bytes": sum(entry["bytes"] for entry in per_file),
         "first_ts": first.get("ts") if first else None,
         "last_ts": last.get("ts") if last else None,
@@ -57,6 +56,7 @@ def run_stats(args: argparse.Namespace, path: str) -> int:
         "distinct": {k: len(v) for k, v in ids.items()},
         "files": per_file,
     }
+    report_skipped("ledger stats")  # said here too, so a script reading stderr sees it
     if args.json:
         print(json.dumps(report, ensure_ascii=False))
         return 0
@@ -69,13 +69,22 @@ def run_stats(args: argparse.Namespace, path: str) -> int:
         f"{n:,} {label}s" for (k, label), n in zip(_IDS, report["distinct"].values(), strict=True)
     )
     print(f"  {distinct}")
-    if unreadable:
-        print(st(f"  {unreadable} unreadable line(s): run 'membrane-otel ledger verify'", "33"))
+    if report["unreadable_lines"]:
+        print(
+            st(f"  {report['unreadable_lines']} unreadable line(s): run 'membrane-otel ledger verify'", "33")
+        )
+    if report["unchained_lines"]:
+        print(
+            st(
+                f"  {report['unchained_lines']} unchained line(s) skipped: run 'membrane-otel ledger verify'",
+                "1;31",
+            )
+        )
     if events:
         print(st("\nevents", "1"))
-        width = max(len(e) for e in events)
+        width = max(len(escape(e)) for e in events)
         for event, n in events.most_common():
-            print(f"  {st(event.ljust(width), _event_colour(event))}  {n:>9,}")
+            print(f"  {st(escape(event).ljust(width), _event_colour(event))}  {n:>9,}")
     print(st("\nfiles", "1"))
     width = max((len(os.path.basename(entry["file"])) for entry in per_file), default=4)
     for entry in per_file:

@@ -27,10 +27,8 @@ def build_parser(parser: argparse.ArgumentParser) -> None:
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
-    serve.add_argument(
-        "--token",
-        default=None,
-        help="require 'Authorization: Bearer TOKEN' from clients (default: $MEMBRANE_BUS_TOKEN, else none)",
+    add_token_file(
+        serve, "bus serve", "require 'Authorization: Bearer TOKEN' from clients, TOKEN read from FILE"
     )
     serve.add_argument("--certfile", default=None, help="TLS certificate (PEM): serve wss://")
     serve.add_argument("--keyfile", default=None, help="TLS private key (PEM), if not in --certfile")
@@ -47,7 +45,7 @@ def build_parser(parser: argparse.ArgumentParser) -> None:
     tail.add_argument(
         "--url", default=None, help=f"bus URL (default: $MEMBRANE_BUS_URL, else {DEFAULT_BUS_URL})"
     )
-    tail.add_argument("--token", default=None, help="bearer token (default: $MEMBRANE_BUS_TOKEN)")
+    add_token_file(tail, "bus tail")
     tail.add_argument("--ca-file", default=None, help="CA certificate to verify a wss:// bus with")
     fmt = tail.add_mutually_exclusive_group()
     fmt.add_argument("--json", dest="fmt", action="store_const", const="json", help="JSON lines, always")
@@ -62,7 +60,47 @@ def build_parser(parser: argparse.ArgumentParser) -> None:
     )
 
 
+class _TokenOnCommandLine(argparse.Action):
+    """``--token`` is refused: any local user reads another's command line (``ps``)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any, **__: Any) -> None:
+        parser.error(
+            "--token puts the token on the command line, where every local user can read it; "
+            "use --token-file FILE or $MEMBRANE_BUS_TOKEN"
+        )
+
+
+def add_token_file(parser: argparse.ArgumentParser, command: str, what: str = "") -> None:
+    """``--token-file FILE`` (and a refused ``--token``) on a command that talks to the bus."""
+    parser.add_argument(
+        "--token-file",
+        default=None,
+        metavar="FILE",
+        help=(what or "bearer token read from FILE (its first line)") + " (default: $MEMBRANE_BUS_TOKEN)",
+    )
+    parser.add_argument("--token", action=_TokenOnCommandLine, help=argparse.SUPPRESS)
+
+
+def bus_token(args: argparse.Namespace) -> str | None:
+    """The bus token: ``--token-file``, else ``$MEMBRANE_BUS_TOKEN``, else none.
+
+    Raises :class:`UnsafePathError` (one line) when the file cannot be used.
+    """
+    if args.token_file:
+        from membrane_otel._internal.state import read_secret_file
+
+        return read_secret_file(args.token_file)
+    return os.environ.get("MEMBRANE_BUS_TOKEN") or None
+
+
 def run(args: argparse.Namespace) -> int:
+    from membrane_otel._internal.state import UnsafePathError
+
+    try:
+        args.token = bus_token(args)
+    except UnsafePathError as exc:
+        print(f"membrane-otel bus {args.action}: {exc}", file=sys.stderr)
+        return 2
     if args.action == "serve":
         return _serve(args)
     return _tail(args)
@@ -74,7 +112,7 @@ def _serve(args: argparse.Namespace) -> int:
     from membrane_otel.membrane._bus_server import serve
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    token = args.token if args.token is not None else os.environ.get("MEMBRANE_BUS_TOKEN") or None
+    token = args.token
     try:
         serve(args.host, args.port, token, args.certfile, args.keyfile, record=args.record)
     except OSError as exc:
@@ -96,8 +134,10 @@ def _tail(args: argparse.Namespace) -> int:
     from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
     from websockets.sync.client import connect
 
+    from membrane_otel.cli._output import json_safe
+
     url = args.url or os.environ.get("MEMBRANE_BUS_URL") or DEFAULT_BUS_URL
-    token = args.token if args.token is not None else os.environ.get("MEMBRANE_BUS_TOKEN") or None
+    token = args.token
     pretty = (args.fmt or ("pretty" if sys.stdout.isatty() else "json")) == "pretty"
     color = pretty and sys.stdout.isatty() and not os.environ.get("NO_COLOR")
     tls = ssl.create_default_context(cafile=args.ca_file) if url.startswith("wss://") else None
@@ -116,14 +156,14 @@ def _tail(args: argparse.Namespace) -> int:
                         continue
                     if not isinstance(env, dict) or env.get("type") in ("subscribed", "ack", "error"):
                         continue  # control frames, not envelopes
-                    line = _pretty(env, color) if pretty else json.dumps(env, ensure_ascii=False)
+                    line = _pretty(env, color) if pretty else json_safe(json.dumps(env, ensure_ascii=False))
                     print(line, flush=True)
                     seen += 1
                     if args.count and seen >= args.count:
                         return 0
         except InvalidStatus as exc:
             code = exc.response.status_code
-            hint = " (set --token or MEMBRANE_BUS_TOKEN)" if code == 401 else ""
+            hint = " (set --token-file or MEMBRANE_BUS_TOKEN)" if code == 401 else ""
             print(f"membrane-otel bus tail: {url} refused: HTTP {code}{hint}", file=sys.stderr)
             return 1
         except (InvalidURI, InvalidHandshake, ssl.SSLError) as exc:
@@ -145,16 +185,18 @@ _SEVERITY_COLOR = {"critical": "\x1b[1;31m", "error": "\x1b[31m", "warn": "\x1b[
 
 
 def _pretty(env: dict[str, Any], color: bool) -> str:
-    """``HH:MM:SS.mmm SEVERITY channel  content  [source]`` on one line."""
+    """``HH:MM:SS.mmm SEVERITY channel  content  [source]`` on one line, control characters escaped."""
+    from membrane_otel.cli._output import escape
+
     md = env.get("metadata") if isinstance(env.get("metadata"), dict) else {}
     ts_ms = md.get("timestamp_ms") if isinstance(md, dict) else None
     when = datetime.fromtimestamp(ts_ms / 1000 if isinstance(ts_ms, int | float) else time.time())
-    severity = str(env.get("severity") or "info")
-    channel = str(env.get("channel") or "-")
-    content = " ".join(str(env.get("content") or "").split())
+    severity = escape(str(env.get("severity") or "info"))
+    channel = escape(str(env.get("channel") or "-"))
+    content = escape(" ".join(str(env.get("content") or "").split()))
     if len(content) > 200:
         content = content[:199] + "…"
-    source = env.get("source") or env.get("citizen_id")
+    source = escape(str(env.get("source") or env.get("citizen_id") or ""))
     sev = f"{severity.upper():<8}"
     if color and severity.lower() in _SEVERITY_COLOR:
         sev = f"{_SEVERITY_COLOR[severity.lower()]}{sev}\x1b[0m"

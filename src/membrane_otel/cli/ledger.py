@@ -24,7 +24,17 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
 
-from membrane_otel.cli._output import _IDS, Line, _event_colour, _parse, _Style, _style
+from membrane_otel.cli._output import (
+    _IDS,
+    Line,
+    _event_colour,
+    _parse,
+    _Style,
+    _style,
+    escape,
+    json_safe,
+    report_skipped,
+)
 from membrane_otel.cli.emit import resolve_ledger_path
 
 __all__ = ["HELP", "build_parser", "run"]
@@ -108,24 +118,26 @@ def build_parser(parser: argparse.ArgumentParser) -> None:
 
 def _value(value: Any) -> str:
     if isinstance(value, str):
-        return (
+        text = (
             value
             if value and not any(c in value for c in ' ="\n\t')
             else json.dumps(value, ensure_ascii=False)
         )
-    return json.dumps(value, ensure_ascii=False, default=str, separators=(",", ":"))
+    else:
+        text = json.dumps(value, ensure_ascii=False, default=str, separators=(",", ":"))
+    return escape(text)
 
 
 def render(line: Line, style: _Style, event_width: int = 22) -> str:
-    """One ledger line as ``ts  event  ids  key=value …``."""
-    ts = str(line.get("ts", "?"))
-    event = str(line.get("event", "?"))
+    """One ledger line as ``ts  event  ids  key=value …`` (control characters escaped)."""
+    ts = escape(str(line.get("ts", "?")))
+    event = escape(str(line.get("event", "?")))
     parts = [style(ts.ljust(24), "2"), style(event.ljust(event_width), _event_colour(event))]
     ids = [f"{label}={_value(line[key])}" for key, label in _IDS if line.get(key) is not None]
     if ids:
         parts.append(style(" ".join(ids), "1"))
     fields = [
-        f"{style(k, '2')}={_value(v)}"
+        f"{style(escape(k), '2')}={_value(v)}"
         for k, v in line.items()
         if k not in _HIDDEN and not any(k == i for i, _ in _IDS)
     ]
@@ -135,7 +147,7 @@ def render(line: Line, style: _Style, event_width: int = 22) -> str:
 
 def _emit(line: Line, raw: bytes, args: argparse.Namespace, style: _Style, width: int) -> None:
     if args.json:
-        sys.stdout.write(raw.decode("utf-8", "replace") + "\n")
+        sys.stdout.write(json_safe(raw.decode("utf-8", "replace")) + "\n")
     else:
         sys.stdout.write(render(line, style, width) + "\n")
 
@@ -391,10 +403,11 @@ def _verify(args: argparse.Namespace, path: str) -> int:
 def run(args: argparse.Namespace) -> int:
     path = resolve_ledger_path(args.ledger)
     action = args.action_name
-    if action == "tail":
-        return _tail(args, path)
-    if action == "query":
-        return _query(args, path)
+    if action in ("tail", "query"):
+        try:
+            return _tail(args, path) if action == "tail" else _query(args, path)
+        finally:
+            report_skipped(f"ledger {action}")
     if action == "stats":
         return _stats(args, path)
     return _verify(args, path)

@@ -14,10 +14,12 @@ __all__ = ["HELP", "build_parser", "run"]
 
 HELP = "show or flush the envelope spool"
 
-_DEFAULT_DIR = "/tmp/membrane-stimuli-spool"
+_DEFAULT_DIR = "$XDG_STATE_HOME/membrane-otel/spool, else ~/.local/state/membrane-otel/spool"
 
 
 def build_parser(parser: argparse.ArgumentParser) -> None:
+    from membrane_otel.cli.bus import add_token_file
+
     sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     dir_help = f"spool directory (default: $MEMBRANE_SPOOL_DIR, else {_DEFAULT_DIR})"
 
@@ -30,18 +32,25 @@ def build_parser(parser: argparse.ArgumentParser) -> None:
     flush.add_argument(
         "--url", default=None, help=f"bus URL (default: $MEMBRANE_BUS_URL, else {DEFAULT_BUS_URL})"
     )
-    flush.add_argument("--token", default=None, help="bearer token (default: $MEMBRANE_BUS_TOKEN)")
+    add_token_file(flush, "spool flush")
     flush.add_argument("--ca-file", default=None, help="CA certificate to verify a wss:// bus with")
 
 
-def _spool_dir(args: argparse.Namespace) -> str:
-    return str(args.dir or os.environ.get("MEMBRANE_SPOOL_DIR") or _DEFAULT_DIR)
+def _spool_dir(args: argparse.Namespace) -> str | None:
+    return args.dir or os.environ.get("MEMBRANE_SPOOL_DIR") or None
 
 
 def run(args: argparse.Namespace) -> int:
-    from membrane_otel.membrane._spool import Spool
+    from membrane_otel.cli.bus import bus_token
+    from membrane_otel.membrane._spool import Spool, UnsafePathError
 
     spool = Spool(_spool_dir(args))
+    try:
+        spool.check()
+        token = bus_token(args) if args.action == "flush" else None
+    except UnsafePathError as exc:
+        print(f"membrane-otel spool {args.action}: {exc}", file=sys.stderr)
+        return 2
     if args.action == "status":
         st = spool.status()
         print(json.dumps(st) if args.json else _describe(st))
@@ -49,7 +58,6 @@ def run(args: argparse.Namespace) -> int:
     from membrane_otel.membrane._bus import BusError, flush_spool
 
     url = args.url or os.environ.get("MEMBRANE_BUS_URL") or DEFAULT_BUS_URL
-    token = args.token if args.token is not None else os.environ.get("MEMBRANE_BUS_TOKEN") or None
     before = spool.status()["envelopes"]
     try:
         sent = flush_spool(url, spool, token, ssl_ca=args.ca_file)

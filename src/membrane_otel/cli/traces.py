@@ -73,17 +73,34 @@ def _ledger_path(args: argparse.Namespace) -> str:
 
 
 def read_span_lines(path: str) -> list[dict[str, Any]]:
-    """Every span line of the ledger at ``path``, in ledger order (the order spans ended)."""
-    from membrane_otel.ledger._reader import iter_raw, parse_line
+    """Every span line of the ledger at ``path``, in ledger order (the order spans ended).
+
+    In a ledger (a file with chained lines) a span line without chain fields was inserted by
+    someone: it is skipped and counted. A file with no chain at all is not a ledger but the
+    seed's plain ``trace.jsonl``, read as it is.
+    """
+    from membrane_otel.cli._output import skipped
+    from membrane_otel.ledger._reader import is_chained, iter_raw, parse_line
 
     rows: list[dict[str, Any]] = []
+    unchained: list[dict[str, Any]] = []
+    chained = False
     for _, _, raw in iter_raw(path):
         # Cheap test first: most lines are log records, and parsing them all would dominate.
         if b'"hrm_layer"' not in raw and not raw.startswith(b'{"event":"span"'):
+            chained = chained or raw.endswith(b'"}') and b',"prev_hash":"' in raw
             continue
         row = parse_line(raw)
-        if row is not None and (row.get("hrm_layer") or row.get("event") == "span"):
+        if row is None or not (row.get("hrm_layer") or row.get("event") == "span"):
+            continue
+        if is_chained(row):
+            chained = True
             rows.append(row)
+        else:
+            unchained.append(row)
+    if not chained:
+        return unchained
+    skipped.unchained += len(unchained)
     return rows
 
 
@@ -339,14 +356,39 @@ def run(args: argparse.Namespace) -> int:
 
     if not ledger_files(path):
         return _fail(f"no ledger at {path}")
-    rows = read_span_lines(path)
+    from membrane_otel.cli._output import report_skipped
+
+    try:
+        return _act(args, read_span_lines(path), layer, path)
+    finally:
+        report_skipped("traces")
+
+
+def _safe(value: Any) -> Any:
+    """``value`` with control characters in every string escaped, for the terminal."""
+    from membrane_otel.cli._output import escape
+
+    if isinstance(value, str):
+        return escape(value)
+    if isinstance(value, dict):
+        return {escape(str(k)): _safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_safe(v) for v in value]
+    return value
+
+
+def _act(args: argparse.Namespace, rows: list[dict[str, Any]], layer: str | None, path: str) -> int:
+    from membrane_otel.cli._output import json_safe
+
+    if not args.json:
+        rows = [_safe(r) for r in rows]
     if args.action == "stats":
         hrm_rows = [r for r in rows if r.get("hrm_layer") and (layer is None or r["hrm_layer"] == layer)]
         if args.last:
             hrm_rows = hrm_rows[-args.last :]
         stats = compute_stats(hrm_rows, args.top)
         out = (
-            [json.dumps(stats, ensure_ascii=False)]
+            [json_safe(json.dumps(stats, ensure_ascii=False))]
             if args.json
             else format_stats(stats, colour=_colour(args))
         )
@@ -368,7 +410,9 @@ def _view(args: argparse.Namespace, rows: list[dict[str, Any]], layer: str | Non
         rows = rows[-args.last :]
     rows = sorted(rows, key=_start_ns)
     if args.json:
-        print(json.dumps(rows, ensure_ascii=False))
+        from membrane_otel.cli._output import json_safe
+
+        print(json_safe(json.dumps(rows, ensure_ascii=False)))
         return 0
     if not rows:
         print("no spans match", file=sys.stderr)

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from typing import Any
 
 __all__ = [
+    "Skipped",
+    "is_chained",
     "iter_raw",
     "ledger_files",
     "parse_line",
@@ -99,9 +101,53 @@ def parse_line(raw: bytes) -> dict[str, Any] | None:
     return obj if isinstance(obj, dict) else None
 
 
-def read_lines(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
-    """Every parseable line of the ledger at ``path`` (rotated files first; corrupt lines skipped)."""
-    for _, _, raw in iter_raw(path):
+def is_chained(obj: dict[str, Any]) -> bool:
+    """``obj`` carries the chain fields the appender writes (``seq``, ``prev_hash``, ``hash``).
+
+    A JSON line without them was not written by the ledger: someone inserted it. Readers skip
+    it (and say so); ``verify`` calls it tampering.
+    """
+    return isinstance(obj.get("hash"), str) and isinstance(obj.get("seq"), int) and "prev_hash" in obj
+
+
+class Skipped:
+    """How many lines a reader left out, and why: ``unchained`` JSON lines, ``unreadable`` ones."""
+
+    __slots__ = ("unchained", "unreadable")
+
+    def __init__(self) -> None:
+        self.unchained = 0
+        self.unreadable = 0
+
+    def parse(self, raw: bytes) -> dict[str, Any] | None:
+        """One chained line as a dict; anything else counted here and None."""
         obj = parse_line(raw)
+        if obj is None:
+            self.unreadable += bool(raw.strip())
+            return None
+        if not is_chained(obj):
+            self.unchained += 1
+            return None
+        return obj
+
+    def note(self) -> str | None:
+        """One line for the user when unchained lines were skipped, else None."""
+        if not self.unchained:
+            return None
+        return (
+            f"skipped {self.unchained} unchained line(s): JSON the ledger did not write "
+            "(run 'membrane-otel ledger verify')"
+        )
+
+
+def read_lines(path: str | os.PathLike[str], skipped: Skipped | None = None) -> Iterator[dict[str, Any]]:
+    """Every chained line of the ledger at ``path``, rotated files first.
+
+    Torn and corrupt lines are skipped, and so are JSON lines without chain fields (inserted
+    by someone else); pass ``skipped`` to learn how many.
+    """
+    counts = skipped if skipped is not None else Skipped()
+    for _, _, raw in iter_raw(path):
+        obj = counts.parse(raw)
         if obj is not None:
             yield obj

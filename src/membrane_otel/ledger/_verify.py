@@ -7,13 +7,17 @@ What the chain tells apart:
   before it was removed, inserted or moved (``seq`` says which it looks like);
 * **corrupt** — a whole-length line that is no longer a chained JSON line (a byte of its
   hash suffix changed);
+* **unchained** — a line that parses as JSON but carries no chain fields: the appender
+  never writes one, so someone inserted it. Tampering, wherever it is (a torn line is a
+  prefix of a chained line and never parses: its closing brace comes last);
 * **torn** — an incomplete line a writer left when it died mid-write (power loss,
   ``kill -9``). Not tampering: the next writer started on a fresh line and chained to the
   last whole line, which is exactly what the walk checks. A torn line in the middle of the
   ledger is accepted only if the line after it chains across it.
 
-Limit of any hash chain: removing whole lines from the *end* leaves a valid, shorter chain.
-The report carries the last ``seq`` and ``hash``; keep them elsewhere to detect that.
+Limit of any hash chain: removing whole lines from the *end*, or recomputing every hash after
+an edit, leaves a valid chain. Keyed checkpoints kept elsewhere catch both
+(:mod:`membrane_otel.ledger._checkpoint`); ``want`` asks the walk for the hashes they vouch for.
 
 Standard library only, like :mod:`membrane_otel.ledger._writer`.
 """
@@ -21,6 +25,7 @@ Standard library only, like :mod:`membrane_otel.ledger._writer`.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 from collections.abc import Callable
@@ -31,7 +36,7 @@ from typing import Literal
 from membrane_otel.ledger._chain import GENESIS
 from membrane_otel.ledger._reader import iter_raw, ledger_files
 
-Kind = Literal["edited", "broken_chain", "corrupt", "torn"]
+Kind = Literal["edited", "broken_chain", "corrupt", "unchained", "torn"]
 # progress(lines_done, bytes_done, bytes_total)
 Progress = Callable[[int, int, int], None]
 
@@ -66,6 +71,8 @@ class VerifyReport:
     last_hash: str = GENESIS
     problem: Problem | None = None  # the first tampering found (the walk stops there)
     torn: list[Problem] = field(default_factory=list)
+    first_hash: str | None = None  # the hash of the line with seq 1: the chain's identity
+    hashes: dict[int, str] = field(default_factory=dict)  # seq -> hash, for the seqs asked for
 
     @property
     def ok(self) -> bool:
@@ -80,6 +87,14 @@ def _split(raw: bytes) -> tuple[bytes, str] | None:
     if raw[cut : cut + 9] != _MARK:
         return None
     return raw[:cut], raw[cut + 9 : -2].decode("ascii", "replace")
+
+
+def _parses(raw: bytes) -> bool:
+    try:
+        json.loads(raw)
+    except ValueError:
+        return False
+    return True
 
 
 def _broken_message(seq: int, prev_seq: int, at_start: bool) -> str:
@@ -100,8 +115,12 @@ def verify(
     *,
     progress: Progress | None = None,
     progress_every: int = 10_000,
+    want: frozenset[int] = frozenset(),
 ) -> VerifyReport:
-    """Check the whole chain of the ledger at ``path`` (rotated files included, oldest first)."""
+    """Check the whole chain of the ledger at ``path`` (rotated files included, oldest first).
+
+    ``want``: seqs whose hashes go into :attr:`VerifyReport.hashes` (those checkpoints vouch for).
+    """
     files = ledger_files(path)
     report = VerifyReport(files=files)
     total = sum(f.stat().st_size for f in files)
@@ -117,6 +136,13 @@ def verify(
                 report.problem = Problem(
                     "corrupt", file, number, None,
                     "not a chained JSON line any more (its hash suffix was changed)", len(raw),
+                )  # fmt: skip
+                return report
+            if _parses(raw):
+                report.problem = Problem(
+                    "unchained", file, number, None,
+                    "a JSON line without chain fields: the ledger never writes one, it was inserted",
+                    len(raw),
                 )  # fmt: skip
                 return report
             pending.append(Problem("torn", file, number, None, "", len(raw)))
@@ -167,6 +193,10 @@ def verify(
         report.last_seq, report.last_hash = seq, digest
         if report.first_seq is None:
             report.first_seq = seq
+        if seq == 1:
+            report.first_hash = digest
+        if seq in want:
+            report.hashes[seq] = digest
         report.lines += 1
         if progress is not None and report.lines % progress_every == 0:
             progress(report.lines, report.bytes, total)

@@ -61,6 +61,22 @@ _rid_re: re.Pattern[bytes] | None = None
 # --------------------------------------------------------------------------- the appender
 
 
+def _file_mode() -> int:
+    """``MEMBRANE_LEDGER_FILE_MODE`` (octal, as the settings document it), else 0600."""
+    raw = os.environ.get("MEMBRANE_LEDGER_FILE_MODE", "").strip()
+    if not raw:
+        return 0o600
+    try:
+        mode = int(raw, 8)
+    except ValueError:
+        mode = -1
+    if not 0 <= mode <= 0o777:
+        raise ValueError(
+            f"MEMBRANE_LEDGER_FILE_MODE={raw!r} is not valid: expected an octal mode such as 0600"
+        )
+    return mode
+
+
 class _Tail:
     """Where our last write left the file, to skip re-reading the tail if nobody wrote since."""
 
@@ -92,8 +108,12 @@ class Ledger:
         fsync: bool = False,
         sha256: Sha256 | None = None,
         recent_scan_bytes: int = _RECENT_SCAN_BYTES,
+        mode: int | None = None,
     ) -> None:
         self._p = os.fspath(path)
+        # New ledger and lock files are the user's alone unless asked otherwise: what the
+        # app logs is nobody else's business (and a lock others can open, others can hold).
+        self.mode = _file_mode() if mode is None else mode
         # How much of the file's end is read at open for the ids already written. An app
         # needs little (its records are new); the bridge, which the Collector re-sends whole
         # batches to after a restart, asks for enough to cover its in-flight batches.
@@ -125,13 +145,13 @@ class Ledger:
             folder = os.path.dirname(self._p)
             if folder:
                 os.makedirs(folder, exist_ok=True)
-            self._lock_fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            self._lock_fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, self.mode)
             self._fd = self._open_data()
         return self._fd, self._lock_fd
 
     def _open_data(self) -> int:
         # O_RDWR so the tail can be read with pread from the same descriptor.
-        return os.open(self._p, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        return os.open(self._p, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, self.mode)
 
     def _after_fork(self) -> None:
         # The parent's descriptors share its flock (a lock belongs to the open file

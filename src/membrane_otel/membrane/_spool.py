@@ -14,6 +14,12 @@ reader *claims* a batch by atomically renaming it to ``<name>.claimed-<pid>``; a
 succeeds for exactly one process, so no batch is replayed twice. A claim whose pid is dead
 (the process crashed between claim and ack) is renamed back and replayed by whoever looks
 next: delivery is at-least-once, and consumers dedupe by ``metadata.stimulus_id``.
+
+Private: the default directory is ``<state dir>/spool`` (:mod:`membrane_otel._internal.state`),
+made 0700. Any directory, the seed's ``/tmp/membrane-stimuli-spool`` included when set
+explicitly, is refused (:class:`UnsafePathError`, one line) if it is a symlink, owned by
+another user or writable by others; batch files are opened with ``O_NOFOLLOW`` and only our
+own regular files are read, so a planted FIFO, symlink or forged batch is moved aside unread.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import json
 import logging
 import os
 import re
+import stat
 import tempfile
 import threading
 import time
@@ -32,14 +39,18 @@ from pathlib import Path
 from typing import Any
 
 from membrane_otel._internal import counters
+from membrane_otel._internal.ratelog import RateLimitedLogger
+from membrane_otel._internal.state import UnsafePathError, check_dir, private_dir, state_dir
 from membrane_otel._internal.tables import DEFAULT_SPOOL_MAX_BYTES
 
-__all__ = ["DEFAULT_SPOOL_DIR", "Spool", "SpoolBatch"]
+__all__ = ["LEGACY_SPOOL_DIR", "Spool", "SpoolBatch", "UnsafePathError", "default_spool_dir"]
 
-DEFAULT_SPOOL_DIR = "/tmp/membrane-stimuli-spool"
+# The seeds' shared directory: used only when set explicitly, and then checked like any other.
+LEGACY_SPOOL_DIR = "/tmp/membrane-stimuli-spool"
 DEFAULT_MAX_BYTES = DEFAULT_SPOOL_MAX_BYTES
 
 _log = logging.getLogger("membrane_otel.membrane._spool")
+_refused = RateLimitedLogger(_log)
 
 _BATCH_RE = re.compile(r"^(?P<ts>\d{16})-(?P<pid>\d{7})-(?P<seq>\d{8})-n(?P<n>\d+)\.json$")
 _CLAIM_RE = re.compile(r"^(?P<name>.+\.json)\.claimed-(?P<pid>\d+)$")
@@ -61,6 +72,11 @@ class _Entry:
     size: int
     envelopes: int
     ts_us: int
+
+
+def default_spool_dir() -> Path:
+    """``$XDG_STATE_HOME/membrane-otel/spool``, else ``~/.local/state/membrane-otel/spool``."""
+    return state_dir() / "spool"
 
 
 def _pid_alive(pid: int) -> bool:
@@ -86,7 +102,7 @@ class Spool:
 
     def __init__(
         self,
-        directory: str | os.PathLike[str] = DEFAULT_SPOOL_DIR,
+        directory: str | os.PathLike[str] | None = None,
         max_bytes: int = DEFAULT_MAX_BYTES,
         clock: Callable[[], float] = time.time,
         *,
@@ -94,7 +110,7 @@ class Spool:
     ) -> None:
         if max_bytes <= 0:
             raise ValueError(f"spool max_bytes must be positive, got {max_bytes}")
-        self.directory = Path(directory)
+        self.directory = Path(directory) if directory is not None else default_spool_dir()
         self.max_bytes = max_bytes
         self._clock = clock
         self._fsync = fsync
@@ -150,8 +166,9 @@ class Spool:
         return f"{now_us:016d}-{os.getpid() % 10_000_000:07d}-{seq:08d}-n{count}.json"
 
     def _ensure_dir(self) -> None:
-        # 0o700: envelopes are redacted, but still nobody else's business.
-        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # 0o700: envelopes are redacted, but still nobody else's business. Checked on every
+        # write: the check is one lstat, and a refused directory must stay refused.
+        private_dir(self.directory, "spool directory")
 
     def _enforce_cap(self) -> None:
         entries = self._pending()
@@ -236,10 +253,24 @@ class Spool:
         return recovered
 
     def _read(self, path: Path) -> list[dict[str, Any]] | None:
+        # O_NOFOLLOW and O_NONBLOCK: a symlink is not followed and a FIFO does not hang us;
+        # only a regular file of ours is read (the directory is ours, so anything else was
+        # planted, or left by a bug).
         try:
-            data = json.loads(path.read_bytes())
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            return None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+                _log.error("membrane spool: %s is not a regular file of yours; not read", path)
+                return None
+            with os.fdopen(fd, "rb", closefd=False) as f:
+                data = json.loads(f.read())
         except (OSError, ValueError):
             return None
+        finally:
+            os.close(fd)
         if not isinstance(data, list) or not all(isinstance(e, dict) for e in data):
             return None
         return data
@@ -256,11 +287,24 @@ class Spool:
 
     # -- listing -------------------------------------------------------------------------
 
-    def _scan(self) -> Iterable[os.DirEntry[str]]:
+    def check(self) -> None:
+        """Raise :class:`UnsafePathError` (one line) if the directory exists and is not safe to use."""
         try:
+            check_dir(self.directory, "spool directory")
+        except FileNotFoundError:
+            pass
+
+    def _scan(self) -> Iterable[os.DirEntry[str]]:
+        # Nothing is read from a refused directory: to the replaying worker it looks empty
+        # (and says why, once a minute); writes into it raise, and are counted as drops.
+        try:
+            check_dir(self.directory, "spool directory")
             with os.scandir(self.directory) as it:
                 return list(it)
         except FileNotFoundError:
+            return []
+        except UnsafePathError as exc:
+            _refused.error("membrane spool: %s", exc)
             return []
 
     def _pending(self) -> list[_Entry]:
@@ -268,10 +312,10 @@ class Spool:
         out: list[_Entry] = []
         for de in self._scan():
             m = _BATCH_RE.match(de.name)
-            if m is None:
-                continue
+            if m is None or de.is_symlink():
+                continue  # a symlink is never ours (we write files): not counted, not claimed
             try:
-                size = de.stat().st_size
+                size = de.stat(follow_symlinks=False).st_size
             except FileNotFoundError:
                 continue
             out.append(_Entry(de.name, size, int(m["n"]), int(m["ts"])))
@@ -287,7 +331,7 @@ class Spool:
             if dead_only and _pid_alive(int(m["pid"])):
                 continue
             try:
-                out.append((de.name, de.stat().st_size))
+                out.append((de.name, de.stat(follow_symlinks=False).st_size))
             except FileNotFoundError:
                 continue
         return out
