@@ -4,9 +4,10 @@ Every action reads all the ledger's files (rotated ones first). On a terminal th
 aligned and coloured; piped, it is plain (``--json`` gives the raw lines). Standard
 library only, like the shell emitter: reading a ledger must not wait for the OTel SDK.
 
-``verify`` exit codes: 0 chain intact; 1 tampering found (the first edited, removed or
-reordered line is named); 3 chain intact but torn lines (a writer died mid-write);
-2 no ledger, or bad arguments.
+``verify`` exit codes: 0 chain intact; 1 tampering found (the first edited, removed,
+inserted or reordered line is named; with ``--checkpoint``, a cut tail or a recomputed chain);
+3 chain intact but torn lines (a writer died mid-write); 2 no ledger, no key, or bad arguments.
+``checkpoint`` writes a keyed checkpoint now.
 
 ``stats`` and ``verify`` live in ``_ledger_stats.py`` and ``_ledger_verify.py``, imported
 when the action runs; tail and query, which share the reading and following code, stay here.
@@ -108,9 +109,26 @@ def build_parser(parser: argparse.ArgumentParser) -> None:
     )
     verify.add_argument("--json", action="store_true", help="the report as one JSON object")
     verify.add_argument(
+        "--checkpoint",
+        metavar="FILE",
+        help="also check the keyed checkpoints in FILE (key: $MEMBRANE_LEDGER_KEY or $MEMBRANE_LEDGER_KEY_FILE): "
+        "catches a cut tail and a recomputed chain",
+    )
+    verify.add_argument(
         "--progress-every", type=int, default=100_000, metavar="N", help="when stderr is not a terminal: "
         "a progress line every N lines (default 100000; 0: none)"
     )  # fmt: skip
+
+    checkpoint = sub.add_parser(
+        "checkpoint",
+        parents=[common],
+        help="write a keyed checkpoint of the ledger now (key: $MEMBRANE_LEDGER_KEY or $MEMBRANE_LEDGER_KEY_FILE)",
+    )
+    checkpoint.add_argument(
+        "--out",
+        metavar="FILE",
+        help="append it to FILE (default: $MEMBRANE_CHECKPOINT_FILE, else <ledger>.checkpoints)",
+    )
 
 
 # --------------------------------------------------------------------------- output
@@ -410,4 +428,8 @@ def run(args: argparse.Namespace) -> int:
             report_skipped(f"ledger {action}")
     if action == "stats":
         return _stats(args, path)
+    if action == "checkpoint":
+        from membrane_otel.cli._ledger_verify import run_checkpoint
+
+        return run_checkpoint(args, path)
     return _verify(args, path)

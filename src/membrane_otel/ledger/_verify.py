@@ -71,7 +71,7 @@ class VerifyReport:
     last_hash: str = GENESIS
     problem: Problem | None = None  # the first tampering found (the walk stops there)
     torn: list[Problem] = field(default_factory=list)
-    first_hash: str | None = None  # the hash of the line with seq 1: the chain's identity
+    first_hash: str | None = None  # the hash of the first line: the chain's identity (ledger id)
     hashes: dict[int, str] = field(default_factory=dict)  # seq -> hash, for the seqs asked for
 
     @property
@@ -192,9 +192,7 @@ def verify(
         prev_hash, prev_seq = digest, seq
         report.last_seq, report.last_hash = seq, digest
         if report.first_seq is None:
-            report.first_seq = seq
-        if seq == 1:
-            report.first_hash = digest
+            report.first_seq, report.first_hash = seq, digest
         if seq in want:
             report.hashes[seq] = digest
         report.lines += 1

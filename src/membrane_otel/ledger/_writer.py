@@ -131,6 +131,9 @@ class Ledger:
         self._tail: _Tail | None = None
         self._recent_loaded = False
         self.rotations = 0
+        # Keyed checkpoints (ledger/_checkpoint.py): called after each batch with
+        # (seq, hash, lines written); None without a key.
+        self.checkpointer: Callable[[int, str, int], object] | None = None
 
     @property
     def path(self) -> Path:
@@ -351,10 +354,29 @@ class Ledger:
             # Only now: a batch that failed to write must not be skipped when retried.
             for rid in batch_ids:
                 self._remember(rid)
-            return len(bodies)
+        if self.checkpointer is not None:  # outside every lock: it may emit an OTel record
+            self.checkpointer(seq, prev, len(bodies))
+        return len(bodies)
 
 
 # --------------------------------------------------------------------------- sharing
+
+
+def _checkpointer(path: str) -> Callable[[int, str, int], object] | None:
+    # Only with a key (or settings given to configure(), which may hold one): the check
+    # must not cost the shell emitter the settings' import.
+    import sys
+
+    if not (
+        os.environ.get("MEMBRANE_LEDGER_KEY")
+        or os.environ.get("MEMBRANE_LEDGER_KEY_FILE")
+        or "membrane_otel.settings" in sys.modules
+    ):
+        return None
+    from membrane_otel.ledger._checkpoint import checkpointer_for
+
+    return checkpointer_for(path)
+
 
 _ledgers: dict[str, Ledger] = {}
 _ledgers_lock = _thread.allocate_lock()
@@ -373,6 +395,7 @@ def ledger_for(
         ledger = _ledgers.get(key)
         if ledger is None:
             ledger = _ledgers[key] = Ledger(key, max_bytes=max_bytes or 0)
+            ledger.checkpointer = _checkpointer(key)
         elif max_bytes is not None:
             ledger.max_bytes = max_bytes
         if recent_scan_bytes is not None:
