@@ -35,6 +35,13 @@ def build_parser(parser: argparse.ArgumentParser) -> None:
     serve.add_argument(
         "--record", default=None, metavar="FILE", help="append every accepted envelope to FILE (JSONL)"
     )
+    serve.add_argument(
+        "--subscriber-buffer",
+        type=int,
+        default=8 * 1024 * 1024,
+        metavar="BYTES",
+        help="a subscriber further behind than this is disconnected (close code 1008; default 8 MiB)",
+    )
 
     tail = sub.add_parser(
         "tail",
@@ -114,7 +121,15 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     token = args.token
     try:
-        serve(args.host, args.port, token, args.certfile, args.keyfile, record=args.record)
+        serve(
+            args.host,
+            args.port,
+            token,
+            args.certfile,
+            args.keyfile,
+            record=args.record,
+            subscriber_buffer=args.subscriber_buffer,
+        )
     except OSError as exc:
         print(f"membrane-otel bus serve: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1
