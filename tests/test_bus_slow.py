@@ -1,4 +1,5 @@
-"""The reference bus survives slow subscribers: bounded outboxes, the stuck one disconnected and counted.
+"""The reference bus survives slow subscribers (bounded outboxes, the stuck one dropped and counted);
+`bus tail --pretty` prints what envelopes carry escaped.
 
 Before issue 15 the bus broadcast with websockets' ``broadcast()``, which has no backpressure:
 three subscribers that never read cost +357 MiB for 104 MB published, and were never
@@ -133,3 +134,38 @@ def test_a_reading_subscriber_gets_everything_in_order_while_a_stuck_one_is_drop
         finally:
             stuck.close()
             reader.close()
+
+
+ESCAPE = "\x1b]0;pwned\x07\x1b[2J\x9b31m\u202eevil"
+
+
+def test_bus_tail_pretty_prints_terminal_escapes_escaped() -> None:
+    """`bus tail --pretty`: ESC, BEL, C1 CSI and a bidi override in an envelope come out visible
+    (before issue 15 they reached the terminal raw, retitling and clearing it)."""
+    import subprocess
+
+    from websockets.sync.client import connect
+
+    from tests._bus_helpers import CLI, cli_env, envelope
+
+    with BusProcess() as bus:
+        tail = subprocess.Popen(
+            [*CLI, "bus", "tail", "--pretty", "--count", "1"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=cli_env(MEMBRANE_BUS_URL=bus.url, NO_COLOR="1"),
+        )
+        try:
+            wait_for(lambda: _health(bus)["subscribers"] == 1, what="bus tail subscribed")
+            hostile = envelope(1, content="boom" + ESCAPE, channel="ch" + ESCAPE, source="src" + ESCAPE)
+            with connect(bus.url, open_timeout=5) as ws:
+                ws.send(json.dumps(hostile))
+                ws.recv(timeout=5)
+            out, _ = tail.communicate(timeout=15)
+        finally:
+            if tail.poll() is None:
+                tail.kill()
+                tail.wait()
+    text = out.decode()
+    assert "\\x1b]0;pwned\\x07" in text and "\\u202e" in text and "\\x9b" in text
+    assert not any(ord(c) < 0x20 and c != "\n" or 0x7F <= ord(c) < 0xA0 or c == "\u202e" for c in text)
