@@ -213,3 +213,21 @@ def test_ledger_mode_is_the_users_choice(tmp_path: Path, monkeypatch: pytest.Mon
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == 0o640
     assert stat.S_IMODE(other.stat().st_mode) == 0o604
+
+
+def test_shell_emitter_creates_a_private_ledger(tmp_path: Path) -> None:
+    """`membrane-otel emit` makes a 0600 ledger (before: 0644); a bad mode is one line, exit 2."""
+    import subprocess
+
+    from tests._helpers import BIN, clean_env
+
+    path = tmp_path / "e.jsonl"
+    cli = [str(BIN / "membrane-otel"), "emit", "x", "--ledger", str(path)]
+    env = clean_env(tmp_path)
+    run = subprocess.run(
+        cli, env=env, capture_output=True, text=True, timeout=60, preexec_fn=lambda: os.umask(0o022)
+    )
+    assert run.returncode == 0 and stat.S_IMODE(path.stat().st_mode) == 0o600
+    env["MEMBRANE_LEDGER_FILE_MODE"] = "rw-r--r--"
+    bad = subprocess.run(cli, env=env, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "MEMBRANE_LEDGER_FILE_MODE" in bad.stderr

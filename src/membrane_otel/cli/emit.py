@@ -139,9 +139,13 @@ def run(args: argparse.Namespace) -> int:
         service=_service(),
     )
     # A fresh record id every run: no dedupe window needed, and none read from the file.
-    ledger = Ledger(
-        resolve_ledger_path(args.ledger), max_bytes=_max_bytes(), dedupe_window=0, sha256=builtin_sha256()
-    )
+    try:
+        ledger = Ledger(
+            resolve_ledger_path(args.ledger), max_bytes=_max_bytes(), dedupe_window=0, sha256=builtin_sha256()
+        )
+    except ValueError as exc:  # a bad MEMBRANE_LEDGER_FILE_MODE: one line, as for every setting
+        print(f"membrane-otel emit: {exc}", file=sys.stderr)
+        return 2
     try:
         ledger.append(line)
     except OSError as exc:
