@@ -249,7 +249,9 @@ def check_spool(settings: Settings) -> Check:
             "fix its permissions or set MEMBRANE_SPOOL_DIR to a writable directory",
         )
     try:
-        st = Spool(directory, max_bytes=max(1, settings.spool_max_bytes)).status()
+        spool = Spool(directory, max_bytes=max(1, settings.spool_max_bytes))
+        spool.check()  # another user's, world-writable or symlinked: refused (an OSError)
+        st = spool.status()
     except OSError as exc:
         return Check("spool", "FAIL", f"{directory}: {exc}", "fix the directory or set MEMBRANE_SPOOL_DIR")
     waiting = int(st["envelopes"])

@@ -31,7 +31,9 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -275,16 +277,26 @@ class Checkpointer:
         self._at = clock()
         self._pending: tuple[int, str] | None = None
         self.written = 0
+        # Batches from several threads report here: one decides at a time.
+        self._lock = threading.RLock()
+        ref = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: _relock(ref))
 
     def __call__(self, seq: int, digest: str, written: int) -> None:
-        if self._base is None:
-            self._base = seq - written
-        self._pending = (seq, digest)
-        if seq - self._base >= self._lines or self._clock() - self._at >= self._interval:
-            self.checkpoint()
+        with self._lock:
+            if self._base is None:
+                self._base = seq - written
+            if self._pending is None or seq > self._pending[0]:
+                self._pending = (seq, digest)
+            if seq - self._base >= self._lines or self._clock() - self._at >= self._interval:
+                self.checkpoint()
 
     def checkpoint(self) -> Checkpoint | None:
         """Checkpoint the last batch seen now, if lines came since the last checkpoint."""
+        with self._lock:
+            return self._checkpoint()
+
+    def _checkpoint(self) -> Checkpoint | None:
         if self._pending is None or self._pending[0] == self._base:
             return None
         seq, digest = self._pending
@@ -306,6 +318,12 @@ class Checkpointer:
         except Exception as exc:  # the record is a copy: the file has it
             _problems.error("ledger checkpoint record not emitted: %s", exc)
         return cp
+
+
+def _relock(ref: weakref.ref[Checkpointer]) -> None:
+    cp = ref()
+    if cp is not None:  # the parent's lock may have been held by a thread the child lacks
+        cp._lock = threading.RLock()
 
 
 def emit_record(cp: Checkpoint) -> None:
