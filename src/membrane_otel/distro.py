@@ -40,6 +40,15 @@ class MembraneDistro(BaseDistro):  # type: ignore[misc]  # BaseDistro is Any to 
         if not _sdk_is_disabled():
             apply_env_defaults(settings)
 
+    def load_instrumentor(self, entry_point: Any, **kwargs: Any) -> None:
+        super().load_instrumentor(entry_point, **kwargs)
+        # The logging instrumentation puts its handler on the root logger only now, after the
+        # configurator ran: give it the console stand-in (also with OTEL_SDK_DISABLED=true,
+        # when the handler is there but nothing else of ours is).
+        from membrane_otel._internal.console_fallback import keep_console_output
+
+        keep_console_output()
+
 
 class MembraneConfigurator(BaseConfigurator):
     """Builds the SDK with membrane-otel's processors and exporters."""

@@ -2,71 +2,57 @@
 
 Python prints WARNING+ records through ``logging.lastResort`` only when a record finds
 no handler at all. The OTel logging handler on the root logger counts as one, so an app
-that never configured logging would go silent on the console. We add a stand-in for
-``lastResort`` — and step it aside whenever the app configures logging itself
-(``basicConfig`` / ``dictConfig`` / ``fileConfig``), as the OTel handler does, so the
-app's own set-up behaves exactly as without us.
+that never configured logging would go silent on the console.
+
+We replace nothing in :mod:`logging`: a small filter of ours rides on the OTel handler
+(``Handler.addFilter``, public API). For each WARNING+ record it looks at the handlers the
+record would reach — the loggers from the record's own up to the root, as ``callHandlers``
+walks them — and hands the record to ``logging.lastResort`` only when none of them is the
+application's. So the console output is exactly Python's own until the application
+configures logging (``basicConfig``, ``dictConfig``, ``fileConfig``, a handler added by
+hand), and from then on the filter steps aside by itself: no doubled lines. The filter adds
+no handler to the root logger, so ``basicConfig`` still sees an unconfigured root (the OTel
+instrumentation steps its own handler aside around it) and takes effect.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
-import logging.config
-import sys
-from collections.abc import Callable
-from typing import Any
 
-
-class FallbackConsoleHandler(logging.Handler):
-    """``lastResort``'s behaviour: WARNING+, bare message, to the current stderr."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            sys.stderr.write(self.format(record) + "\n")
-        except Exception:
-            self.handleError(record)
-
-
-_handler: FallbackConsoleHandler | None = None
+__all__ = ["ConsoleWhenAlone", "keep_console_output"]
 
 
 def _is_otel(handler: logging.Handler) -> bool:
     return type(handler).__module__.startswith("opentelemetry")
 
 
-def _wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
-    if getattr(fn, "_membrane_wrapped", False):
-        return fn
+def _app_handles(name: str) -> bool:
+    """Whether a record of logger ``name`` reaches a handler that is not OTel's."""
+    logger: logging.Logger | None = logging.root.manager.loggerDict.get(name)  # type: ignore[assignment]
+    if not isinstance(logger, logging.Logger):
+        logger = logging.root
+    current: logging.Logger | None = logger
+    while current is not None:
+        if any(not _is_otel(h) for h in current.handlers):
+            return True
+        if not current.propagate:
+            return False
+        current = current.parent
+    return False
 
-    @functools.wraps(fn)
-    def configured(*args: Any, **kwargs: Any) -> Any:
-        root = logging.getLogger()
-        ours = _handler is not None and _handler in root.handlers
-        if ours:
-            root.removeHandler(_handler)  # type: ignore[arg-type]
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            # Put the stand-in back only if the app's configuration added no console of its own.
-            if ours and not any(not _is_otel(h) for h in root.handlers):
-                root.addHandler(_handler)  # type: ignore[arg-type]
 
-    configured._membrane_wrapped = True  # type: ignore[attr-defined]
-    return configured
+class ConsoleWhenAlone(logging.Filter):
+    """On the OTel handler: ``lastResort``'s output while the app has no handler of its own."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        last = logging.lastResort
+        if last is not None and record.levelno >= last.level and not _app_handles(record.name):
+            last.handle(record)
+        return True  # never keeps the record from the OTel handler
 
 
 def keep_console_output() -> None:
-    """Install the stand-in if the root logger has no console of its own yet."""
-    global _handler
-    root = logging.getLogger()
-    if _handler is None:
-        _handler = FallbackConsoleHandler()
-        logging.basicConfig = _wrap(logging.basicConfig)
-        logging.config.dictConfig = _wrap(logging.config.dictConfig)
-        logging.config.fileConfig = _wrap(logging.config.fileConfig)
-    if not any(not _is_otel(h) for h in root.handlers):
-        root.addHandler(_handler)
+    """Put the filter on every OTel handler of the root logger (once each). Idempotent."""
+    for handler in logging.getLogger().handlers:
+        if _is_otel(handler) and not any(isinstance(f, ConsoleWhenAlone) for f in handler.filters):
+            handler.addFilter(ConsoleWhenAlone())
