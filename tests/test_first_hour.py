@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+import membrane_otel
 from tests._helpers import INSTRUMENT, clean_env, read_ledger, run_instrumented
 
 ERRORING = """
@@ -103,3 +107,66 @@ def test_configure_in_code_keeps_console_and_basic_config(tmp_path: Path) -> Non
 def test_instrument_binary_present() -> None:
     """The tests above need the wrapper from the venv."""
     assert INSTRUMENT.exists(), "run `make venv` to install opentelemetry-instrument"
+
+
+def _run_python(tmp_path: Path, code: str, **env: str) -> subprocess.CompletedProcess[str]:
+    script = _script(tmp_path, code, "prog.py")
+    return subprocess.run(
+        [sys.executable, str(script)],
+        env=clean_env(tmp_path, **env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_readme_configure_then_shutdown_prints_nothing_of_ours(tmp_path: Path) -> None:
+    """configure() … shutdown() as the README shows: no "shutdown can only be called once"."""
+    proc = _run_python(
+        tmp_path,
+        "import membrane_otel\nmembrane_otel.configure()\nprint('ran')\nmembrane_otel.shutdown()\n",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "can only be called once" not in proc.stderr, proc.stderr
+
+
+def test_configure_accepts_service_name_version_environment(tmp_path: Path) -> None:
+    """configure(service_name=…, service_version=…, environment=…) becomes resource attributes."""
+    proc = _run_python(
+        tmp_path,
+        "import logging, membrane_otel\n"
+        "from opentelemetry import trace\n"
+        "membrane_otel.configure(service_name='billing', service_version='1.2.3', environment='staging')\n"
+        "a = trace.get_tracer_provider().resource.attributes\n"
+        "print(a['service.name'], a['service.version'], a['deployment.environment.name'])\n"
+        "logging.getLogger('x').error('boom')\n"
+        "membrane_otel.shutdown()\n",
+        OTEL_SERVICE_NAME="from-env",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["billing", "1.2.3", "staging"]
+    errors = [ln for ln in read_ledger(tmp_path / "ledger.jsonl") if ln["event"] == "script_error"]
+    assert errors and errors[0]["service"] == "billing"
+
+
+def test_configure_refuses_an_empty_service_name(tmp_path: Path) -> None:
+    """A bad service_name is one line naming the argument."""
+    with pytest.raises(membrane_otel.ConfigError, match="argument service_name=''"):
+        membrane_otel.configure(service_name="")
+
+
+def test_script_from_stdin_is_named_stdin(tmp_path: Path) -> None:
+    """`opentelemetry-instrument python - < app.py`: service and source are `stdin`, not `-`."""
+    proc = subprocess.run(
+        [str(INSTRUMENT), sys.executable, "-"],
+        input="import logging\nlogging.getLogger('x').error('from stdin')\n",
+        env=clean_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    errors = [ln for ln in read_ledger(tmp_path / "ledger.jsonl") if ln["event"] == "script_error"]
+    assert errors and errors[0]["service"] == "stdin"
+    spooled = [e for f in (tmp_path / "spool").glob("*.json") for e in json.loads(f.read_text())]
+    assert spooled and spooled[0]["source"] == "script:stdin"

@@ -110,7 +110,7 @@ def test_l2_level_warning_sends_warnings() -> None:
     logger, _ = _logger("warn_level", logging.WARNING)
     with capture() as got:
         logger.warning("disk almost full")
-    assert [ln["level"] for ln in got.ledger_lines()] == ["WARN"]
+    assert [ln["level"] for ln in got.ledger_lines()] == ["WARNING"]
 
 
 def test_stack_trace_is_truncated_at_60_lines() -> None:

@@ -22,6 +22,14 @@ from membrane_otel import settings as config
 _lock = threading.RLock()
 _configured = False
 _sdk_disabled = False
+_shut_down = False
+
+# configure()'s keywords that name the service (Logfire's names) -> OTel resource attributes.
+RESOURCE_KEYWORDS = {
+    "service_name": "service.name",
+    "service_version": "service.version",
+    "environment": "deployment.environment.name",
+}
 
 
 def _sdk_is_disabled() -> bool:
@@ -37,7 +45,8 @@ def apply_env_defaults(settings: config.Settings) -> None:
         "OTEL_RESOURCE_ATTRIBUTES", ""
     ):
         argv0 = sys.argv[0] if sys.argv and sys.argv[0] not in ("", "-c", "-m") else ""
-        name = Path(argv0).stem if argv0 else ""
+        # `python - < script.py` reads the program from stdin: its argv[0] is "-".
+        name = "stdin" if argv0 == "-" else Path(argv0).stem if argv0 else ""
         if name:
             os.environ["OTEL_SERVICE_NAME"] = name
 
@@ -71,10 +80,22 @@ def _quiet_own_loggers() -> None:
 def configure(*, _auto_instrumentation_version: str | None = None, **overrides: Any) -> config.Settings:
     """Set up OTel with membrane-otel's pipeline. Keyword arguments override the environment.
 
+    ``service_name``, ``service_version`` and ``environment`` become the resource attributes
+    ``service.name``, ``service.version`` and ``deployment.environment.name`` (over
+    ``OTEL_SERVICE_NAME`` / ``OTEL_RESOURCE_ATTRIBUTES``); every other keyword is a setting.
     Calling it again is harmless: the settings are re-read, the SDK is built once.
     Raises :class:`membrane_otel.settings.ConfigError` (one readable line) for bad values.
     """
     global _configured, _sdk_disabled
+    resource: dict[str, str] = {}
+    for key, attribute in RESOURCE_KEYWORDS.items():
+        value = overrides.pop(key, None)
+        if value is not None:
+            if not isinstance(value, str) or not value.strip():
+                raise config.ConfigError(
+                    f"argument {key}={value!r} is not valid: expected a non-empty string"
+                )
+            resource[attribute] = value
     with _lock:
         settings = config.load_settings(**overrides)
         config.set_settings(settings)
@@ -101,6 +122,7 @@ def configure(*, _auto_instrumentation_version: str | None = None, **overrides: 
             log_record_processors=[MembraneLogProcessor(configured_value_redactor())],
             export_log_record_processor=BatchLogProcessor,
             export_span_processor=BatchSpanProcessorWithCounts,
+            resource_attributes=resource,
         )
         # atexit runs last-registered first: the providers' hooks were registered above and
         # the bus client's after them (its exporter is built inside), so on their own the bus
@@ -159,10 +181,19 @@ def force_flush(timeout_millis: int = 30000) -> bool:
 
 
 def shutdown(timeout_millis: int = 30000) -> None:
-    """Flush everything and stop the background threads. Safe to call more than once."""
+    """Flush everything and stop the background threads. Safe to call more than once.
+
+    The README's ``configure()`` … ``shutdown()`` also runs this at exit: the second call
+    does nothing (the SDK would print "shutdown can only be called once").
+    """
+    global _shut_down
     from opentelemetry import metrics, trace
     from opentelemetry._logs import get_logger_provider
 
+    with _lock:
+        if _shut_down:
+            return
+        _shut_down = _configured
     _flush_l2(timeout_millis)
     for provider in (trace.get_tracer_provider(), get_logger_provider(), metrics.get_meter_provider()):
         stop = getattr(provider, "shutdown", None)

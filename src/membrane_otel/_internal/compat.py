@@ -9,7 +9,7 @@ reshapes one fails in one place with a message that names it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, MutableMapping, Sequence
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from typing import Any
 
 from opentelemetry.sdk._configuration import _BaseConfigurator, _initialize_components
@@ -27,6 +27,7 @@ INITIALIZE_KEYWORDS = (
     "export_log_record_processor",
     "export_span_processor",
     "setup_logging_handler",
+    "resource_attributes",
 )
 
 
@@ -36,6 +37,7 @@ def initialize_sdk(
     log_record_processors: Sequence[LogRecordProcessor],
     export_log_record_processor: Callable[..., LogRecordProcessor],
     export_span_processor: Callable[..., Any],
+    resource_attributes: Mapping[str, str] | None = None,
 ) -> None:
     """Build the tracer, meter and logger providers from ``OTEL_*`` as the SDK itself does,
     with our processors in front of the exporters it selects by name."""
@@ -46,6 +48,8 @@ def initialize_sdk(
         export_span_processor=export_span_processor,
         # stdlib logging comes in through opentelemetry-instrumentation-logging instead.
         setup_logging_handler=False,
+        # Merged over OTEL_RESOURCE_ATTRIBUTES / OTEL_SERVICE_NAME by Resource.create.
+        resource_attributes=dict(resource_attributes) if resource_attributes else None,
     )
 
 

@@ -75,6 +75,9 @@ OTEL_SEVERITY: dict[str, tuple[int, str]] = {
     "fatal": (SEV_FATAL, "FATAL"),
 }
 
+# OTel's severity texts → the seeds' level names, for ledger lines and envelope metadata.
+SEED_LEVEL_NAMES: dict[str, str] = {"WARN": "WARNING", "FATAL": "CRITICAL"}
+
 
 def level_to_severity(levelno: int) -> Severity:
     """A Python logging level → the seeds' categorical severity (DEBUG counts as info)."""

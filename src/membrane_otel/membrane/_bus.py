@@ -98,6 +98,7 @@ class BusClient:
         clock: Callable[[], float] = time.monotonic,
         transport: Transport | None = None,
         register_atexit: bool = True,
+        quiet_unreachable: bool = False,
     ) -> None:
         if queue_size < 1 or batch_size < 1 or flush_interval_ms < 1:
             raise ValueError("queue_size, batch_size and flush_interval_ms must be positive")
@@ -116,6 +117,9 @@ class BusClient:
         self._batch_size = batch_size
         self._max_backoff = max(max_backoff_s, self._interval)
         self._on_published = on_published
+        # The default bus URL nobody chose: an absent bus is the normal embedded case, said
+        # once at INFO instead of a warning per minute.
+        self._quiet_unreachable = quiet_unreachable
         self._clock = clock
         self._problems = RateLimitedLogger(_log, clock=clock)
         self._init_state()
@@ -140,6 +144,7 @@ class BusClient:
         self._backoff = 0.0
         self._next_attempt = 0.0
         self._last_unreachable = False
+        self._said_where = False
         self._spool_dirty = True  # look at the spool on the first tick: an earlier run may have left files
         self._spool_checked_at = float("-inf")
         self._thread: threading.Thread | None = None
@@ -368,6 +373,16 @@ class BusClient:
         self._last_unreachable = isinstance(exc, BusUnavailable)
         self._backoff = min(self._max_backoff, max(self._interval, self._backoff * 2))
         self._next_attempt = self._clock() + self._backoff * random.uniform(0.9, 1.1)
+        if self._quiet_unreachable and self._last_unreachable:
+            if not self._said_where:
+                self._said_where = True
+                _log.info(
+                    "no membrane bus at %s (MEMBRANE_BUS_URL not set): envelopes are kept in %s "
+                    "and sent when a bus is there (`membrane-otel spool status`)",
+                    self.url,
+                    self.spool.directory,
+                )
+            return
         key = type(exc).__name__ + (str(exc.status) if isinstance(exc, BusRefused) else "")
         self._problems.log(
             logging.WARNING,

@@ -2,13 +2,27 @@
 
 Both the in-process ``membrane`` exporter and the bridge submit here. Throttling lives on
 this path only (the ledger keeps every record): per signal type and per fingerprint, as
-``seeds/000`` says, and the next envelope that goes out carries how many were held back.
+``seeds/000`` says, and the next envelope that goes out carries how many were held back;
+what is still held back at shutdown goes out as one ``throttle_summary`` envelope. A
+CRITICAL has windows of its own, so an earlier ERROR's window never holds it back.
+
+At DEBUG the publisher says what the seed's collector said, so its verification greps work:
+``Published membrane.inject sid=…`` when the bus acknowledges an envelope, and
+``FingerprintRateLimit: … cooling down`` when a fingerprint's window holds one back.
+
+Throttle windows live in this process only. The seed throttles in its long-lived collector,
+so a cron script's second run is throttled there; in embedded mode there is no such process,
+and a run's windows are not carried to the next one (each run's first error always goes
+out). For throttling across runs, use collector mode: the bridge is long-lived and its
+throttle holds across every run of every script it serves.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,11 +30,13 @@ from pydantic import ValidationError
 
 from membrane_otel._internal import counters
 from membrane_otel._internal.ratelog import RateLimitedLogger
+from membrane_otel._internal.tables import DEFAULT_BUS_URL
 from membrane_otel.settings import Settings, get_settings
 from membrane_otel.translate._core import log_envelope, otel_severity, wants_envelope
 from membrane_otel.translate._records import LogData
 
-_log = RateLimitedLogger(logging.getLogger("membrane_otel.membrane._publish"))
+_logger = logging.getLogger("membrane_otel.membrane._publish")
+_log = RateLimitedLogger(_logger)
 THROTTLED_SIGNALS = frozenset({"script_error"})
 
 
@@ -53,9 +69,17 @@ class MembranePublisher:
             # Error storms are throttled (seeds/000: per type 1/15 s, per fingerprint 1/10 s);
             # stimuli, metrics and UI/tool signals are not errors and pass untouched.
             if self._throttle is not None and md.signal_type in THROTTLED_SIGNALS:
-                decision = self._throttle.admit(md.signal_type, md.stack_fingerprint or md.dedupe_key or "")
+                # A CRITICAL gets windows of its own: an ERROR storm never holds one back.
+                kind = f"{md.signal_type}:critical" if env.severity == "critical" else md.signal_type
+                fingerprint = md.stack_fingerprint or md.dedupe_key or ""
+                decision = self._throttle.admit(kind, fingerprint)
                 if not decision.allowed:
                     counters.incr("suppressed")
+                    if _logger.isEnabledFor(logging.DEBUG):
+                        which = (
+                            "FingerprintRateLimit" if decision.reason == "fingerprint" else "TypeRateLimit"
+                        )
+                        _logger.debug("%s: %s %s cooling down", which, kind, fingerprint[:12])
                     continue
                 # Every record the type limit held back since the last one out, so that
                 # sum(held_back) over delivered envelopes == suppressed (nothing unaccounted).
@@ -82,8 +106,59 @@ class MembranePublisher:
     def force_flush(self, timeout_millis: float = 30000) -> bool:
         return bool(self._bus.force_flush(timeout_millis))
 
+    def held_back_summary(self) -> dict[str, Any] | None:
+        """The envelope that reports what the throttle still holds back, or None (and resets it)."""
+        if self._throttle is None:
+            return None
+        held = self._throttle.drain_pending()
+        total = sum(held.values())
+        if not total:
+            return None
+        from membrane_otel.membrane._envelope import Envelope, EnvelopeMetadata, StimulusFeatures
+
+        now_ms = int(time.time() * 1000)
+        kinds = ", ".join(f"{n} {k}" for k, n in sorted(held.items()))
+        env = Envelope(
+            scope=self._settings.scope,
+            source=f"script:{_service_name()}",
+            channel="signals.script.throttle",
+            content=f"held back by the membrane throttle since the last envelope out: {kinds}"[:500],
+            severity="warn",
+            features_raw=StimulusFeatures(urgency=0.4, novelty=0.1, trust=0.9),
+            metadata=EnvelopeMetadata(
+                stimulus_id=f"throttle_summary_{now_ms}_{os.getpid()}",
+                origin="script_logger",
+                timestamp_ms=now_ms,
+                signal_type="throttle_summary",
+                held_back=total,
+                held_back_by_type=held,
+            ),
+        )
+        return env.to_json_dict(legacy=self._legacy)
+
     def shutdown(self, timeout_millis: float = 30000) -> None:
+        # Held-back counts are not lost at exit: one summary envelope carries them.
+        summary = self.held_back_summary()
+        if summary is not None:
+            self.publish(summary)
         self._bus.shutdown(timeout_millis)
+
+
+def _service_name() -> str:
+    # The SDK's resource as built at start-up (building one now, at exit, may need threads).
+    from opentelemetry import trace
+
+    resource = getattr(trace.get_tracer_provider(), "resource", None)
+    name = resource.attributes.get("service.name") if resource is not None else None
+    return str(name or os.environ.get("OTEL_SERVICE_NAME") or "app")
+
+
+def _say_published(envelopes: list[dict[str, Any]]) -> None:
+    # The seed's collector log line, so `grep "Published membrane.inject"` verifies delivery.
+    if _logger.isEnabledFor(logging.DEBUG):
+        for env in envelopes:
+            sid = (env.get("metadata") or {}).get("stimulus_id")
+            _logger.debug("Published membrane.inject sid=%s", sid)
 
 
 _publisher: MembranePublisher | None = None
@@ -104,6 +179,9 @@ def build_publisher(settings: Settings) -> MembranePublisher:
         queue_size=settings.queue_size,
         flush_interval_ms=settings.flush_interval_ms,
         batch_size=settings.batch_size,
+        on_published=_say_published,
+        # Nobody chose a bus: one INFO line says where envelopes are kept, no warnings.
+        quiet_unreachable=settings.bus_url == DEFAULT_BUS_URL and "MEMBRANE_BUS_URL" not in os.environ,
     )
     throttle = (
         Throttle(

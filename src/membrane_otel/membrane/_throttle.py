@@ -195,6 +195,16 @@ class Throttle:
         with self._lock:
             return sum(w.held for w in self._types.values())
 
+    def drain_pending(self) -> dict[str, int]:
+        """Suppressed-and-unreported counts per signal type, reset to zero (for the summary)."""
+        with self._lock:
+            held = {k: w.held for k, w in self._types.items() if w.held}
+            for win in self._types.values():
+                win.held = 0
+            for fwin in self._fps.values():
+                fwin.held = 0
+            return held
+
     def __len__(self) -> int:
         """Fingerprints currently remembered."""
         with self._lock:

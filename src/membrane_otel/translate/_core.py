@@ -19,6 +19,7 @@ from opentelemetry.instrumentation.log_utils import std_to_otel
 
 from membrane_otel._internal.tables import (
     ID_KEYS,
+    SEED_LEVEL_NAMES,
     SEV_ERROR,
     iso,
     otel_to_severity,
@@ -126,7 +127,8 @@ def log_line(log: LogData) -> dict[str, Any]:
     line["otel_trace_id"] = log.trace_id
     line["otel_span_id"] = log.span_id
     if not log.event_name:
-        line["level"] = log.severity_text or severity_and_urgency(log.severity_number)[0].upper()
+        text = log.severity_text or severity_and_urgency(log.severity_number)[0].upper()
+        line["level"] = SEED_LEVEL_NAMES.get(text, text)  # the seeds' CRITICAL/WARNING, not FATAL/WARN
         line["message"] = log.body if isinstance(log.body, str) else json.dumps(log.body, default=str)
     elif log.body not in (None, ""):
         put(line, "body", log.body)
@@ -220,7 +222,7 @@ def log_envelope(log: LogData, *, default_scope: str = "organizational") -> Enve
             "module": a.get("code.namespace"),
             "function": a.get("code.function") or a.get("code.function.name"),
             "line": a.get("code.lineno") or a.get("code.line.number"),
-            "level": {"WARN": "WARNING", "FATAL": "CRITICAL"}.get(log.severity_text, log.severity_text),
+            "level": SEED_LEVEL_NAMES.get(log.severity_text or "", log.severity_text),
             "error_type": a.get("exception.type"),
             "stack_trace": a.get("exception.stacktrace"),
             "node_id": a.get("membrane.node_id"),
