@@ -170,3 +170,102 @@ def test_script_from_stdin_is_named_stdin(tmp_path: Path) -> None:
     assert errors and errors[0]["service"] == "stdin"
     spooled = [e for f in (tmp_path / "spool").glob("*.json") for e in json.loads(f.read_text())]
     assert spooled and spooled[0]["source"] == "script:stdin"
+
+
+def test_spool_max_bytes_zero_is_one_line(tmp_path: Path) -> None:
+    """MEMBRANE_SPOOL_MAX_BYTES=0 stops start-up with one line naming it, no traceback."""
+    proc = run_instrumented(_script(tmp_path, ERRORING), clean_env(tmp_path, MEMBRANE_SPOOL_MAX_BYTES="0"))
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("membrane-otel: MEMBRANE_SPOOL_MAX_BYTES='0' is not valid"), proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_exporter_name_typo_is_one_line(tmp_path: Path) -> None:
+    """A typo in OTEL_TRACES_EXPORTER names the variable and the installed exporters, no traceback."""
+    proc = run_instrumented(_script(tmp_path, ERRORING), clean_env(tmp_path, OTEL_TRACES_EXPORTER="ledgr"))
+    assert proc.returncode == 2
+    assert "OTEL_TRACES_EXPORTER='ledgr' is not valid: no exporter named 'ledgr'" in proc.stderr
+    assert "ledger" in proc.stderr.split("installed:")[1]
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_exporter_name_typo_in_code_raises_config_error(tmp_path: Path) -> None:
+    """configure() with a typo in OTEL_LOGS_EXPORTER raises ConfigError, one line."""
+    proc = _run_python(
+        tmp_path,
+        "import membrane_otel\ntry:\n    membrane_otel.configure()\n"
+        "except membrane_otel.ConfigError as e:\n    print('ERR', e)\n",
+        OTEL_LOGS_EXPORTER="ledger,membran",
+    )
+    assert proc.stdout.startswith("ERR OTEL_LOGS_EXPORTER='ledger,membran' is not valid"), (
+        proc.stdout + proc.stderr
+    )
+
+
+def test_ledger_commands_with_no_ledger_say_so(tmp_path: Path) -> None:
+    """ledger tail/query/stats with no ledger: one line naming the path, rc 2 (not silence, not zeros)."""
+    env = clean_env(tmp_path)
+    for action in (["tail"], ["query", "--event", "x"], ["stats"]):
+        proc = subprocess.run(
+            [sys.executable, "-m", "membrane_otel.cli", "ledger", *action],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert proc.returncode == 2, (action, proc.stdout, proc.stderr)
+        assert f"no ledger at {tmp_path / 'ledger.jsonl'}" in proc.stderr
+        assert proc.stdout == ""
+
+
+def test_doctor_fails_an_unwritable_ledger_path(tmp_path: Path) -> None:
+    """doctor: a ledger path that cannot be written (a directory; under a file) is FAIL, even as root."""
+    a_file = tmp_path / "plain"
+    a_file.write_text("x")
+    for path in (tmp_path, a_file / "ledger.jsonl"):
+        proc = subprocess.run(
+            [sys.executable, "-m", "membrane_otel.cli", "doctor", "--json"],
+            env=clean_env(tmp_path, MEMBRANE_LEDGER_PATH=str(path)),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        checks = {c["name"]: c for c in json.loads(proc.stdout)["checks"]}
+        assert checks["ledger"]["status"] == "FAIL", checks["ledger"]
+        assert proc.returncode == 1
+
+
+def test_doctor_fails_a_read_only_file_system_even_as_root(tmp_path: Path) -> None:
+    """Under /proc (read-only for everyone, root included) the ledger check is FAIL."""
+    if not Path("/proc/self").exists():
+        pytest.skip("needs /proc (Linux) for a file system nobody can write")
+    proc = subprocess.run(
+        [sys.executable, "-m", "membrane_otel.cli", "doctor", "--json"],
+        env=clean_env(tmp_path, MEMBRANE_LEDGER_PATH="/proc/membrane-otel/ledger.jsonl"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    checks = {c["name"]: c for c in json.loads(proc.stdout)["checks"]}
+    assert checks["ledger"]["status"] == "FAIL"
+
+
+def test_otlp_traces_with_membrane_trace_still_print_the_tree(tmp_path: Path) -> None:
+    """The README's collector command (OTEL_TRACES_EXPORTER=otlp, MEMBRANE_TRACE=1) prints the tree."""
+    script = _script(
+        tmp_path,
+        "from membrane_otel import tracer\n"
+        "with tracer.span('alt', 'transition', 'altitude.py', 'L3→L2') as ctx:\n"
+        "    ctx.set_output('success')\n",
+    )
+    env = clean_env(
+        tmp_path,
+        MEMBRANE_TRACE="1",
+        OTEL_TRACES_EXPORTER="otlp",
+        OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:9",
+        OTEL_EXPORTER_OTLP_TIMEOUT="1",
+    )
+    proc = run_instrumented(script, env)
+    assert "[alt] transition: L3→L2 → success (" in proc.stderr, proc.stderr
+    none = run_instrumented(script, {**env, "OTEL_TRACES_EXPORTER": "none"})
+    assert "[alt]" not in none.stderr

@@ -34,6 +34,14 @@ PUBLIC: dict[str, list[str]] = {
     "membrane_otel.cli.spool": ["HELP", "build_parser", "run"],
     "membrane_otel.cli.traces": ["HELP", "build_parser", "run"],
     "membrane_otel.distro": ["MembraneConfigurator", "MembraneDistro"],
+    "membrane_otel.events": [
+        "append_ledger",
+        "emit_alert",
+        "emit_event",
+        "emit_monitoring_snapshot",
+        "emit_system_event",
+        "emit_task_lifecycle",
+    ],
     "membrane_otel.exporters": [
         "ConsoleTreeSpanExporter",
         "LedgerLogExporter",

@@ -39,6 +39,11 @@ def _sdk_is_disabled() -> bool:
 def apply_env_defaults(settings: config.Settings) -> None:
     """Our exporters as defaults, the user's ``OTEL_*`` choices untouched (as upstream's distro)."""
     os.environ.setdefault("OTEL_TRACES_EXPORTER", "ledger,console" if settings.trace else "ledger")
+    traces = [n.strip() for n in os.environ["OTEL_TRACES_EXPORTER"].split(",") if n.strip()]
+    if settings.trace and "none" not in traces and not {"console", "membrane_console"} & set(traces):
+        # MEMBRANE_TRACE=1 means the seed's tree on the console, whatever else the spans go to
+        # (the README's collector command sets OTEL_TRACES_EXPORTER=otlp).
+        os.environ["OTEL_TRACES_EXPORTER"] = ",".join([*traces, "console"])
     os.environ.setdefault("OTEL_LOGS_EXPORTER", "ledger,membrane")
     os.environ.setdefault("OTEL_METRICS_EXPORTER", "none")
     if "OTEL_SERVICE_NAME" not in os.environ and "service.name=" not in os.environ.get(
@@ -104,6 +109,8 @@ def configure(*, _auto_instrumentation_version: str | None = None, **overrides: 
         tracer.set_enabled(None)
         if _configured:
             return settings
+        if not _sdk_is_disabled():
+            config.check_exporter_names()
         _configured = True
         _quiet_own_loggers()
         if _sdk_is_disabled():
@@ -195,6 +202,9 @@ def shutdown(timeout_millis: int = 30000) -> None:
             return
         _shut_down = _configured
     _flush_l2(timeout_millis)
+    events = sys.modules.get("membrane_otel.ledger._events")
+    if events is not None:
+        events.pipeline_stopped()
     for provider in (trace.get_tracer_provider(), get_logger_provider(), metrics.get_meter_provider()):
         stop = getattr(provider, "shutdown", None)
         if callable(stop):

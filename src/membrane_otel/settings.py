@@ -53,7 +53,7 @@ class Settings(BaseModel):
     )
     spool_max_bytes: int = Field(
         DEFAULT_SPOOL_MAX_BYTES,
-        ge=0,
+        ge=1,
         description="MEMBRANE_SPOOL_MAX_BYTES: oldest spool files dropped above.",
     )
     bus_url: str = Field(DEFAULT_BUS_URL, description="MEMBRANE_BUS_URL: the membrane bus (ws:// or wss://).")
@@ -152,6 +152,21 @@ class Settings(BaseModel):
                 raise ValueError("expected an octal file mode such as 0600 or 0640") from None
         return v
 
+    event_async: bool = Field(
+        False,
+        description="MEMBRANE_EVENT_ASYNC (alias AGI_EVENT_ASYNC): buffer events written without a pipeline.",
+    )
+    event_buffer_size: int = Field(
+        100,
+        ge=1,
+        description="MEMBRANE_EVENT_BUFFER_SIZE (alias AGI_EVENT_BUFFER_SIZE): lines per async write.",
+    )
+    event_flush_interval_s: float = Field(
+        5.0,
+        gt=0,
+        description="MEMBRANE_EVENT_FLUSH_INTERVAL (alias AGI_EVENT_FLUSH_INTERVAL): seconds between async writes.",
+    )
+
     @field_validator("l2_level", mode="before")
     @classmethod
     def _level(cls, v: Any) -> Any:
@@ -212,9 +227,12 @@ ENV_VARS: dict[str, tuple[str, ...]] = {
     "checkpoint_lines": ("MEMBRANE_CHECKPOINT_LINES",),
     "checkpoint_interval_s": ("MEMBRANE_CHECKPOINT_INTERVAL",),
     "checkpoint_file": ("MEMBRANE_CHECKPOINT_FILE",),
+    "event_async": ("MEMBRANE_EVENT_ASYNC", "AGI_EVENT_ASYNC"),
+    "event_buffer_size": ("MEMBRANE_EVENT_BUFFER_SIZE", "AGI_EVENT_BUFFER_SIZE"),
+    "event_flush_interval_s": ("MEMBRANE_EVENT_FLUSH_INTERVAL", "AGI_EVENT_FLUSH_INTERVAL"),
 }
 
-_BOOL_FIELDS = {"trace", "throttle", "watchdog"}
+_BOOL_FIELDS = {"trace", "throttle", "watchdog", "event_async"}
 _OPTIONAL_FIELDS = {
     "bus_token",
     "bridge_token",
@@ -349,6 +367,36 @@ def _one_line(exc: ValidationError, source: Mapping[str, str]) -> str:
     if field not in Settings.model_fields:
         return f"unknown setting {field!r}: expected one of {', '.join(sorted(Settings.model_fields))}"
     return f"{where}={value!r} is not valid: {msg}"
+
+
+# The standard exporter-selection variables and the entry-point group each name resolves in.
+EXPORTER_VARS = {
+    "OTEL_TRACES_EXPORTER": "opentelemetry_traces_exporter",
+    "OTEL_LOGS_EXPORTER": "opentelemetry_logs_exporter",
+    "OTEL_METRICS_EXPORTER": "opentelemetry_metrics_exporter",
+}
+
+
+def check_exporter_names(environ: Mapping[str, str] | None = None) -> None:
+    """A name in ``OTEL_*_EXPORTER`` that no installed exporter has: one line naming it.
+
+    The SDK would raise from deep in its set-up (a traceback, then a run without telemetry).
+    """
+    from importlib.metadata import entry_points
+
+    env = os.environ if environ is None else environ
+    for var, group in EXPORTER_VARS.items():
+        raw = env.get(var)
+        if not raw:
+            continue
+        names = [n.strip() for n in raw.split(",") if n.strip()]
+        known = {ep.name for ep in entry_points(group=group)} | {"none"}
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise ConfigError(
+                f"{var}={raw!r} is not valid: no exporter named {unknown[0]!r} "
+                f"(installed: {', '.join(sorted(known))})"
+            )
 
 
 _current: Settings | None = None

@@ -5,7 +5,8 @@ problem; the exit code is 1 when any check FAILs. Each network probe is bounded 
 the probes run side by side, so the whole diagnosis takes about one probe's time.
 
 Reads the same environment a program would (``MEMBRANE_*``, ``OTEL_*``); changes nothing —
-the ledger is opened for reading only and the spool is only listed.
+the ledger is opened for reading (and for append, writing nothing, to prove it can be written;
+where it does not exist yet a scratch file is made and removed) and the spool is only listed.
 """
 
 from __future__ import annotations
@@ -270,14 +271,44 @@ def check_spool(settings: Settings) -> Check:
     return Check("spool", "OK", detail)
 
 
+def _can_append(path: Path) -> bool:
+    """Whether the ledger file can really be created or appended to.
+
+    ``os.access`` says yes to root on a read-only file system (or under ``/proc``), so this
+    tries: the file opened for append (nothing written), or a scratch file made and removed
+    in the nearest existing directory on the way to it.
+    """
+    import tempfile
+
+    try:
+        if path.exists():
+            if not path.is_file():
+                return False
+            with open(path, "ab"):
+                return True
+        p = path.parent
+        while not p.exists():
+            if p.parent == p:
+                return False
+            p = p.parent
+        if not p.is_dir():
+            return False
+        fd, scratch = tempfile.mkstemp(prefix=".membrane-doctor-", dir=p)
+        os.close(fd)
+        os.unlink(scratch)
+        return True
+    except OSError:
+        return False
+
+
 def check_ledger(settings: Settings) -> Check:
     path = Path(settings.ledger_path)
     if not path.exists():
-        if _writable_dir(path.parent):
+        if _writable_dir(path.parent) and _can_append(path):
             return Check("ledger", "OK", f"{path} will be created on the first record")
         return Check("ledger", "FAIL", f"{path.parent} cannot be created or written",
                      "set MEMBRANE_LEDGER_PATH to a writable location")  # fmt: skip
-    if not os.access(path, os.W_OK) or not _writable_dir(path.parent):
+    if not os.access(path, os.W_OK) or not _writable_dir(path.parent) or not _can_append(path):
         return Check(
             "ledger", "FAIL", f"{path} is not writable", "fix its permissions or set MEMBRANE_LEDGER_PATH"
         )

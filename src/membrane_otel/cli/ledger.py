@@ -6,7 +6,8 @@ library only, like the shell emitter: reading a ledger must not wait for the OTe
 
 ``verify`` exit codes: 0 chain intact; 1 tampering found (the first edited, removed,
 inserted or reordered line is named; with ``--checkpoint``, a cut tail or a recomputed chain);
-3 chain intact but torn lines (a writer died mid-write); 2 no ledger, no key, or bad arguments.
+3 chain intact but torn lines (a writer died mid-write); 2 no ledger, no key, or bad arguments
+(tail, query and stats also exit 2 when there is no ledger).
 ``checkpoint`` writes a keyed checkpoint now.
 
 ``stats`` and ``verify`` live in ``_ledger_stats.py`` and ``_ledger_verify.py``, imported
@@ -421,6 +422,13 @@ def _verify(args: argparse.Namespace, path: str) -> int:
 def run(args: argparse.Namespace) -> int:
     path = resolve_ledger_path(args.ledger)
     action = args.action_name
+    if action in ("tail", "query", "stats") and not getattr(args, "follow", False):
+        from membrane_otel.ledger._reader import ledger_files
+
+        if not ledger_files(path):
+            # Not "nothing matched" (rc 0, no output, or zeros): there is nothing to read.
+            print(f"membrane-otel: no ledger at {path} (MEMBRANE_LEDGER_PATH, or --ledger)", file=sys.stderr)
+            return 2
     if action in ("tail", "query"):
         try:
             return _tail(args, path) if action == "tail" else _query(args, path)

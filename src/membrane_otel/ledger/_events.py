@@ -188,6 +188,7 @@ class EventEmitter:
         self._service = service
         self._warned: set[str] = set()
         self._lock = threading.Lock()
+        self._async: Any = None  # AGI_EVENT_ASYNC's batcher on the direct path, or False
 
     # -- pieces resolved on first use (they read settings, which imports pydantic) -----
 
@@ -205,6 +206,22 @@ class EventEmitter:
             s = get_settings()
             self._ledger = ledger_for(s.ledger_path, max_bytes=s.ledger_max_bytes)
         return self._ledger
+
+    def _append_direct(self, line: dict[str, Any]) -> None:
+        if self._async is None:
+            from membrane_otel.settings import get_settings
+
+            s = get_settings()
+            if s.event_async:
+                from membrane_otel.ledger._async import async_appender
+
+                self._async = async_appender(self._direct_ledger(), s)
+            else:
+                self._async = False
+        if self._async:
+            self._async.emit(line)
+        else:
+            self._direct_ledger().append(line)
 
     def _check_name(self, name: str) -> None:
         if name in KNOWN_EVENTS or name.startswith(KNOWN_PREFIXES) or name in self._warned:
@@ -244,9 +261,11 @@ class EventEmitter:
                 if value is not None:
                     attrs[key] = _plain(value)
             attrs = self._redactor()(attrs)
+            if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+                return False  # "turns everything off", the ledger's events included
             now = self._clock()
             logger = self._logger
-            if logger.enabled(severity_number=severity, event_name=name):
+            if not _pipeline_stopped and logger.enabled(severity_number=severity, event_name=name):
                 logger.emit(
                     timestamp=now,
                     observed_timestamp=now,
@@ -266,7 +285,7 @@ class EventEmitter:
                 trace_id=trace_id,
                 span_id=span_id,
             )
-            self._direct_ledger().append(line)
+            self._append_direct(line)
             counters.incr("ledger_direct")
             return True
         except Exception as exc:
@@ -351,6 +370,16 @@ def _record_gauges(metrics: Mapping[str, Any], attributes: dict[str, str]) -> No
                         name, description=f"monitoring snapshot: {key}"
                     )
         gauge.set(value, attributes)
+
+
+_pipeline_stopped = False
+
+
+def pipeline_stopped() -> None:
+    """``shutdown()`` calls this: later events go straight to the ledger instead of into
+    a stopped OTel pipeline (where they would be dropped while emit said True)."""
+    global _pipeline_stopped
+    _pipeline_stopped = True
 
 
 _default: EventEmitter | None = None
