@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+from collections.abc import Sequence
 from typing import Any
 
 from membrane_otel._internal.batching import _Batcher
@@ -19,7 +20,7 @@ def async_appender(ledger: Ledger, settings: Any) -> Any:
     class _LedgerSink:
         name = "events"
 
-        def export(self, batch: list[dict[str, Any]]) -> None:
+        def export(self, batch: Sequence[dict[str, Any]], /) -> None:
             ledger.append_many(batch)
 
         def shutdown(self) -> None:
