@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
-from tests._helpers import clean_env, read_ledger, run_instrumented
+from tests._helpers import INSTRUMENT, clean_env, read_ledger, run_instrumented
 
 
 def _spooled(spool: Path) -> list[dict[str, Any]]:
@@ -113,3 +115,72 @@ def test_ledger_level_names_are_the_seeds(tmp_path: Path) -> None:
     levels = {ln.get("level") for ln in lines if ln["event"] in ("script_error", "log")}
     assert "CRITICAL" in levels and "WARNING" in levels, levels
     assert not levels & {"FATAL", "WARN"}, levels
+
+
+HUGE = """
+import logging
+log = logging.getLogger("agent")
+# 300 distinct frames (a recursion would be folded by traceback into a few lines).
+src = "".join(f"def f{i}():\\n    return f{i + 1}()\\n" for i in range(300))
+src += "def f300():\\n    raise LookupError('deep ' + 'x' * 100)\\n"
+exec(compile(src, "chain.py", "exec"))
+def run_job():
+    try:
+        f0()
+    except LookupError:
+        log.exception("job failed: " + "m" * 200_000)
+run_job()
+"""
+
+
+def test_limits_and_metadata_hold_on_the_headline_path(tmp_path: Path) -> None:
+    """logging.getLogger(...).exception under the wrapper: stack ≤60 lines/16 KB, body ≤64 KB,
+    content ≤500, and the envelope names module, function, line, script_path and node_id."""
+    (tmp_path / "jobs").mkdir()
+    script = tmp_path / "jobs" / "huge_job.py"
+    script.write_text(HUGE)
+    proc = subprocess.run(
+        [str(INSTRUMENT), sys.executable, "jobs/huge_job.py"],
+        env=clean_env(tmp_path),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (line,) = [ln for ln in read_ledger(tmp_path / "ledger.jsonl") if ln["event"] == "script_error"]
+    stack = line["exception.stacktrace"]
+    assert stack.count("\n") <= 61 and len(stack.encode()) <= 16 * 1024 and stack.endswith("...<truncated>")
+    assert len(line["message"].encode()) <= 64 * 1024 and line["message"].endswith("...<truncated>")
+    assert line["membrane.fingerprint"], "fingerprinted from the whole stack"
+    (env,) = [e for e in _spooled(tmp_path / "spool") if e["metadata"]["signal_type"] == "script_error"]
+    md = env["metadata"]
+    assert len(env["content"]) <= 500
+    assert md["stack_trace"].count("\n") <= 61 and len(md["stack_trace"].encode()) <= 16 * 1024
+    assert md["module"] == "huge_job" and md["function"] == "run_job" and md["line"] == 12
+    assert md["script_path"] == "jobs/huge_job.py"
+    assert md["node_id"] == "code_substrate_jobs_huge_job_py"
+    assert len(json.dumps(env).encode()) < 64 * 1024 + 20 * 1024
+
+
+def test_membrane_l2_level_is_honoured_by_setup_l2_logger(tmp_path: Path) -> None:
+    """MEMBRANE_L2_LEVEL=WARNING: a warning from setup_l2_logger becomes an envelope; the argument wins."""
+    code = (
+        "import logging\nfrom membrane_otel import setup_l2_logger, shutdown\n"
+        "a = setup_l2_logger('env_level', 'scripts/env_level.py')\n"
+        "a.warning('warned via env')\n"
+        "b = setup_l2_logger('arg_level', 'scripts/arg_level.py', l2_level=logging.ERROR)\n"
+        "b.warning('not an envelope')\n"
+        "shutdown()\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        env=clean_env(tmp_path, MEMBRANE_L2_LEVEL="WARNING"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    contents = [e["content"] for e in _spooled(tmp_path / "spool")]
+    assert any("warned via env" in c for c in contents), contents
+    assert not any("not an envelope" in c for c in contents)

@@ -46,6 +46,8 @@ def apply_env_defaults(settings: config.Settings) -> None:
         os.environ["OTEL_TRACES_EXPORTER"] = ",".join([*traces, "console"])
     os.environ.setdefault("OTEL_LOGS_EXPORTER", "ledger,membrane")
     os.environ.setdefault("OTEL_METRICS_EXPORTER", "none")
+    # Each record's file, function and line: the envelope's script_path/module/function/line.
+    os.environ.setdefault("OTEL_PYTHON_LOG_CODE_ATTRIBUTES", "true")
     if "OTEL_SERVICE_NAME" not in os.environ and "service.name=" not in os.environ.get(
         "OTEL_RESOURCE_ATTRIBUTES", ""
     ):

@@ -253,12 +253,14 @@ _CONSOLE_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 def setup_l2_logger(
     script_name: str,
     script_path: str,
-    l2_level: int = logging.ERROR,
+    l2_level: int | None = None,
     *,
     level: int = logging.INFO,
     console: bool = True,
 ) -> logging.Logger:
     """A logger whose records ≥ ``l2_level`` also become OTel log records (and envelopes).
+
+    ``l2_level`` None means ``MEMBRANE_L2_LEVEL`` (default ERROR); an argument wins over it.
 
     Console output for every level at or above ``level`` is kept, as ``basicConfig`` gave.
     Calling it again for the same script returns the same logger, re-configured, never
@@ -281,6 +283,10 @@ def setup_l2_logger(
         stream.setFormatter(logging.Formatter(_CONSOLE_FORMAT))
         stream._membrane_l2 = True  # type: ignore[attr-defined]
         logger.addHandler(stream)
+    if l2_level is None:
+        from membrane_otel.settings import get_settings
+
+        l2_level = get_settings().l2_level
     l2 = L2Handler(script_name, script_path, l2_level)
     l2._membrane_l2 = True  # type: ignore[attr-defined]
     logger.addHandler(l2)

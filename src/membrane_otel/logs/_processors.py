@@ -16,7 +16,7 @@ from opentelemetry.sdk._logs import LogRecordProcessor, ReadWriteLogRecord
 
 from membrane_otel._internal import counters
 from membrane_otel._internal.compat import set_log_attribute
-from membrane_otel._internal.tables import SEV_WARN
+from membrane_otel._internal.tables import BODY_MAX_BYTES, SEV_WARN, node_id, truncate, truncate_stack
 from membrane_otel.logs._errors import dedupe_key, fingerprint_from_stacktrace, stack_fingerprint
 
 Redact = Callable[[Any], Any]
@@ -41,6 +41,30 @@ def _enrich_error(log_record: ReadWriteLogRecord, attrs: Any) -> None:
     attrs["membrane.dedupe_key"] = dedupe_key(
         script, attrs.get("exception.type"), body if isinstance(body, str) else str(body), fingerprint
     )
+    # seeds/000's limits hold here too: the fingerprint above saw the whole stack (its top
+    # frames are the last lines), what goes on is the first 60 lines / 16 KB.
+    if isinstance(stack, str):
+        cut = truncate_stack(stack)
+        if cut is not stack:
+            set_log_attribute(attrs, "exception.stacktrace", cut)
+    # The envelope's module/script_path/node_id, from the code attributes the logging
+    # instrumentation adds (OTEL_PYTHON_LOG_CODE_ATTRIBUTES, on under this distro).
+    path = attrs.get("code.file.path")
+    if isinstance(path, str) and path and "membrane.script_path" not in attrs:
+        rel = _relative(path)
+        set_log_attribute(attrs, "membrane.script_path", rel)
+        set_log_attribute(attrs, "membrane.node_id", node_id(rel))
+        if "code.namespace" not in attrs:
+            set_log_attribute(attrs, "code.namespace", os.path.splitext(os.path.basename(path))[0])
+
+
+def _relative(path: str) -> str:
+    """``path`` relative to the working directory when it lies under it (the seeds' script_path)."""
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:  # another drive (Windows)
+        return path
+    return path if rel.startswith("..") else rel
 
 
 def _identity(value: Any) -> Any:
@@ -65,6 +89,10 @@ class MembraneLogProcessor(LogRecordProcessor):
         redact = self._redact
         if isinstance(record.body, str | list | dict):
             record.body = redact(record.body)
+        body = record.body
+        if isinstance(body, str) and len(body) > BODY_MAX_BYTES // 4:
+            # seeds/000: a body is at most 64 KB (redacted first, so the redactor saw it all).
+            record.body = truncate(body, BODY_MAX_BYTES, unit="bytes")
         attrs = record.attributes
         if attrs is not None:
             # Redact the attributes as one mapping, so a value is judged by its key too
