@@ -82,7 +82,8 @@ def test_trace_settings_file_yaml(tmp_path: Path) -> None:
     f = tmp_path / "settings.yaml"
     f.write_text("tracing:\n  enabled: true\n  output: trace.jsonl\n  level: debug\n")
     s = load_settings({"MEMBRANE_TRACE_CONFIG": str(f)})
-    assert s.trace is True and s.ledger_path == Path("trace.jsonl") and s.trace_level == "debug"
+    assert s.trace is True and s.trace_output == Path("trace.jsonl") and s.trace_level == "debug"
+    assert s.ledger_path == Path("memory/resonance_ledger.jsonl"), "output is in addition to the ledger"
 
 
 def test_trace_settings_file_toml_env_wins(tmp_path: Path) -> None:

@@ -165,7 +165,7 @@ def readable(span: SpanData) -> ReadableSpan:
 
 def export_all(level: str, *batches: list[SpanData], colour: bool = False) -> str:
     out = io.StringIO()
-    exporter = ConsoleTreeSpanExporter(out, colour=colour, level=level)
+    exporter = ConsoleTreeSpanExporter(out, colour=colour, level=level, clock=lambda: T0)
     for batch in batches:
         exporter.export([readable(s) for s in batch])
     exporter.shutdown()
@@ -180,7 +180,7 @@ PROBLEMS_ENDED = [PROBLEMS[1], PROBLEMS[2], PROBLEMS[0]]
 def test_exporter_prints_each_tree_when_its_root_ends() -> None:
     """Children wait for their root; the whole tree prints at once, in the seed's format."""
     out = io.StringIO()
-    exporter = ConsoleTreeSpanExporter(out, colour=False, level="info")
+    exporter = ConsoleTreeSpanExporter(out, colour=False, level="info", clock=lambda: T0)
     exporter.export([readable(SEED_ENDED[0]), readable(SEED_ENDED[1])])
     assert out.getvalue() == ""
     exporter.export([readable(SEED_ENDED[2])])
@@ -208,7 +208,7 @@ def test_debug_prints_metadata() -> None:
 def test_late_child_prints_at_once_and_pending_prints_at_shutdown() -> None:
     """A child ending after its printed root prints immediately; an unfinished tree prints at shutdown."""
     out = io.StringIO()
-    exporter = ConsoleTreeSpanExporter(out, colour=False, level="info")
+    exporter = ConsoleTreeSpanExporter(out, colour=False, level="info", clock=lambda: T0)
     exporter.export([readable(SEED_TREE[0])])
     late = hrm("000000000000aa02", "000000000000a001", "memory", "read", "late", "hit", 9, 1)
     exporter.export([readable(late)])
@@ -284,10 +284,11 @@ def test_settings_file_turns_tracing_on(tmp_path: Path, suffix: str) -> None:
     app = tmp_path / "app.py"
     app.write_text(APP)
     env = clean_env(tmp_path, MEMBRANE_TRACE_CONFIG=str(settings))
-    del env["MEMBRANE_LEDGER_PATH"]  # the file's `output` chooses the ledger
     proc = run_instrumented(app, env)
     assert proc.returncode == 0, proc.stderr
-    traces = [ln for ln in read_ledger(out) if ln["event"] == "hrm_trace"]
+    # `output` gets the seed's TraceEvent lines, in addition to the ledger's span lines.
+    assert sorted(t["operation"] for t in read_ledger(out)) == ["gate_check", "transition", "write"]
+    traces = [ln for ln in read_ledger(tmp_path / "ledger.jsonl") if ln["event"] == "hrm_trace"]
     assert sorted(t["operation"] for t in traces) == ["gate_check", "transition", "write"]
     # level warn: only the tree holding the blocked gate is printed.
     tree_lines = [ln for ln in proc.stderr.splitlines() if ln.startswith(("[", "  └─"))]

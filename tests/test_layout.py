@@ -68,7 +68,7 @@ PUBLIC: dict[str, list[str]] = {
     ],
     "membrane_otel.ops": ["Narrator", "PipelineWatchdog", "acheck_readiness", "check_readiness", "narrate"],
     "membrane_otel.settings": ["ConfigError", "Settings", "get_settings", "load_settings"],
-    "membrane_otel.spans": ["ConsoleTreeSpanExporter", "HRMTracer", "tracer"],
+    "membrane_otel.spans": ["ConsoleTreeSpanExporter", "HRMTracer", "TraceEvent", "tracer"],
     "membrane_otel.stimuli": [
         "MembraneEmitter",
         "OriginType",

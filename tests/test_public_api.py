@@ -7,6 +7,7 @@ import membrane_otel
 PUBLIC = [
     "ConfigError",
     "Settings",
+    "add_trace_flag",
     "append_ledger",
     "check_readiness",
     "configure",

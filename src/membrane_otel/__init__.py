@@ -32,11 +32,13 @@ if TYPE_CHECKING:
     from membrane_otel.ops import _narrative as narrative
     from membrane_otel.ops._watchdog import check_readiness
     from membrane_otel.settings import ConfigError, Settings
+    from membrane_otel.spans._flag import add_trace_flag
     from membrane_otel.spans._hrm import tracer
 
 # public name -> module that defines it
 _EXPORTS: dict[str, str] = {
     "ConfigError": "membrane_otel.settings",
+    "add_trace_flag": "membrane_otel.spans._flag",
     "Settings": "membrane_otel.settings",
     "configure": "membrane_otel._setup",
     "force_flush": "membrane_otel._setup",
@@ -57,6 +59,7 @@ _EXPORTS: dict[str, str] = {
 __all__ = [
     "ConfigError",
     "Settings",
+    "add_trace_flag",
     "append_ledger",
     "check_readiness",
     "configure",

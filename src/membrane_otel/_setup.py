@@ -133,6 +133,8 @@ def configure(*, _auto_instrumentation_version: str | None = None, **overrides: 
             export_span_processor=BatchSpanProcessorWithCounts,
             resource_attributes=resource,
         )
+        if settings.trace and settings.trace_output:
+            _add_trace_file(settings.trace_output)
         # atexit runs last-registered first: the providers' hooks were registered above and
         # the bus client's after them (its exporter is built inside), so on their own the bus
         # client stops before the log batcher hands it the last records. Ours runs first and
@@ -142,10 +144,13 @@ def configure(*, _auto_instrumentation_version: str | None = None, **overrides: 
             # Not under opentelemetry-instrument: bring stdlib logging in ourselves, through
             # the same instrumentation the wrapper would load.
             from opentelemetry.instrumentation.logging import LoggingInstrumentor
+            from opentelemetry.instrumentation.threading import ThreadingInstrumentor
 
-            instrumentor = LoggingInstrumentor()
-            if not instrumentor.is_instrumented_by_opentelemetry:
-                instrumentor.instrument()
+            # Logs from stdlib logging; and a thread or executor task started inside a span
+            # is that span's child (under the wrapper both load as installed instrumentors).
+            for instrumentor in (LoggingInstrumentor(), ThreadingInstrumentor()):
+                if not instrumentor.is_instrumented_by_opentelemetry:
+                    instrumentor.instrument()
         from membrane_otel._internal.console_fallback import keep_console_output
 
         keep_console_output()
@@ -155,6 +160,49 @@ def configure(*, _auto_instrumentation_version: str | None = None, **overrides: 
 
             start_watchdog()
         return settings
+
+
+def enable_tracing() -> None:
+    """Tracing on for the rest of this run (the ``--trace`` flag), with the console tree.
+
+    Before any set-up it is ``MEMBRANE_TRACE=1`` and a configure; after one (the wrapper
+    read the environment with tracing off) the tree exporter is added to the running SDK.
+    """
+    from opentelemetry import trace
+
+    from membrane_otel.spans._hrm import tracer
+
+    os.environ["MEMBRANE_TRACE"] = "1"
+    with _lock:
+        if not _configured:
+            configure()
+            return
+        config.set_settings(config.load_settings())
+        if _sdk_disabled:
+            return
+        tracer.set_enabled(None)
+        names = os.environ.get("OTEL_TRACES_EXPORTER", "")
+        if "console" in names or "none" in names.split(","):
+            return
+        from membrane_otel._internal.batching import BatchSpanProcessorWithCounts
+        from membrane_otel.spans._console_tree import ConsoleTreeSpanExporter
+
+        add = getattr(trace.get_tracer_provider(), "add_span_processor", None)
+        if callable(add):
+            add(BatchSpanProcessorWithCounts(ConsoleTreeSpanExporter()))
+            os.environ["OTEL_TRACES_EXPORTER"] = ",".join(n for n in (names, "membrane_console") if n)
+
+
+def _add_trace_file(path: Path) -> None:
+    """The seed's ``tracing.output``: trace lines there too, through the SDK's own seam."""
+    from opentelemetry import trace
+
+    from membrane_otel._internal.batching import BatchSpanProcessorWithCounts
+    from membrane_otel.spans._trace_file import TraceFileSpanExporter
+
+    add = getattr(trace.get_tracer_provider(), "add_span_processor", None)
+    if callable(add):
+        add(BatchSpanProcessorWithCounts(TraceFileSpanExporter(path)))
 
 
 def _flush_l2(timeout_millis: float) -> bool:

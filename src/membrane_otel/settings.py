@@ -65,6 +65,11 @@ class Settings(BaseModel):
     trace_config: Path | None = Field(
         None, description="MEMBRANE_TRACE_CONFIG: YAML or TOML file with tracing.enabled/output/level."
     )
+    trace_output: Path | None = Field(
+        None,
+        description="MEMBRANE_TRACE_OUTPUT: also write HRM trace lines (the seed's TraceEvent JSON) here "
+        "(the settings file's tracing.output).",
+    )
     trace_level: Literal["debug", "info", "warn"] = Field(
         "info", description="MEMBRANE_TRACE_LEVEL: debug|info|warn (the seed's tracing.level)."
     )
@@ -205,6 +210,7 @@ ENV_VARS: dict[str, tuple[str, ...]] = {
     "bus_ca_file": ("MEMBRANE_BUS_CA_FILE",),
     "trace": ("MEMBRANE_TRACE", "DOPEJAR_TRACE"),
     "trace_config": ("MEMBRANE_TRACE_CONFIG",),
+    "trace_output": ("MEMBRANE_TRACE_OUTPUT",),
     "trace_level": ("MEMBRANE_TRACE_LEVEL",),
     "l2_level": ("MEMBRANE_L2_LEVEL",),
     "queue_size": ("MEMBRANE_QUEUE_SIZE",),
@@ -238,6 +244,7 @@ _OPTIONAL_FIELDS = {
     "bridge_token",
     "bus_ca_file",
     "trace_config",
+    "trace_output",
     "ledger_key",
     "ledger_key_file",
     "checkpoint_file",
@@ -303,12 +310,24 @@ def _parse_patterns(var: str, raw: str) -> tuple[str, ...]:
     return tuple(data)
 
 
-def _trace_file(path: Path) -> dict[str, Any]:
-    """The seed's optional settings file: ``tracing: {enabled, output, level}``."""
+# The seed's settings file, read from the working directory when MEMBRANE_TRACE_CONFIG is unset.
+DEFAULT_TRACE_CONFIG = Path("config/settings.yaml")
+
+
+def _trace_file(path: Path, *, implicit: bool = False) -> dict[str, Any]:
+    """The seed's optional settings file: ``tracing: {enabled, output, level}``.
+
+    ``implicit`` (``config/settings.yaml`` found in the working directory, not named by the
+    user): a file that cannot be parsed or has no ``tracing:`` section is someone else's
+    settings and is ignored.
+    """
+    label = str(path) if implicit else f"MEMBRANE_TRACE_CONFIG={str(path)!r}"
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(f"MEMBRANE_TRACE_CONFIG={str(path)!r} cannot be read: {exc.strerror}") from None
+        if implicit:
+            return {}
+        raise ConfigError(f"{label} cannot be read: {exc.strerror}") from None
     try:
         if path.suffix == ".toml":
             import tomllib
@@ -319,16 +338,21 @@ def _trace_file(path: Path) -> dict[str, Any]:
 
             data = yaml.safe_load(text)
     except Exception as exc:
+        if implicit:
+            return {}
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ConfigError(f"MEMBRANE_TRACE_CONFIG={str(path)!r} is not valid YAML/TOML: {first}") from None
+        raise ConfigError(f"{label} is not valid YAML/TOML: {first}") from None
+    if implicit and not (isinstance(data, dict) and "tracing" in data):
+        return {}
     section = data.get("tracing", data) if isinstance(data, dict) else None
     if not isinstance(section, dict):
-        raise ConfigError(f"MEMBRANE_TRACE_CONFIG={str(path)!r} is not valid: expected a 'tracing:' mapping")
+        raise ConfigError(f"{label} is not valid: expected a 'tracing:' mapping")
     out: dict[str, Any] = {}
     if "enabled" in section:
         out["trace"] = bool(section["enabled"])
-    if "output" in section:
-        out["ledger_path"] = section["output"]
+    if section.get("output"):
+        # Trace lines go there as well as to the ledger (the seed's trace.jsonl).
+        out["trace_output"] = section["output"]
     if "level" in section:
         out["trace_level"] = str(section["level"]).lower()
     return out
@@ -339,12 +363,17 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
     env = os.environ if environ is None else environ
     values, source = _read_env(env)
     trace_file = overrides.get("trace_config", values.get("trace_config"))
-    if trace_file:
-        file_values = _trace_file(Path(trace_file))
+    implicit = not trace_file and "trace_config" not in values and DEFAULT_TRACE_CONFIG.is_file()
+    if trace_file or implicit:
+        file_values = _trace_file(Path(trace_file or DEFAULT_TRACE_CONFIG), implicit=implicit)
         for key, value in file_values.items():
             if key not in values:
                 values[key] = value
-                source[key] = "MEMBRANE_TRACE_CONFIG"
+                source[key] = (
+                    f"{DEFAULT_TRACE_CONFIG} tracing.{key.removeprefix('trace_')}"
+                    if implicit
+                    else "MEMBRANE_TRACE_CONFIG"
+                )
     values.update({k: v for k, v in overrides.items() if v is not None})
     if "state_dir" not in values:  # from the environment given, not necessarily os.environ
         values["state_dir"] = _state_dir({"XDG_STATE_HOME": env.get("XDG_STATE_HOME", "")})

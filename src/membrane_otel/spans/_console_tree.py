@@ -5,7 +5,10 @@
           └─[mem] write: altitude.session → written (3ms) [saved 45 tokens]
 
 Children end before their parents, so the exporter holds a trace's spans until its local
-root ends (or the process shuts down), then prints the whole tree at once. The same
+root ends (or the process shuts down), then prints the whole tree at once. A root still
+running after ``hold_s`` (1 s) does not keep its children back: each finished subtree is
+printed as it arrives, indented under the running root, and the root's own line follows
+when it ends. The same
 :func:`render_tree` draws ``membrane-otel traces view`` from ledger lines, so the terminal
 shows one format whichever way a tree reaches it.
 
@@ -22,7 +25,8 @@ import collections
 import os
 import sys
 import threading
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from typing import Literal, TextIO
 
 from opentelemetry.sdk.trace import ReadableSpan
@@ -125,10 +129,13 @@ def span_label(span: SpanData, *, colour: bool = False, debug: bool = False) -> 
     return text
 
 
-def render_tree(spans: Iterable[SpanData], *, colour: bool = False, debug: bool = False) -> list[str]:
+def render_tree(
+    spans: Iterable[SpanData], *, colour: bool = False, debug: bool = False, base_depth: int = 0
+) -> list[str]:
     """Lines of the forest formed by ``spans``: parents before children, siblings by start time.
 
-    A span whose parent is not among ``spans`` is drawn as a root, so any subset renders.
+    A span whose parent is not among ``spans`` is drawn as a root (at ``base_depth``: 1 draws
+    the forest as children of a root not shown), so any subset renders.
     """
     ordered = sorted(spans, key=lambda s: s.start_ns)
     ids = {s.span_id for s in ordered}
@@ -141,7 +148,7 @@ def render_tree(spans: Iterable[SpanData], *, colour: bool = False, debug: bool 
 
     def walk(root: SpanData) -> None:
         # Iterative, so a deep (or, from a damaged ledger, cyclic) chain cannot overflow the stack.
-        stack: list[tuple[SpanData, int]] = [(root, 0)]
+        stack: list[tuple[SpanData, int]] = [(root, base_depth)]
         while stack:
             span, depth = stack.pop()
             if id(span) in seen:
@@ -174,7 +181,13 @@ class ConsoleTreeSpanExporter(SpanExporter):
     name = "console"
 
     def __init__(
-        self, stream: TextIO | None = None, *, colour: bool | None = None, level: TraceLevel | None = None
+        self,
+        stream: TextIO | None = None,
+        *,
+        colour: bool | None = None,
+        level: TraceLevel | None = None,
+        hold_s: float = 1.0,
+        clock: Callable[[], int] = time.time_ns,
     ) -> None:
         if level is None:
             from membrane_otel.settings import get_settings
@@ -189,12 +202,16 @@ class ConsoleTreeSpanExporter(SpanExporter):
         self._done: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._count = 0
         self._lock = threading.Lock()
+        self._hold_s = hold_s
+        self._clock = clock
+        self._since: dict[str, int] = {}  # trace id -> earliest start (ns) of its spans seen
 
     @property
     def stream(self) -> TextIO:
         return self._stream or sys.stderr
 
     def _finish(self, trace_id: str, ready: list[list[SpanData]]) -> None:
+        self._since.pop(trace_id, None)
         group = self._pending.pop(trace_id, [])
         self._count -= len(group)
         ready.append(group)
@@ -204,7 +221,9 @@ class ConsoleTreeSpanExporter(SpanExporter):
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         ready: list[list[SpanData]] = []
+        partial: list[list[SpanData]] = []
         with self._lock:
+            now = self._clock()
             for raw in spans:
                 span = span_from_sdk(raw)
                 if span.trace_id in self._done:
@@ -212,16 +231,28 @@ class ConsoleTreeSpanExporter(SpanExporter):
                     ready.append([span])
                     continue
                 self._pending.setdefault(span.trace_id, []).append(span)
+                since = self._since.get(span.trace_id)
+                if since is None or span.start_ns < since:
+                    self._since[span.trace_id] = span.start_ns
                 self._count += 1
                 # A local root (no parent, or a remote one) ends last: the tree is whole.
                 if span.parent_span_id is None or (raw.parent is not None and raw.parent.is_remote):
                     self._finish(span.trace_id, ready)
+            # A root running for hold_s already: print what has finished under it so far.
+            for trace_id, since in list(self._since.items()):
+                if now - since >= self._hold_s * 1e9 and self._pending.get(trace_id):
+                    group = self._pending.pop(trace_id)
+                    self._pending[trace_id] = []
+                    self._count -= len(group)
+                    partial.append(group)
             while self._count > _MAX_PENDING and self._pending:
                 self._finish(next(iter(self._pending)), ready)
+        self._print(partial, base_depth=1)
         self._print(ready)
         return SpanExportResult.SUCCESS
 
-    def _print(self, groups: list[list[SpanData]]) -> None:
+    def _print(self, groups: list[list[SpanData]], *, base_depth: int = 0) -> None:
+        groups = [g for g in groups if g]
         if self._level == "warn":
             groups = [g for g in groups if has_problem(g)]
         if not groups:
@@ -230,7 +261,7 @@ class ConsoleTreeSpanExporter(SpanExporter):
         colour = use_colour(stream) if self._colour is None else self._colour
         out: list[str] = []
         for group in groups:
-            out.extend(render_tree(group, colour=colour, debug=self._level == "debug"))
+            out.extend(render_tree(group, colour=colour, debug=self._level == "debug", base_depth=base_depth))
         try:
             stream.write("\n".join(out) + "\n")
             stream.flush()
@@ -239,8 +270,9 @@ class ConsoleTreeSpanExporter(SpanExporter):
 
     def shutdown(self) -> None:
         with self._lock:
-            groups = list(self._pending.values())
+            groups = [g for g in self._pending.values() if g]
             self._pending.clear()
+            self._since.clear()
             self._count = 0
         self._print(groups)
 

@@ -8,10 +8,9 @@ Parent and child follow the OTel context (contextvars), not the seed's shared li
 
 * asyncio tasks copy the context when they are created, so each task's spans are children
   of the span that was open where the task was created, and tasks never see each other's;
-* a new thread starts with an empty context, so its first span is a new root. To carry
-  the caller's span into a worker thread, wrap the function: ``pool.submit(tracer.wrap(fn))``
-  (or install ``opentelemetry-instrumentation-threading``, which does the same for every
-  ``Thread`` and ``ThreadPoolExecutor`` under ``opentelemetry-instrument``).
+* a ``Thread`` or ``ThreadPoolExecutor`` task started inside a span is that span's child:
+  the distro enables ``opentelemetry-instrumentation-threading`` (under the wrapper and from
+  ``configure()``). ``tracer.wrap(fn)`` does the same by hand for other thread pools.
 
 The seed's readable event id (``alt_1705180800_a3f2``) travels in the same context, so a
 child knows its HRM parent's id even with non-HRM spans (an HTTP client, say) in between.
@@ -269,6 +268,10 @@ class HRMTracer:
         return scrub
 
     # ------------------------------------------------------------------ the seed's API
+
+    def generate_id(self, hrm: str) -> str:
+        """The seed's readable id for a layer (code or name): ``alt_1705180800_a3f2``."""
+        return event_id(layer_of(hrm)[0])
 
     def span(
         self,

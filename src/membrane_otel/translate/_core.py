@@ -80,7 +80,7 @@ def span_line(span: SpanData) -> dict[str, Any]:
     line["otel_trace_id"] = span.trace_id
     line["otel_span_id"] = span.span_id
     line["otel_parent_span_id"] = span.parent_span_id
-    duration_ms = round((span.end_ns - span.start_ns) / 1e6, 3)
+    duration_ms = round((span.end_ns - span.start_ns) / 1e6)  # an int, as the seed's TraceEvent
     metadata = {k[len("hrm.meta.") :]: v for k, v in a.items() if k.startswith("hrm.meta.")}
     if hrm:
         line.update(
