@@ -81,6 +81,7 @@ PUBLIC: dict[str, list[str]] = {
         "get_metrics",
     ],
     "membrane_otel.testing": ["Captured", "capture"],
+    "membrane_otel.watchdog": ["Layer2Watchdog", "clarity_5w1h", "layer2_watchdog", "register_component"],
     "membrane_otel.translate": [
         "EventData",
         "LogData",

@@ -101,6 +101,7 @@ class MembranePublisher:
             "running": bool(getattr(self._bus, "running", True)),
             "queue_depth": int(getattr(self._bus, "queue_depth", 0)),
             "url": getattr(self._bus, "url", None),
+            "spooled": _spool_count(self._bus),
         }
 
     def force_flush(self, timeout_millis: float = 30000) -> bool:
@@ -142,6 +143,14 @@ class MembranePublisher:
         if summary is not None:
             self.publish(summary)
         self._bus.shutdown(timeout_millis)
+
+
+def _spool_count(bus: Any) -> int:
+    spool = getattr(bus, "spool", None)
+    try:
+        return int(spool.status().get("envelopes", 0)) if spool is not None else 0
+    except (OSError, ValueError):
+        return 0
 
 
 def _service_name() -> str:

@@ -19,10 +19,10 @@ A narrative is recorded twice, from the caller's thread and without waiting on I
 Every string is redacted before it is recorded (span events are not seen by the logs
 pipeline's redaction, so this module does it itself).
 
-The async twins (``anarrate``, ``alog_task_dispatch``, ``alog_load_shedding``,
-``alog_reroute``) exist so the seed's ``await clarity_5w1h.log_task_dispatch(...)`` reads
-the same; recording only enqueues, so they call the sync functions directly (no executor,
-and the active span, a contextvar, stays the caller's).
+Every call returns the 5W1H dict, awaitable: ``await narrative.log_task_dispatch(...)`` is
+the seed's ``await clarity_5w1h.log_task_dispatch(...)``. The async twins (``anarrate``,
+``alog_*``) remain; recording only enqueues, so nothing runs in an executor and the active
+span, a contextvar, stays the caller's.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from opentelemetry import trace
 from opentelemetry._logs import LoggerProvider, LogRecord, SeverityNumber, get_logger
 
 from membrane_otel._internal.tables import ID_KEYS, attr_value
+from membrane_otel.ops._clarity import NarrativeRecord, audit_fields
 
 __all__ = [
     "Narrator",
@@ -103,8 +104,13 @@ class Narrator:
         why: str | Sequence[str],
         how: str,
         context: Mapping[str, Any] | None = None,
+        **audit: Any,
     ) -> dict[str, Any]:
-        """Record one narrative; returns its 5W1H dict (redacted, as recorded)."""
+        """Record one narrative; returns its 5W1H dict (redacted, as recorded), awaitable.
+
+        ``audit`` (``confidence``, ``risk``, ``result``, ``decision_id``) fills the seed's
+        Clarity record and immutable-log fields on the same line (:mod:`._clarity`).
+        """
         if not isinstance(who, str) or not who:
             raise ValueError("narrative 'who' must be a non-empty string (the actor)")
         if not isinstance(what, str) or not what:
@@ -131,6 +137,7 @@ class Narrator:
             attrs[f"{CONTEXT_PREFIX}{key}"] = _attr(value)
             if key in ID_KEYS:
                 attrs[key] = _attr(value)
+        attrs.update(audit_fields(record, **audit))
         name = event_name(what)
         span = trace.get_current_span()
         if span.is_recording():
@@ -145,7 +152,7 @@ class Narrator:
                 event_name=name,
             )
         )
-        return record
+        return NarrativeRecord(record)
 
     def _logger(self) -> Any:
         if self._provider is not None:
@@ -231,9 +238,10 @@ def narrate(
     why: str | Sequence[str],
     how: str,
     context: Mapping[str, Any] | None = None,
+    **audit: Any,
 ) -> dict[str, Any]:
     """Record a 5W1H narrative on the active span and in the ledger; returns the 5W1H dict."""
-    return _default.narrate(who, what, where, why, how, context)
+    return _default.narrate(who, what, where, why, how, context, **audit)
 
 
 def log_task_dispatch(

@@ -113,6 +113,7 @@ class PipelineWatchdog:
         emit: Emit | None = None,
         clock: Callable[[], float] = time.time,
         meter_provider: MeterProvider | None = None,
+        spool_waiting: Callable[[], int] | None = None,
     ) -> None:
         if interval_s <= 0:
             raise ValueError(f"watchdog interval_s must be positive, got {interval_s}")
@@ -124,6 +125,7 @@ class PipelineWatchdog:
         self.latency_warn_s = latency_warn_s
         self.latency_critical_s = latency_critical_s
         self._read = read_metrics or _default_read_metrics
+        self._spool_waiting = spool_waiting or _spool_waiting
         self._emit = emit or _emit_event
         self._clock = clock
         self._lock = threading.Lock()
@@ -197,6 +199,12 @@ class PipelineWatchdog:
             delta = f[key] - prev.get(key, 0)
             if delta > 0:
                 out[name] = ("warn", delta, 0, f"{int(delta)} {what} since the last check")
+        if "spooling" not in out and "spooling" in self._alerts:
+            # Resolved when the spool is empty again (the bus took it), not merely when
+            # nothing new was spooled in one interval while the bus is still down.
+            waiting = self._spool_waiting()
+            if waiting > 0:
+                out["spooling"] = ("warn", waiting, 0, f"{waiting} envelopes wait in the spool for the bus")
         return out
 
     def check_once(self) -> dict[str, float]:
@@ -320,6 +328,15 @@ class PipelineWatchdog:
                 return []
 
         return callback
+
+
+def _spool_waiting() -> int:
+    """Envelopes in the process's spool (0 when there is no membrane path)."""
+    import sys
+
+    publish = sys.modules.get("membrane_otel.membrane._publish")
+    publisher = getattr(publish, "_publisher", None)
+    return int(publisher.status().get("spooled", 0)) if publisher is not None else 0
 
 
 def _alert_attrs(alert: Alert) -> dict[str, Any]:
