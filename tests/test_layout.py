@@ -27,6 +27,7 @@ PUBLIC: dict[str, list[str]] = {
     "membrane_otel.cli": ["main"],
     "membrane_otel.cli.bridge": ["HELP", "build_parser", "run"],
     "membrane_otel.cli.bus": ["HELP", "build_parser", "run"],
+    "membrane_otel.cli.chaos": ["HELP", "build_parser", "run"],
     "membrane_otel.cli.demo": ["HELP", "build_parser", "run"],
     "membrane_otel.cli.doctor": ["HELP", "build_parser", "run"],
     "membrane_otel.cli.emit": ["HELP", "build_parser", "fast_main", "run"],

@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "spool": ("membrane_otel.cli.spool", "show or flush the envelope spool"),
     "doctor": ("membrane_otel.cli.doctor", "diagnose this machine's membrane-otel set-up"),
     "demo": ("membrane_otel.cli.demo", "run the example HRM agent in the embedded default"),
+    "chaos": ("membrane_otel.cli.chaos", "list or run the chaos scenarios against this pipeline"),
 }
 
 
