@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,36 @@ def apply_env_defaults(settings: config.Settings) -> None:
         name = "stdin" if argv0 == "-" else Path(argv0).stem if argv0 else ""
         if name:
             os.environ["OTEL_SERVICE_NAME"] = name
+
+
+# The standard exporter-selection variables and the entry-point group each name resolves in.
+EXPORTER_VARS = {
+    "OTEL_TRACES_EXPORTER": "opentelemetry_traces_exporter",
+    "OTEL_LOGS_EXPORTER": "opentelemetry_logs_exporter",
+    "OTEL_METRICS_EXPORTER": "opentelemetry_metrics_exporter",
+}
+
+
+def check_exporter_names(environ: Mapping[str, str] | None = None) -> None:
+    """A name in ``OTEL_*_EXPORTER`` that no installed exporter has: one line naming it.
+
+    The SDK would raise from deep in its set-up (a traceback, then a run without telemetry).
+    """
+    from importlib.metadata import entry_points
+
+    env = os.environ if environ is None else environ
+    for var, group in EXPORTER_VARS.items():
+        raw = env.get(var)
+        if not raw:
+            continue
+        names = [n.strip() for n in raw.split(",") if n.strip()]
+        known = {ep.name for ep in entry_points(group=group)} | {"none"}
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise config.ConfigError(
+                f"{var}={raw!r} is not valid: no exporter named {unknown[0]!r} "
+                f"(installed: {', '.join(sorted(known))})"
+            )
 
 
 def _prefer_tree_console() -> None:
@@ -112,7 +143,7 @@ def configure(*, _auto_instrumentation_version: str | None = None, **overrides: 
         if _configured:
             return settings
         if not _sdk_is_disabled():
-            config.check_exporter_names()
+            check_exporter_names()
         _configured = True
         _quiet_own_loggers()
         if _sdk_is_disabled():

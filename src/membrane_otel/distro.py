@@ -21,7 +21,9 @@ __all__ = ["MembraneConfigurator", "MembraneDistro"]
 
 def _settings_or_exit() -> config.Settings:
     try:
-        config.check_exporter_names()
+        from membrane_otel._setup import check_exporter_names
+
+        check_exporter_names()
         return config.load_settings()
     except config.ConfigError as exc:
         # We run inside `site` (sitecustomize): raising would give the user a traceback

@@ -63,7 +63,9 @@ class Settings(BaseModel):
     bus_ca_file: Path | None = Field(None, description="MEMBRANE_BUS_CA_FILE: CA bundle for wss://.")
     trace: bool = Field(False, description="MEMBRANE_TRACE (alias DOPEJAR_TRACE): HRM tracing on.")
     trace_config: Path | None = Field(
-        None, description="MEMBRANE_TRACE_CONFIG: YAML or TOML file with tracing.enabled/output/level."
+        None,
+        description="MEMBRANE_TRACE_CONFIG: YAML or TOML file with tracing.enabled/output/level "
+        "(config/settings.yaml in the working directory is read when this is unset).",
     )
     trace_output: Path | None = Field(
         None,
@@ -172,6 +174,11 @@ class Settings(BaseModel):
         description="MEMBRANE_EVENT_FLUSH_INTERVAL (alias AGI_EVENT_FLUSH_INTERVAL): seconds between async writes.",
     )
 
+    collector_health_url: str | None = Field(
+        None,
+        description="MEMBRANE_COLLECTOR_HEALTH_URL: the Collector's health_check endpoint, for doctor and readiness.",
+    )
+
     @field_validator("l2_level", mode="before")
     @classmethod
     def _level(cls, v: Any) -> Any:
@@ -191,9 +198,11 @@ class Settings(BaseModel):
             raise ValueError("expected a ws:// or wss:// URL")
         return v
 
-    @field_validator("bridge_url")
+    @field_validator("bridge_url", "collector_health_url")
     @classmethod
-    def _http(cls, v: str) -> str:
+    def _http(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
         if not v.startswith(("http://", "https://")):
             raise ValueError("expected an http:// or https:// URL")
         return v.rstrip("/")
@@ -211,6 +220,7 @@ ENV_VARS: dict[str, tuple[str, ...]] = {
     "trace": ("MEMBRANE_TRACE", "DOPEJAR_TRACE"),
     "trace_config": ("MEMBRANE_TRACE_CONFIG",),
     "trace_output": ("MEMBRANE_TRACE_OUTPUT",),
+    "collector_health_url": ("MEMBRANE_COLLECTOR_HEALTH_URL",),
     "trace_level": ("MEMBRANE_TRACE_LEVEL",),
     "l2_level": ("MEMBRANE_L2_LEVEL",),
     "queue_size": ("MEMBRANE_QUEUE_SIZE",),
@@ -245,6 +255,7 @@ _OPTIONAL_FIELDS = {
     "bus_ca_file",
     "trace_config",
     "trace_output",
+    "collector_health_url",
     "ledger_key",
     "ledger_key_file",
     "checkpoint_file",
@@ -396,36 +407,6 @@ def _one_line(exc: ValidationError, source: Mapping[str, str]) -> str:
     if field not in Settings.model_fields:
         return f"unknown setting {field!r}: expected one of {', '.join(sorted(Settings.model_fields))}"
     return f"{where}={value!r} is not valid: {msg}"
-
-
-# The standard exporter-selection variables and the entry-point group each name resolves in.
-EXPORTER_VARS = {
-    "OTEL_TRACES_EXPORTER": "opentelemetry_traces_exporter",
-    "OTEL_LOGS_EXPORTER": "opentelemetry_logs_exporter",
-    "OTEL_METRICS_EXPORTER": "opentelemetry_metrics_exporter",
-}
-
-
-def check_exporter_names(environ: Mapping[str, str] | None = None) -> None:
-    """A name in ``OTEL_*_EXPORTER`` that no installed exporter has: one line naming it.
-
-    The SDK would raise from deep in its set-up (a traceback, then a run without telemetry).
-    """
-    from importlib.metadata import entry_points
-
-    env = os.environ if environ is None else environ
-    for var, group in EXPORTER_VARS.items():
-        raw = env.get(var)
-        if not raw:
-            continue
-        names = [n.strip() for n in raw.split(",") if n.strip()]
-        known = {ep.name for ep in entry_points(group=group)} | {"none"}
-        unknown = [n for n in names if n not in known]
-        if unknown:
-            raise ConfigError(
-                f"{var}={raw!r} is not valid: no exporter named {unknown[0]!r} "
-                f"(installed: {', '.join(sorted(known))})"
-            )
 
 
 _current: Settings | None = None

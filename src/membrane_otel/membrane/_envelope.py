@@ -42,7 +42,12 @@ _unit = Field(ge=0.0, le=1.0)
 
 
 class StimulusFeatures(BaseModel):
-    """The seven stimulus features, each in 0..1. Error envelopes carry the first three."""
+    """The seven stimulus features. Error envelopes carry the first three.
+
+    Each is in 0..1 except ``valence``, which is signed, -1..1 (negative to positive):
+    ``seeds/003`` calls ``valence=0.3`` "Positive (awakening)", which only a scale centred
+    on 0 makes true (on 0..1, 0.3 would sit below neutral 0.5).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -50,7 +55,7 @@ class StimulusFeatures(BaseModel):
     novelty: float = Field(0.5, ge=0.0, le=1.0)
     trust: float = Field(0.5, ge=0.0, le=1.0)
     uncertainty: float | None = Field(None, ge=0.0, le=1.0)
-    valence: float | None = Field(None, ge=0.0, le=1.0)
+    valence: float | None = Field(None, ge=-1.0, le=1.0)
     scale: float | None = Field(None, ge=0.0, le=1.0)
     intensity: float | None = Field(None, ge=0.0, le=1.0)
 

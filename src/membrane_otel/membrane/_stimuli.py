@@ -5,8 +5,9 @@
                       scope=Scope.ORGANIZATIONAL, exc_info=sys.exc_info())
 
 Clients carry ``scope`` and ``source``, never a routing ``citizen_id`` (physics routes).
-Each call validates its arguments at once — a bad scope or a feature outside 0..1 is a
-``pydantic.ValidationError`` here, not a broken envelope downstream — then emits one OTel
+Each call validates its arguments at once — a bad scope or a feature outside its range is a
+``pydantic.ValidationError`` here, not a broken envelope downstream (valence is signed,
+-1..1: see ``StimulusFeatures``) — then emits one OTel
 log record (``event_name="membrane.stimulus"``) carrying everything as attributes. The
 logs pipeline turns it into a ledger line and, through the one translation, into the
 ``membrane.inject`` envelope the bus receives. Building and enqueueing is all the caller
