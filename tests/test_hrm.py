@@ -419,14 +419,23 @@ def test_threads_tracing_concurrently_never_share_parents(
             assert child.context.trace_id == root.context.trace_id
 
 
-def test_new_thread_starts_a_new_root(tracer: HRMTracer, exporter: InMemorySpanExporter) -> None:
-    """Without wrap(), a thread started inside a span traces a separate root."""
+def test_new_thread_is_a_child_under_the_threading_instrumentation(
+    tracer: HRMTracer, exporter: InMemorySpanExporter
+) -> None:
+    """With the threading instrumentation the distro enables, a thread started inside a span is its child."""
+    from opentelemetry.instrumentation.threading import ThreadingInstrumentor
+
+    instrumentor = ThreadingInstrumentor()
+    if not instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.instrument()
     with tracer.span("sys", "execute", "pool.py", "caller"):
-        t = threading.Thread(target=lambda: tracer.event("mem", "read", "m.py", "orphan"))
+        t = threading.Thread(target=lambda: tracer.event("mem", "read", "m.py", "in thread"))
         t.start()
         t.join(timeout=10)
-    orphan = by_input(exporter)["orphan"]
-    assert orphan.parent is None and "hrm.parent_event_id" not in attrs(orphan)
+    found = by_input(exporter)
+    child, caller = found["in thread"], found["caller"]
+    assert child.parent is not None and child.parent.span_id == caller.context.span_id
+    assert attrs(child)["hrm.parent_event_id"] == attrs(caller)["hrm.event_id"]
 
 
 def test_wrap_carries_the_parent_into_worker_threads(
