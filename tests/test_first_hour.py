@@ -269,3 +269,20 @@ def test_otlp_traces_with_membrane_trace_still_print_the_tree(tmp_path: Path) ->
     assert "[alt] transition: L3→L2 → success (" in proc.stderr, proc.stderr
     none = run_instrumented(script, {**env, "OTEL_TRACES_EXPORTER": "none"})
     assert "[alt]" not in none.stderr
+
+
+def test_long_run_without_a_chosen_bus_stays_quiet(tmp_path: Path) -> None:
+    """No MEMBRANE_BUS_URL: errors spool for a while and the watchdog raises no spooling warning."""
+    script = _script(
+        tmp_path,
+        "import logging, time\n"
+        "for i in range(3):\n"
+        "    logging.getLogger('svc').error('tick %d', i)\n"
+        "    time.sleep(0.5)\n",
+    )
+    env = clean_env(tmp_path, MEMBRANE_WATCHDOG="1", MEMBRANE_WATCHDOG_INTERVAL="0.2", MEMBRANE_THROTTLE="0")
+    del env["MEMBRANE_BUS_URL"]
+    proc = run_instrumented(script, env)
+    assert proc.returncode == 0, proc.stderr
+    assert "membrane-otel:" not in proc.stderr, proc.stderr
+    assert [proc.stderr.count(f"tick {i}") for i in range(3)] == [1, 1, 1]

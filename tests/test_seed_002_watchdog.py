@@ -141,6 +141,7 @@ def test_spooling_alert_holds_while_the_spool_is_not_empty() -> None:
         read_metrics=lambda: dict(metrics),
         emit=lambda name, attrs: events.append(name),
         spool_waiting=lambda: waiting[0],
+        bus_chosen=lambda: True,
         meter_provider=MeterProvider(),
     )
     wd.check_once()
@@ -152,6 +153,23 @@ def test_spooling_alert_holds_while_the_spool_is_not_empty() -> None:
     waiting[0] = 0  # the bus took the spool
     wd.check_once()
     assert events == ["alert_triggered", "alert_resolved"]
+
+
+def test_no_spooling_alert_when_no_bus_was_chosen() -> None:
+    """With the default bus URL nobody chose, spooling is the normal embedded state: no alert."""
+    metrics = {"spool_writes": 0}
+    events: list[str] = []
+    wd = PipelineWatchdog(
+        read_metrics=lambda: dict(metrics),
+        emit=lambda name, attrs: events.append(name),
+        spool_waiting=lambda: 10,
+        bus_chosen=lambda: False,
+        meter_provider=MeterProvider(),
+    )
+    wd.check_once()
+    metrics["spool_writes"] = 10
+    wd.check_once()
+    assert events == []
 
 
 SEED_WATCHDOG = """

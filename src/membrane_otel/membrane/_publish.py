@@ -49,6 +49,8 @@ class MembranePublisher:
         self._throttle = throttle
         self._l2 = otel_severity(settings.l2_level)
         self._legacy = settings.envelope_format == "legacy"
+        # False when nobody chose a bus (the default URL): spooling is then the normal state.
+        self.bus_chosen = True
 
     def submit_logs(self, logs: Sequence[LogData]) -> int:
         """Publish the envelopes of the records meant for the membrane; returns how many."""
@@ -102,6 +104,7 @@ class MembranePublisher:
             "queue_depth": int(getattr(self._bus, "queue_depth", 0)),
             "url": getattr(self._bus, "url", None),
             "spooled": _spool_count(self._bus),
+            "bus_chosen": self.bus_chosen,
         }
 
     def force_flush(self, timeout_millis: float = 30000) -> bool:
@@ -180,6 +183,7 @@ def build_publisher(settings: Settings) -> MembranePublisher:
     from membrane_otel.membrane._throttle import Throttle
 
     spool = Spool(settings.spool_dir, max_bytes=settings.spool_max_bytes)
+    chosen = settings.bus_url != DEFAULT_BUS_URL or "MEMBRANE_BUS_URL" in os.environ
     bus = BusClient(
         settings.bus_url,
         spool,
@@ -190,7 +194,7 @@ def build_publisher(settings: Settings) -> MembranePublisher:
         batch_size=settings.batch_size,
         on_published=_say_published,
         # Nobody chose a bus: one INFO line says where envelopes are kept, no warnings.
-        quiet_unreachable=settings.bus_url == DEFAULT_BUS_URL and "MEMBRANE_BUS_URL" not in os.environ,
+        quiet_unreachable=not chosen,
     )
     throttle = (
         Throttle(
@@ -200,7 +204,9 @@ def build_publisher(settings: Settings) -> MembranePublisher:
         if settings.throttle
         else None
     )
-    return MembranePublisher(settings, bus, throttle)
+    publisher = MembranePublisher(settings, bus, throttle)
+    publisher.bus_chosen = chosen
+    return publisher
 
 
 def get_publisher() -> MembranePublisher:

@@ -19,6 +19,7 @@ Collector whenever a metrics exporter is configured.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -114,6 +115,7 @@ class PipelineWatchdog:
         clock: Callable[[], float] = time.time,
         meter_provider: MeterProvider | None = None,
         spool_waiting: Callable[[], int] | None = None,
+        bus_chosen: Callable[[], bool] | None = None,
     ) -> None:
         if interval_s <= 0:
             raise ValueError(f"watchdog interval_s must be positive, got {interval_s}")
@@ -126,6 +128,7 @@ class PipelineWatchdog:
         self.latency_critical_s = latency_critical_s
         self._read = read_metrics or _default_read_metrics
         self._spool_waiting = spool_waiting or _spool_waiting
+        self._bus_chosen = bus_chosen or (lambda: bool(_publisher_status().get("bus_chosen", True)))
         self._emit = emit or _emit_event
         self._clock = clock
         self._lock = threading.Lock()
@@ -196,6 +199,8 @@ class PipelineWatchdog:
             ("export_failed", "failed", "records failed to export"),
             ("spooling", "spooled", "envelopes spooled to disk (membrane bus unreachable)"),
         ):
+            if name == "spooling" and not self._bus_chosen():
+                continue  # no bus was chosen: envelopes wait in the spool by design, no alert
             delta = f[key] - prev.get(key, 0)
             if delta > 0:
                 out[name] = ("warn", delta, 0, f"{int(delta)} {what} since the last check")
@@ -330,13 +335,13 @@ class PipelineWatchdog:
         return callback
 
 
-def _spool_waiting() -> int:
-    """Envelopes in the process's spool (0 when there is no membrane path)."""
-    import sys
+def _publisher_status() -> dict[str, Any]:
+    publisher = getattr(sys.modules.get("membrane_otel.membrane._publish"), "_publisher", None)
+    return dict(publisher.status()) if publisher is not None else {}
 
-    publish = sys.modules.get("membrane_otel.membrane._publish")
-    publisher = getattr(publish, "_publisher", None)
-    return int(publisher.status().get("spooled", 0)) if publisher is not None else 0
+
+def _spool_waiting() -> int:  # envelopes in the process's spool (0 without a membrane path)
+    return int(_publisher_status().get("spooled", 0))
 
 
 def _alert_attrs(alert: Alert) -> dict[str, Any]:
