@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import atexit
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from membrane_otel._internal.batching import _Batcher
@@ -36,3 +36,11 @@ def async_appender(ledger: Ledger, settings: Any) -> Any:
     )
     atexit.register(batcher.shutdown)
     return batcher
+
+
+def direct_writer(ledger: Ledger) -> Callable[[dict[str, Any]], Any]:
+    """How an event without a pipeline is written: at once, or buffered (``AGI_EVENT_ASYNC``)."""
+    from membrane_otel.settings import get_settings
+
+    settings = get_settings()
+    return async_appender(ledger, settings).emit if settings.event_async else ledger.append

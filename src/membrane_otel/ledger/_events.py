@@ -8,10 +8,11 @@ and whose attributes are the payload plus the ids ``task_id`` / ``persona_id`` /
 what replaced it.)
 
 When no OTel logs pipeline would take the record (nothing configured: no ``configure()``,
-no ``opentelemetry-instrument``, or ``OTEL_SDK_DISABLED=true``), the event is appended to
-the ledger directly and synchronously, in the very same line shape. The ledger is the
-application's own record, so it is written either way; we do not set up the whole OTel
-pipeline behind the caller's back just to write one line.
+no ``opentelemetry-instrument``; or after ``shutdown()``), the event is appended to the
+ledger directly, in the very same line shape (buffered with ``AGI_EVENT_ASYNC``). The ledger
+is the application's own record, so it is written either way; we do not set up the whole
+OTel pipeline behind the caller's back just to write one line. ``OTEL_SDK_DISABLED=true``
+turns events off too: ``emit_event`` returns False and writes nothing.
 
 Nothing here raises into the caller: a failure to log is counted (``emit_failed``) and
 reported on the ``membrane_otel.ledger._events`` logger, rate-limited.
@@ -188,7 +189,7 @@ class EventEmitter:
         self._service = service
         self._warned: set[str] = set()
         self._lock = threading.Lock()
-        self._async: Any = None  # AGI_EVENT_ASYNC's batcher on the direct path, or False
+        self._write: Callable[[dict[str, Any]], Any] | None = None
 
     # -- pieces resolved on first use (they read settings, which imports pydantic) -----
 
@@ -208,20 +209,11 @@ class EventEmitter:
         return self._ledger
 
     def _append_direct(self, line: dict[str, Any]) -> None:
-        if self._async is None:
-            from membrane_otel.settings import get_settings
+        if self._write is None:  # the ledger's append, or AGI_EVENT_ASYNC's buffer in front of it
+            from membrane_otel.ledger._async import direct_writer
 
-            s = get_settings()
-            if s.event_async:
-                from membrane_otel.ledger._async import async_appender
-
-                self._async = async_appender(self._direct_ledger(), s)
-            else:
-                self._async = False
-        if self._async:
-            self._async.emit(line)
-        else:
-            self._direct_ledger().append(line)
+            self._write = direct_writer(self._direct_ledger())
+        self._write(line)
 
     def _check_name(self, name: str) -> None:
         if name in KNOWN_EVENTS or name.startswith(KNOWN_PREFIXES) or name in self._warned:
@@ -376,8 +368,7 @@ _pipeline_stopped = False
 
 
 def pipeline_stopped() -> None:
-    """``shutdown()`` calls this: later events go straight to the ledger instead of into
-    a stopped OTel pipeline (where they would be dropped while emit said True)."""
+    """``shutdown()`` calls this: later events go straight to the ledger, not a stopped pipeline."""
     global _pipeline_stopped
     _pipeline_stopped = True
 
