@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: venv demo test lint typecheck unit e2e bench bench-quick collector jaeger tools clean
+.PHONY: venv demo test lint typecheck unit e2e bench bench-quick collector jaeger tools telemetrygen clean
 
 venv: $(STAMP)
 

@@ -186,10 +186,12 @@ def without_chain(line: dict[str, Any]) -> dict[str, Any]:
 
 def test_the_sdk_otlp_http_exporters_land_in_the_ledger_as_in_embedded_mode(start: Start) -> None:
     """Spans and logs sent by the real OTLP/HTTP exporters become exactly the embedded-mode lines."""
-    run = start()
+    # Authenticated: the SDK's own record ids are honoured only from a client with the token.
+    run = start(token="tok")
     spans, logs = sdk_spans(), sdk_logs()
-    span_exporter = OTLPSpanExporter(endpoint=f"{run.url}/v1/traces")
-    log_exporter = OTLPLogExporter(endpoint=f"{run.url}/v1/logs")
+    auth = {"Authorization": "Bearer tok"}
+    span_exporter = OTLPSpanExporter(endpoint=f"{run.url}/v1/traces", headers=auth)
+    log_exporter = OTLPLogExporter(endpoint=f"{run.url}/v1/logs", headers=auth)
     assert span_exporter.export(spans) is SpanExportResult.SUCCESS
     assert log_exporter.export(logs) is LogRecordExportResult.SUCCESS
     span_exporter.shutdown()
@@ -300,7 +302,7 @@ def test_bad_requests_get_their_status_and_the_server_keeps_serving(
     conn = http.client.HTTPConnection("127.0.0.1", run.port, timeout=10)
     status, hdrs, answer = post(run.port, path, body, ctype, headers, conn=conn)
     assert status == expected, answer
-    if path != "/ingest":
+    if path != "/ingest" and what != "bad Content-Length":  # that one the HTTP parser refuses itself
         assert rpc_status(answer, hdrs["content-type"]).message
     # The same keep-alive connection, unless the server said it would close it, and a new one.
     if hdrs.get("connection", "").lower() != "close":
@@ -369,22 +371,21 @@ def test_an_unwritable_ledger_answers_503_with_retry_after_and_recovers(start: S
     assert get(f"{run.url}/ready")[0] == 200
 
 
-def test_a_stalled_client_gets_503_for_others_then_frees_its_slot(start: Start) -> None:
-    """With every slot held by a client that stopped mid-body, others get 503 + Retry-After; then it times out."""
+def test_a_stalled_client_holds_no_slot_and_gets_408_at_the_read_deadline(start: Start) -> None:
+    """A client that stops mid-body holds no decode slot: others are served; it gets 408 at the deadline."""
     import socket
 
-    run = start(max_inflight=1, socket_timeout_s=2.0, retry_after_s=1)
+    run = start(max_inflight=1, read_deadline_s=1.5, retry_after_s=1)
     stalled = socket.create_connection(("127.0.0.1", run.port), timeout=10)
     try:
         stalled.sendall(
             b"POST /v1/logs HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
             b"Content-Length: 1000\r\n\r\n" + b"\x00" * 10
         )
-        wait_for(lambda: run.server.inflight.in_use == 1, what="the stalled request to hold the slot")
-        status, hdrs, _ = post(run.port, "/v1/logs", logs_body())
-        assert status == 503 and hdrs["retry-after"] == "1"
-        wait_for(lambda: run.server.inflight.in_use == 0, timeout=10, what="the stalled client to time out")
         good_request_works(run)
+        assert run.server.ingest.inflight == 0
+        stalled.settimeout(10)
+        assert stalled.recv(100).startswith(b"HTTP/1.1 408")
     finally:
         stalled.close()
 
@@ -510,7 +511,7 @@ def test_cli_bridge_serve_runs_until_sigterm(tmp_path: Path) -> None:
         MEMBRANE_SPOOL_DIR=str(tmp_path / "spool"),
     )
     proc = subprocess.Popen(
-        [*CLI, "bridge", "serve", "--port", "0", "--ledger", str(ledger)],
+        [*CLI, "bridge", "serve", "--port", "0", "--grpc-port", "0", "--ledger", str(ledger)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -26,13 +26,19 @@ from membrane_otel._internal import counters
 from membrane_otel._internal.ratelog import RateLimitedLogger
 from membrane_otel.bridge._legacy import envelope_line, normalise
 from membrane_otel.bridge._otlp import Decoded
-from membrane_otel.membrane._envelope import Envelope
-from membrane_otel.translate._core import log_line, span_line
-from membrane_otel.translate._records import LogData
+from membrane_otel.bridge._outbox import Outbox
+from membrane_otel.bridge._seen import SeenIds
+from membrane_otel.logs._redact import Redactor, configured_redactor
+from membrane_otel.translate._core import log_line, record_id, span_line
+from membrane_otel.translate._records import LogData, SpanData
 
-__all__ = ["Bridge", "LedgerUnavailable", "LedgerWriter", "Outcome", "Publisher"]
+__all__ = ["Bridge", "BusBehind", "LedgerUnavailable", "LedgerWriter", "Outcome", "Publisher"]
 
 _log = RateLimitedLogger(logging.getLogger("membrane_otel.bridge"))
+# /ready turns false when the spool holds this share of its cap, or its oldest batch is
+# this old: the bus is falling behind, and a load balancer should send elsewhere.
+READY_SPOOL_FRACTION = 0.5
+READY_SPOOL_AGE_S = 60.0
 
 
 class LedgerWriter(Protocol):
@@ -64,8 +70,11 @@ class Outcome:
 
     received: int = 0
     written: int = 0  # new ledger lines (re-deliveries are received but not written again)
+    duplicates: int = 0  # re-deliveries recognised by their record ids
     rejected: int = 0
     errors: list[str] = field(default_factory=list)
+    # Envelopes refused alone (oversized, unserialisable): their records are in the ledger.
+    envelope_errors: list[str] = field(default_factory=list)
 
     def reject(self, why: str) -> None:
         self.rejected += 1
@@ -74,10 +83,17 @@ class Outcome:
 
     @property
     def message(self) -> str:
-        if not self.rejected:
-            return ""
-        more = f" (and {self.rejected - len(self.errors)} more)" if self.rejected > len(self.errors) else ""
-        return f"{self.rejected} record(s) rejected: " + "; ".join(self.errors) + more
+        parts = []
+        if self.rejected:
+            more = (
+                f" (and {self.rejected - len(self.errors)} more)" if self.rejected > len(self.errors) else ""
+            )
+            parts.append(f"{self.rejected} record(s) rejected: " + "; ".join(self.errors) + more)
+        if self.envelope_errors:
+            parts.append(
+                f"{len(self.envelope_errors)} envelope(s) not sent to the membrane: {self.envelope_errors[0]}"
+            )
+        return "; ".join(parts)
 
 
 def _probe_writable(path: Path) -> str | None:
@@ -91,96 +107,178 @@ def _probe_writable(path: Path) -> str | None:
     return None
 
 
+class BusBehind(RuntimeError):
+    """Envelopes could be neither published nor spooled; nothing was written (HTTP 503)."""
+
+
 class Bridge:
-    """Received records → ledger lines (durably) → envelopes for the membrane."""
+    """Received records → redacted → envelopes delivered or spooled → ledger lines (durably)."""
 
     def __init__(
         self,
         ledger: LedgerWriter,
         publisher: Publisher | None = None,
         *,
+        outbox: Outbox | None = None,
+        seen: SeenIds | None = None,  # default: remembered in memory only
+        redactor: Redactor | None = None,
         legacy_format: bool = False,
         default_scope: str = "organizational",
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.ledger = ledger
         self.publisher = publisher
+        self.outbox = outbox
+        self.seen = seen if seen is not None else SeenIds(None)
+        self._redactor = redactor if redactor is not None else configured_redactor()
         self._legacy = legacy_format
         self._scope = default_scope
         self._clock = clock
         self._lock = threading.Lock()
+        # One request at a time between "which ids are new" and "remember them", so two
+        # deliveries of one batch racing each other are still written once.
+        self._write_lock = threading.Lock()
         self._last_error: str | None = None
         self._last_error_at: float | None = None
         self._closed = False
 
     # -- the three inputs ----------------------------------------------------------------
 
-    def accept_spans(self, decoded: Decoded) -> Outcome:
+    def accept_spans(self, decoded: Decoded, *, trusted: bool = False) -> Outcome:
         out = self._start(decoded)
-        try:
-            lines = [span_line(span) for span in decoded.records]
-        except Exception:  # one bad span must not cost the batch: go again, one by one
-            lines = []
-            for span in decoded.records:
-                try:
-                    lines.append(span_line(span))
-                except Exception as exc:
-                    out.reject(f"span {span.name!r}: {exc!r}")
-        self._write(lines, out)
+        lines = []
+        for span in decoded.records:
+            try:
+                self._redact_span(span)
+                lines.append(span_line(span))
+            except Exception as exc:  # one bad span must not cost the batch
+                out.reject(f"span {span.name!r}: {exc!r}")
+        with self._write_lock:
+            fresh = self._fresh(lines, out)
+            self._write(fresh, out)
         counters.incr("bridge_spans", out.received)
         return out
 
-    def accept_logs(self, decoded: Decoded) -> Outcome:
+    def accept_logs(self, decoded: Decoded, *, trusted: bool = False) -> Outcome:
         out = self._start(decoded)
-        good: list[LogData] = decoded.records
-        try:
-            lines = [log_line(log) for log in good]
-        except Exception:  # one bad record must not cost the batch: go again, one by one
-            lines, good = [], []
-            for log in decoded.records:
-                try:
-                    lines.append(log_line(log))
-                except Exception as exc:
-                    out.reject(f"log record {log.event_name or log.severity_text or ''!r}: {exc!r}")
-                    continue
-                good.append(log)
-        self._write(lines, out)
-        counters.incr("bridge_logs", out.received)
-        # A batch the ledger had entirely already is a re-delivery: its envelopes went out
-        # the first time. (Consumers dedupe by stimulus id anyway; this saves the bus.)
-        if self.publisher is not None and good and out.written:
+        good: list[LogData] = []
+        lines: list[dict[str, Any]] = []
+        twins: dict[str, int] = {}
+        for log in decoded.records:
             try:
-                self.publisher.submit_logs(good)
-            except Exception as exc:  # the ledger has the records; the bus client spools its own
-                counters.incr("bridge_publish_failed", len(good))
-                _log.error("bridge: publishing envelopes failed: %r", exc)
+                self._prepare_log(log, trusted, twins)
+                lines.append(log_line(log))
+            except Exception as exc:  # one bad record must not cost the batch
+                out.reject(f"log record {log.event_name or log.severity_text or ''!r}: {exc!r}")
+                continue
+            good.append(log)
+        with self._write_lock:
+            mask = self.seen.filter_new(ln["record_id"] for ln in lines) if self.seen else None
+            if mask is not None:
+                good = [log for log, new in zip(good, mask, strict=True) if new]
+            fresh = self._fresh(lines, out, mask)
+            # Envelopes first: a request answered 503 after its lines were written would be
+            # retried, found written, and its envelopes never sent.
+            if good and fresh:
+                self._publish(good, out)
+            self._write(fresh, out)
+        counters.incr("bridge_logs", out.received)
         return out
 
     def accept_envelopes(self, items: Sequence[Any]) -> Outcome:
         """``/ingest``: already-built envelopes → ledger lines → the bus, as they are."""
         out = Outcome(received=len(items))
-        envelopes: list[Envelope] = []
+        envelopes: list[dict[str, Any]] = []
         lines: list[dict[str, Any]] = []
         for index, item in enumerate(items):
             try:
-                env = normalise(item, default_scope=self._scope)
-                lines.append(envelope_line(env))
-            except ValueError as exc:
+                env = normalise(self._redactor.redact_value(item), default_scope=self._scope)
+                line = envelope_line(env)
+                data = env.to_json_dict(legacy=self._legacy)
+            except (ValueError, OverflowError, RecursionError) as exc:
                 out.reject(f"[{index}] {exc}")
                 continue
-            envelopes.append(env)
-        self._write(lines, out)
+            lines.append(line)
+            envelopes.append(data)
+        with self._write_lock:
+            mask = self.seen.filter_new(ln["record_id"] for ln in lines) if self.seen else None
+            if mask is not None:
+                envelopes = [e for e, new in zip(envelopes, mask, strict=True) if new]
+            fresh = self._fresh(lines, out, mask)
+            if envelopes and fresh:
+                if self.outbox is not None:
+                    self._deliver(envelopes, out)
+                elif self.publisher is not None:
+                    for data in envelopes:
+                        try:
+                            self.publisher.publish(data)
+                        except Exception as exc:
+                            counters.incr("bridge_publish_failed")
+                            _log.error("bridge: publishing an ingested envelope failed: %r", exc)
+            self._write(fresh, out)
         counters.incr("bridge_envelopes", out.received)
-        if self.publisher is not None and out.written:
-            for env in envelopes:
-                try:
-                    self.publisher.publish(env.to_json_dict(legacy=self._legacy))
-                except Exception as exc:
-                    counters.incr("bridge_publish_failed")
-                    _log.error("bridge: publishing an ingested envelope failed: %r", exc)
         return out
 
     # -- helpers -------------------------------------------------------------------------
+
+    def _prepare_log(self, log: LogData, trusted: bool, twins: dict[str, int]) -> None:
+        """Redact, drop an untrusted client's own record id, tell twins apart."""
+        attrs = log.attributes
+        if not trusted and "membrane.record_id" in attrs:
+            attrs = {k: v for k, v in attrs.items() if k != "membrane.record_id"}
+        redact = self._redactor
+        log.attributes = redact.redact_value(attrs)
+        log.body = redact(log.body) if isinstance(log.body, str) else redact.redact_value(log.body)
+        if "membrane.record_id" in log.attributes:
+            return
+        rid = record_id(log)
+        seen_before = twins.get(rid, 0)
+        twins[rid] = seen_before + 1
+        if seen_before:
+            # The n-th identical record of this request: a twin, not a re-delivery.
+            log.attributes["membrane.record_id"] = record_id(log, seen_before)
+
+    def _redact_span(self, span: SpanData) -> None:
+        redact = self._redactor
+        span.attributes = redact.redact_value(span.attributes)
+        if span.status_message:
+            span.status_message = redact(span.status_message)
+        for event in span.events:
+            event.attributes = redact.redact_value(event.attributes)
+
+    def _publish(self, logs: list[LogData], out: Outcome) -> None:
+        if self.publisher is None:
+            return
+        if self.outbox is None:  # a plain publisher (tests, embedding): its own queue and spool
+            try:
+                self.publisher.submit_logs(logs)
+            except Exception as exc:
+                counters.incr("bridge_publish_failed", len(logs))
+                _log.error("bridge: publishing envelopes failed: %r", exc)
+            return
+        with self.outbox.collect() as batch:
+            self.publisher.submit_logs(logs)
+        self._deliver(batch, out)
+
+    def _deliver(self, envelopes: list[dict[str, Any]], out: Outcome) -> None:
+        if self.outbox is None:
+            return
+        delivery = self.outbox.deliver(envelopes)
+        if not delivery.ok:
+            raise BusBehind("the membrane bus is behind and the spool is full or unwritable")
+        out.envelope_errors.extend(delivery.rejected)
+
+    def _fresh(
+        self, lines: list[dict[str, Any]], out: Outcome, mask: list[bool] | None = None
+    ) -> list[dict[str, Any]]:
+        """The lines not written before (the rest are re-deliveries: counted, skipped)."""
+        if mask is None and self.seen is not None:
+            mask = self.seen.filter_new(ln["record_id"] for ln in lines)
+        if mask is None:
+            return lines
+        fresh = [ln for ln, new in zip(lines, mask, strict=True) if new]
+        out.duplicates += len(lines) - len(fresh)
+        return fresh
 
     @staticmethod
     def _start(decoded: Decoded) -> Outcome:
@@ -205,9 +303,13 @@ class Bridge:
             raise LedgerUnavailable(f"ledger {self.ledger.path} cannot be written: {exc}") from exc
         with self._lock:
             self._last_error = None
+        if self.seen is not None:
+            self.seen.add(ln["record_id"] for ln in lines)
         out.written = written
-        if written < len(lines):
-            counters.incr("bridge_duplicates", len(lines) - written)
+        out.duplicates += len(lines) - written
+        counters.incr("bridge_written", written)
+        if out.duplicates:
+            counters.incr("bridge_duplicates", out.duplicates)
 
     # -- health --------------------------------------------------------------------------
 
@@ -230,6 +332,12 @@ class Bridge:
             detail = status() if callable(status) else {}
             running = bool(detail.get("running", True)) and not self._closed
             bus = {"ok": running, "enabled": True, "running": running, **detail}
+        if self.outbox is not None:
+            spool = self.outbox.status()
+            behind = spool["spool_bytes"] >= READY_SPOOL_FRACTION * spool["spool_max_bytes"] or (
+                (spool["spool_oldest_age_s"] or 0.0) > READY_SPOOL_AGE_S
+            )
+            bus.update(spool, ok=bool(bus["ok"] and not behind and spool["running"]), behind=behind)
         ready = bool(ledger["ok"] and bus["ok"])
         return ready, {"ready": ready, "ledger": ledger, "bus": bus, "counters": _bridge_counters()}
 
@@ -239,9 +347,11 @@ class Bridge:
             if self._closed:
                 return
             self._closed = True
-        if self.publisher is not None:
+        for part in (self.publisher, self.outbox):
+            if part is None:
+                continue
             try:
-                self.publisher.shutdown(timeout_millis)
+                part.shutdown(timeout_millis)
             except Exception as exc:
                 _log.error("bridge: bus client shutdown failed: %r", exc)
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -29,6 +29,7 @@ from google.protobuf.message import DecodeError, Message
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from membrane_otel.bridge._salvage import salvage
 from membrane_otel.translate._records import EventData, LogData, SpanData, StatusName
 
 __all__ = [
@@ -46,6 +47,7 @@ M = TypeVar("M", bound=Message)
 
 _STATUS: dict[int, StatusName] = {0: "unset", 1: "ok", 2: "error"}
 _SCALARS = frozenset(("string_value", "bool_value", "int_value", "double_value"))
+DEFAULT_DEPTH = 16  # Limits.max_depth
 
 
 class MalformedRequest(ValueError):
@@ -69,21 +71,29 @@ class Decoded:
 # --------------------------------------------------------------------------- values
 
 
-def _value(v: Any) -> Any:
-    """One ``AnyValue`` as plain Python, as :func:`membrane_otel.translate._records._plain` has it."""
+def _value(v: Any, depth: int) -> Any:
+    """One ``AnyValue`` as plain Python, as :func:`membrane_otel.translate._records._plain` has it.
+
+    ``depth`` is how many more levels of nesting are allowed: a record nested deeper is
+    invalid (``ValueError``) and rejected alone.
+    """
     kind = v.WhichOneof("value")
     if kind in _SCALARS:
         return getattr(v, kind)
     if kind == "array_value":
-        return [_value(x) for x in v.array_value.values]
+        if depth <= 0:
+            raise ValueError("attribute value nested too deep (max_depth)")
+        return [_value(x, depth - 1) for x in v.array_value.values]
     if kind == "kvlist_value":
-        return {kv.key: _value(kv.value) for kv in v.kvlist_value.values}
+        if depth <= 0:
+            raise ValueError("attribute value nested too deep (max_depth)")
+        return {kv.key: _value(kv.value, depth - 1) for kv in v.kvlist_value.values}
     if kind == "bytes_value":
         return v.bytes_value.hex()
     return None
 
 
-def _attrs(kvs: Iterable[Any]) -> dict[str, Any]:
+def _attrs(kvs: Iterable[Any], depth: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for kv in kvs:
         v = kv.value
@@ -94,7 +104,7 @@ def _attrs(kvs: Iterable[Any]) -> dict[str, Any]:
             out[kv.key] = text
             continue
         kind = v.WhichOneof("value")
-        out[kv.key] = getattr(v, kind) if kind in _SCALARS else _value(v)
+        out[kv.key] = getattr(v, kind) if kind in _SCALARS else _value(v, depth)
     return out
 
 
@@ -110,12 +120,18 @@ def _id(raw: bytes, width: int, what: str) -> str:
 # --------------------------------------------------------------------------- spans
 
 
-def spans_from_request(req: ExportTraceServiceRequest) -> Decoded:
+def spans_from_request(req: ExportTraceServiceRequest, max_depth: int = DEFAULT_DEPTH) -> Decoded:
     """Every span of an export request as :class:`SpanData`; unreadable spans are counted."""
     out = Decoded()
     append = out.records.append
     for rs in req.resource_spans:
-        resource = _attrs(rs.resource.attributes)
+        try:
+            resource = _attrs(rs.resource.attributes, max_depth)
+        except ValueError as exc:
+            for ss in rs.scope_spans:
+                for s in ss.spans:
+                    out.reject(f"span {s.name!r}: resource: {exc}")
+            continue
         for ss in rs.scope_spans:
             scope = ss.scope.name
             for s in ss.spans:
@@ -135,9 +151,10 @@ def spans_from_request(req: ExportTraceServiceRequest) -> Decoded:
                             end_ns=s.end_time_unix_nano or s.start_time_unix_nano,
                             status=_STATUS.get(status.code, "unset"),
                             status_message=status.message or None,
-                            attributes=_attrs(s.attributes),
+                            attributes=_attrs(s.attributes, max_depth),
                             events=[
-                                EventData(e.name, e.time_unix_nano, _attrs(e.attributes)) for e in s.events
+                                EventData(e.name, e.time_unix_nano, _attrs(e.attributes, max_depth))
+                                for e in s.events
                             ],
                             resource=resource,
                             scope=scope,
@@ -151,12 +168,18 @@ def spans_from_request(req: ExportTraceServiceRequest) -> Decoded:
 # --------------------------------------------------------------------------- logs
 
 
-def logs_from_request(req: ExportLogsServiceRequest) -> Decoded:
+def logs_from_request(req: ExportLogsServiceRequest, max_depth: int = DEFAULT_DEPTH) -> Decoded:
     """Every log record of an export request as :class:`LogData`; unreadable ones are counted."""
     out = Decoded()
     append = out.records.append
     for rl in req.resource_logs:
-        resource = _attrs(rl.resource.attributes)
+        try:
+            resource = _attrs(rl.resource.attributes, max_depth)
+        except ValueError as exc:
+            for sl in rl.scope_logs:
+                for _ in sl.log_records:
+                    out.reject(f"log record: resource: {exc}")
+            continue
         for sl in rl.scope_logs:
             scope = sl.scope.name
             for r in sl.log_records:
@@ -167,20 +190,23 @@ def logs_from_request(req: ExportLogsServiceRequest) -> Decoded:
                     continue
                 body = r.body
                 text = body.string_value  # as in _attrs: non-empty means it is the value
-                append(
-                    LogData(
-                        r.time_unix_nano or r.observed_time_unix_nano,
-                        r.severity_number,
-                        r.severity_text,
-                        text if text else _value(body),
-                        _attrs(r.attributes),
-                        r.event_name or None,
-                        tid.hex() if tid else None,
-                        sid.hex() if sid else None,
-                        resource,
-                        scope,
+                try:
+                    append(
+                        LogData(
+                            r.time_unix_nano or r.observed_time_unix_nano,
+                            r.severity_number,
+                            r.severity_text,
+                            text if text else _value(body, max_depth),
+                            _attrs(r.attributes, max_depth),
+                            r.event_name or None,
+                            tid.hex() if tid else None,
+                            sid.hex() if sid else None,
+                            resource,
+                            scope,
+                        )
                     )
-                )
+                except ValueError as exc:
+                    out.reject(f"log record: {exc}")
     return out
 
 
@@ -190,7 +216,7 @@ def logs_from_request(req: ExportLogsServiceRequest) -> Decoded:
 def parse_protobuf(body: bytes, message: M) -> M:
     try:
         message.ParseFromString(body)
-    except (DecodeError, RuntimeError, ValueError) as exc:
+    except (DecodeError, RuntimeError, ValueError) as exc:  # RecursionError is a RuntimeError
         raise MalformedRequest(f"not a valid {type(message).__name__} protobuf: {exc}") from None
     return message
 
@@ -229,23 +255,52 @@ def parse_json(body: bytes, message: M) -> M:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedRequest(f"not valid JSON: {exc}") from None
+    except RecursionError:
+        raise MalformedRequest("JSON nested too deep") from None
     if not isinstance(data, dict):
         raise MalformedRequest("an OTLP/JSON body must be a JSON object")
-    _hex_ids_to_base64(data)
     try:
+        _hex_ids_to_base64(data)
         json_format.ParseDict(data, message, ignore_unknown_fields=True)
     except (json_format.ParseError, binascii.Error, ValueError, TypeError) as exc:
         raise MalformedRequest(f"not a valid {type(message).__name__}: {exc}") from None
+    except RecursionError:
+        raise MalformedRequest("JSON nested too deep") from None
     return message
 
 
-def decode_traces(body: bytes, *, json_body: bool) -> Decoded:
+def _salvaged(body: bytes, kind: str, exc: MalformedRequest, read: Callable[[Any], Decoded]) -> Decoded:
+    try:
+        req, problems = salvage(body, kind)
+    except ValueError:
+        raise exc from None  # not even the framing holds: the whole body is malformed
+    out = read(req)
+    for problem in problems:
+        out.reject(problem)
+    return out
+
+
+def decode_traces(body: bytes, *, json_body: bool, max_depth: int = DEFAULT_DEPTH) -> Decoded:
     req = ExportTraceServiceRequest()
-    parse_json(body, req) if json_body else parse_protobuf(body, req)
-    return spans_from_request(req)
+    if json_body:
+        parse_json(body, req)
+        return spans_from_request(req, max_depth)
+    try:
+        parse_protobuf(body, req)
+    except MalformedRequest as exc:
+        # One unreadable span (invalid UTF-8, nested past protobuf's recursion limit) must
+        # not cost its neighbours: split the request by its framing and parse span by span.
+        return _salvaged(body, "traces", exc, lambda r: spans_from_request(r, max_depth))
+    return spans_from_request(req, max_depth)
 
 
-def decode_logs(body: bytes, *, json_body: bool) -> Decoded:
+def decode_logs(body: bytes, *, json_body: bool, max_depth: int = DEFAULT_DEPTH) -> Decoded:
     req = ExportLogsServiceRequest()
-    parse_json(body, req) if json_body else parse_protobuf(body, req)
-    return logs_from_request(req)
+    if json_body:
+        parse_json(body, req)
+        return logs_from_request(req, max_depth)
+    try:
+        parse_protobuf(body, req)
+    except MalformedRequest as exc:
+        return _salvaged(body, "logs", exc, lambda r: logs_from_request(r, max_depth))
+    return logs_from_request(req, max_depth)

@@ -1,314 +1,142 @@
-"""The bridge's HTTP face: OTLP/HTTP ``/v1/traces`` and ``/v1/logs``, legacy ``/ingest``, probes.
+"""The bridge's HTTP face on aiohttp: OTLP/HTTP ``/v1/traces`` and ``/v1/logs``, ``/ingest``, probes.
 
-Standard library only (``http.server.ThreadingHTTPServer``): the Collector in front of the
-bridge batches and retries, so the bridge needs correctness more than a fast event loop,
-and one dependency less is one thing less to break. Answers follow the OTLP/HTTP spec:
+aiohttp rather than uvicorn + starlette or granian: one maintained dependency that parses
+HTTP in C (llhttp: negative or overflowing chunk sizes, duplicate Content-Length and bad
+framing are refused before we see a request), runs on asyncio (an idle or slow connection
+costs a few KiB, not a thread), exposes the raw body stream (so sizes, the read budget and
+the read deadline are ours to enforce while reading) and sets TCP_NODELAY, writing headers
+and a small body in one send. Decoding runs on a small thread pool, behind the decode
+slots of :class:`~membrane_otel.bridge._ingest.Ingest`, taken only once the body is in.
 
-* 200 with an ``Export*ServiceResponse`` in the request's encoding, carrying
-  ``partial_success`` (rejected count and a message) when some records could not be read;
-* 400 malformed body, 401 missing/wrong bearer token, 404 unknown path, 413 body over the
-  cap (raw or decompressed), 415 unsupported Content-Type / Content-Encoding, each with a
-  ``google.rpc.Status`` body: not retryable, the Collector drops the batch;
-* 503 with ``Retry-After`` when the ledger cannot be written, or too many requests are in
-  flight: retryable, the Collector keeps the batch in its queue and tries again.
-
-Nothing a client sends stops the server; a bad request costs that request only.
+Order of checks on a POST, cheapest first: path (404), token (401, before any body byte is
+read), Content-Type (415), announced length (413), then the body, read against the size
+cap, the shared read budget (503) and the read deadline (408).
 """
 
 from __future__ import annotations
 
-import hmac
+import asyncio
 import json
 import logging
+import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, fields
 from typing import Any
-from urllib.parse import urlsplit
 
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
 from google.protobuf import json_format
-from google.protobuf.message import Message
 from google.rpc import code_pb2, status_pb2
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from membrane_otel._internal import counters
-from membrane_otel._internal.ratelog import RateLimitedLogger
-from membrane_otel.bridge._body import BadBody, BodyTooLarge, UnsupportedEncoding, decode_content, read_raw
-from membrane_otel.bridge._core import Bridge, LedgerUnavailable
-from membrane_otel.bridge._otlp import MalformedRequest, decode_logs, decode_traces
+from membrane_otel.bridge._core import Bridge
+from membrane_otel.bridge._ingest import Answer, Ingest, bearer_ok
+from membrane_otel.bridge._limits import DEFAULT_MAX_BODY, Limits
+from membrane_otel.bridge._metrics import prometheus_text
 
-__all__ = ["DEFAULT_MAX_BODY", "BridgeHTTPServer", "ServerOptions", "make_server"]
+__all__ = ["DEFAULT_MAX_BODY", "BridgeHTTPServer", "ServerOptions", "make_server", "serve_in_thread"]
 
-# A Collector batch of 4096 records with stack traces inflates to ~10-30 MiB; a 413 is not
-# retried (the batch would be lost), so the cap sits above that. Memory is bounded by
-# max_inflight × this (plus the decoded records). Collectors whose batches could be larger
-# should bound them (batch send_batch_max_size, or a bytes sizer on the sending queue).
-DEFAULT_MAX_BODY = 32 * 1024 * 1024
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
-# How much of an unwanted body we read and discard so the connection can stay open.
-_DRAIN_LIMIT = 4 * 1024 * 1024
-_HANDSHAKE_TIMEOUT = 10.0
+_KINDS = {"/v1/traces": "traces", "/v1/logs": "logs", "/ingest": "ingest"}
 
 _log = logging.getLogger("membrane_otel.bridge.http")
-_problems = RateLimitedLogger(_log)
 
 
 @dataclass(frozen=True, slots=True)
-class ServerOptions:
+class ServerOptions(Limits):
+    """The limits, plus who may send (a bearer token)."""
+
     token: str | None = None
-    max_body: int = DEFAULT_MAX_BODY
-    retry_after_s: int = 5
-    # Requests decoded at once. More would not be faster (decoding holds the GIL) and each
-    # may hold max_body bytes, so a few is the right number; the rest wait, then get 503.
-    max_inflight: int = 4
-    socket_timeout_s: float = 30.0
+    # Kept for callers of the old server: the slot wait (the read deadline is its own limit).
+    socket_timeout_s: float | None = None
+
+    @property
+    def limits(self) -> Limits:
+        values = {f.name: getattr(self, f.name) for f in fields(Limits)}
+        if self.socket_timeout_s is not None:
+            values["slot_wait_s"] = self.socket_timeout_s / 2
+        return Limits(**values)
 
 
-class _Slots:
-    """At most ``n`` requests decoding at once; ``in_use`` says how many are."""
+class _Budget:
+    """Bytes of raw bodies held at once, across every request (``Limits.read_budget``)."""
 
-    def __init__(self, n: int) -> None:
-        self._sem = threading.BoundedSemaphore(n)
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
         self._lock = threading.Lock()
-        self.in_use = 0
 
-    def acquire(self, timeout: float) -> bool:
-        if not self._sem.acquire(timeout=timeout):
-            return False
+    def take(self, n: int) -> bool:
         with self._lock:
-            self.in_use += 1
-        return True
-
-    def release(self) -> None:
-        with self._lock:
-            self.in_use -= 1
-        self._sem.release()
-
-
-class _Reply(Exception):
-    """Answer the request now with an error status (raised from inside a handler)."""
-
-    def __init__(self, status: int, code: int, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message, self.headers = status, code, message, headers or {}
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive: the Collector reuses its connections
-    server_version = "membrane-otel-bridge"
-    server: BridgeHTTPServer
-
-    def setup(self) -> None:
-        super().setup()
-        self.connection.settimeout(self.server.options.socket_timeout_s)  # a stalled client frees its thread
-
-    def log_message(self, format: str, *args: Any) -> None:
-        _log.debug("%s " + format, self.address_string(), *args)
-
-    # -- GET -----------------------------------------------------------------------------
-
-    def do_GET(self) -> None:
-        path = urlsplit(self.path).path
-        if path == "/health":
-            self._send_json(200, {"status": "ok"})
-        elif path == "/ready":
-            ready, detail = self.server.bridge.readiness()
-            self._send_json(200 if ready else 503, detail)
-        else:
-            self._send_json(404, {"error": f"no such path {path!r}"})
-
-    # -- POST ----------------------------------------------------------------------------
-
-    def do_POST(self) -> None:
-        self._body_read = False  # one handler serves every request of a keep-alive connection
-        path = urlsplit(self.path).path
-        ctype = (self.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
-        as_json = ctype != PROTOBUF
-        try:
-            kind = {"/v1/traces": "traces", "/v1/logs": "logs", "/ingest": "ingest"}.get(path)
-            if kind is None:
-                raise _Reply(404, code_pb2.NOT_FOUND, f"no such path {path!r}")
-            if not self._authorized():
-                raise _Reply(
-                    401,
-                    code_pb2.UNAUTHENTICATED,
-                    "missing or wrong bearer token",
-                    {"WWW-Authenticate": 'Bearer realm="membrane-otel"'},
-                )
-            if kind == "ingest" and ctype not in (JSON, "", "text/plain"):
-                raise _Reply(415, code_pb2.INVALID_ARGUMENT, f"/ingest takes {JSON}, not {ctype!r}")
-            if kind != "ingest" and ctype not in (PROTOBUF, JSON):
-                raise _Reply(
-                    415, code_pb2.INVALID_ARGUMENT, f"Content-Type {ctype!r}: use {PROTOBUF} or {JSON}"
-                )
-            slots = self.server.inflight
-            if not slots.acquire(timeout=self.server.options.socket_timeout_s / 2):
-                raise _Reply(
-                    503,
-                    code_pb2.UNAVAILABLE,
-                    "too many requests in flight",
-                    {"Retry-After": str(self.server.options.retry_after_s)},
-                )
-            try:
-                body = self._read_body()
-                if kind == "ingest":
-                    self._ingest(body)
-                else:
-                    self._otlp(kind, body, as_json)
-            finally:
-                slots.release()
-        except _Reply as reply:
-            counters.incr(f"bridge_http_{reply.status}")
-            self._discard_body()
-            self._send_status(reply, as_json)
-        except (TimeoutError, ConnectionError):
-            self.close_connection = True  # the client went away or stalled; nobody to answer
-        except Exception as exc:  # a bug must cost one request, not the server
-            counters.incr("bridge_http_500")
-            _problems.error("bridge: unexpected error on %s: %r", path, exc)
-            self._discard_body()
-            self._send_status(_Reply(500, code_pb2.INTERNAL, "internal error"), as_json)
-
-    def _authorized(self) -> bool:
-        token = self.server.options.token
-        if not token:
+            if self.used + n > self.limit:
+                return False
+            self.used += n
             return True
-        scheme, _, credential = (self.headers.get("Authorization") or "").partition(" ")
-        if scheme.lower() != "bearer":
-            credential = ""
-        # Constant time: the comparison must not tell an attacker how much of a guess was right.
-        return hmac.compare_digest(credential.strip().encode(), token.encode())
 
-    def _read_body(self) -> bytes:
-        cap = self.server.options.max_body
-        chunked = "chunked" in (self.headers.get("Transfer-Encoding") or "").lower()
-        try:
-            raw = read_raw(self.rfile, self.headers.get("Content-Length"), chunked, cap)
-            self._body_read = True
-            return decode_content(raw, self.headers.get("Content-Encoding"), cap)
-        except BodyTooLarge as exc:
-            if chunked:  # part of it is read; the rest cannot be skipped reliably
-                self._body_read = True
-                self.close_connection = True
-            raise _Reply(413, code_pb2.RESOURCE_EXHAUSTED, str(exc)) from None
-        except UnsupportedEncoding as exc:
-            raise _Reply(415, code_pb2.INVALID_ARGUMENT, str(exc)) from None
-        except BadBody as exc:
-            self._body_read = True  # whatever it was, it is not a body we can skip past reliably
-            self.close_connection = True
-            raise _Reply(400, code_pb2.INVALID_ARGUMENT, str(exc)) from None
-
-    def _otlp(self, kind: str, body: bytes, as_json: bool) -> None:
-        bridge = self.server.bridge
-        try:
-            decoded = (
-                decode_traces(body, json_body=as_json)
-                if kind == "traces"
-                else decode_logs(body, json_body=as_json)
-            )
-        except MalformedRequest as exc:
-            raise _Reply(400, code_pb2.INVALID_ARGUMENT, str(exc)) from None
-        try:
-            out = bridge.accept_spans(decoded) if kind == "traces" else bridge.accept_logs(decoded)
-        except LedgerUnavailable as exc:
-            raise _Reply(
-                503, code_pb2.UNAVAILABLE, str(exc), {"Retry-After": str(self.server.options.retry_after_s)}
-            ) from None
-        response: Message
-        if kind == "traces":
-            response = ExportTraceServiceResponse()
-            if out.rejected:
-                response.partial_success.rejected_spans = out.rejected
-                response.partial_success.error_message = out.message
-        else:
-            response = ExportLogsServiceResponse()
-            if out.rejected:
-                response.partial_success.rejected_log_records = out.rejected
-                response.partial_success.error_message = out.message
-        counters.incr("bridge_http_200")
-        self._send_message(200, response, as_json)
-
-    def _ingest(self, body: bytes) -> None:
-        try:
-            data = json.loads(body) if body.strip() else None
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise _Reply(400, code_pb2.INVALID_ARGUMENT, f"not valid JSON: {exc}") from None
-        items = data if isinstance(data, list) else [data] if isinstance(data, dict) else None
-        if items is None:
-            raise _Reply(400, code_pb2.INVALID_ARGUMENT, "expected a JSON array of membrane.inject envelopes")
-        try:
-            out = self.server.bridge.accept_envelopes(items)
-        except LedgerUnavailable as exc:
-            raise _Reply(
-                503, code_pb2.UNAVAILABLE, str(exc), {"Retry-After": str(self.server.options.retry_after_s)}
-            ) from None
-        accepted = out.received - out.rejected
-        status = 400 if out.received and not accepted else 200
-        counters.incr(f"bridge_http_{status}")
-        self._send_json(
-            status,
-            {
-                "accepted": accepted,
-                "written": out.written,
-                "duplicates": accepted - out.written,
-                "rejected": out.rejected,
-                "errors": out.errors,
-            },
-        )
-
-    # -- answers -------------------------------------------------------------------------
-
-    def _discard_body(self) -> None:
-        """Read and drop an unread body (bounded), so a keep-alive connection stays usable."""
-        if getattr(self, "_body_read", False) or self.close_connection:
-            return
-        self._body_read = True
-        chunked = "chunked" in (self.headers.get("Transfer-Encoding") or "").lower()
-        try:
-            read_raw(self.rfile, self.headers.get("Content-Length"), chunked, _DRAIN_LIMIT)
-        except (BadBody, BodyTooLarge, OSError):
-            self.close_connection = True  # too much, or broken: answer, then hang up
-
-    def _send_status(self, reply: _Reply, as_json: bool) -> None:
-        status = status_pb2.Status(code=reply.code, message=reply.message)
-        self._send_message(reply.status, status, as_json, reply.headers)
-
-    def _send_message(
-        self, status: int, message: Message, as_json: bool, headers: dict[str, str] | None = None
-    ) -> None:
-        if as_json:
-            body = json.dumps(json_format.MessageToDict(message), separators=(",", ":")).encode()
-            self._send(status, body, JSON, headers)
-        else:
-            self._send(status, message.SerializeToString(), PROTOBUF, headers)
-
-    def _send_json(self, status: int, obj: Any) -> None:
-        self._send(status, json.dumps(obj, separators=(",", ":"), default=str).encode(), JSON)
-
-    def _send(self, status: int, body: bytes, ctype: str, headers: dict[str, str] | None = None) -> None:
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            for name, value in (headers or {}).items():
-                self.send_header(name, value)
-            if self.close_connection:
-                self.send_header("Connection", "close")
-            self.end_headers()
-            self.wfile.write(body)
-        except OSError:
-            self.close_connection = True
+    def give(self, n: int) -> None:
+        with self._lock:
+            self.used -= n
 
 
-class BridgeHTTPServer(ThreadingHTTPServer):
-    """A threaded HTTP server around one :class:`~membrane_otel.bridge._core.Bridge`."""
+class _Refuse(asyncio.Protocol):
+    """A connection over the limit: closed at once (the client retries elsewhere or later)."""
 
-    daemon_threads = True
-    request_queue_size = 128
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        counters.incr("bridge_connections_refused")
+        transport.close()
+
+
+class _Server(web.Server):
+    """aiohttp's low-level server, with a cap on open connections and a first-request deadline."""
+
+    def __init__(self, handler: Any, owner: BridgeHTTPServer, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self._owner = owner
+        self.transports: dict[RequestHandler, asyncio.Transport] = {}
+        self.busy: set[RequestHandler] = set()
+        self.served: set[RequestHandler] = set()
+
+    def __call__(self) -> Any:
+        if len(self.transports) >= self._owner.limits.max_connections and not self._evict_idle():
+            return _Refuse()
+        return super().__call__()
+
+    def _evict_idle(self) -> bool:
+        # The oldest connection with no request in progress makes room: closing an idle
+        # keep-alive connection is always allowed, and a flood of idle sockets cannot lock
+        # everyone else out.
+        for handler, transport in self.transports.items():
+            if handler not in self.busy:
+                counters.incr("bridge_connections_evicted")
+                transport.close()
+                self.transports.pop(handler, None)
+                return True
+        return False
+
+    def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
+        super().connection_made(handler, transport)
+        self.transports[handler] = transport
+        self._loop.call_later(self._owner.limits.first_request_s, self._first_request_due, handler, transport)
+
+    def _first_request_due(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
+        if handler in self.transports and handler not in self.served and handler not in self.busy:
+            counters.incr("bridge_connections_timed_out")
+            transport.close()
+
+    def connection_lost(self, handler: RequestHandler, exc: BaseException | None = None) -> None:
+        self.transports.pop(handler, None)
+        self.served.discard(handler)
+        self.busy.discard(handler)
+        super().connection_lost(handler, exc)
+
+
+class BridgeHTTPServer:
+    """The bridge's HTTP server: bound on construction, serving in :meth:`serve_forever`."""
 
     def __init__(
         self,
@@ -319,38 +147,206 @@ class BridgeHTTPServer(ThreadingHTTPServer):
     ) -> None:
         self.bridge = bridge
         self.options = options
+        self.limits = options.limits
         self.ssl_context = ssl_context
-        self.inflight = _Slots(options.max_inflight)
-        super().__init__(address, _Handler)
+        self.ingest = Ingest(bridge, self.limits, options.token)
+        self._budget = _Budget(self.limits.read_budget)
+        self._pool = ThreadPoolExecutor(self.limits.max_inflight + 2, thread_name_prefix="bridge-decode")
+        family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        self.socket = socket.socket(family, socket.SOCK_STREAM)
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            self.socket.bind(address)
+            self.socket.listen(512)
+        except OSError:
+            self.socket.close()
+            raise
+        self.server_address = self.socket.getsockname()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._web: _Server | None = None
+        self._stopped = threading.Event()
+        self._done = threading.Event()
+        self.extra_metrics: Callable[[], dict[str, int]] | None = None
 
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
         return f"{'https' if self.ssl_context else 'http'}://{host!s}:{port}"
 
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        if self.ssl_context is None:
-            super().finish_request(request, client_address)
-            return
-        # The TLS handshake runs here, on the connection's own thread, so a slow or bogus
-        # client cannot hold up the accept loop.
-        try:
-            request.settimeout(_HANDSHAKE_TIMEOUT)
-            tls = self.ssl_context.wrap_socket(request, server_side=True)
-        except (ssl.SSLError, OSError) as exc:
-            counters.incr("bridge_tls_failed")
-            _log.debug("TLS handshake with %s failed: %r", client_address, exc)
-            return
-        try:
-            super().finish_request(tls, client_address)
-        finally:
-            try:
-                tls.close()
-            except OSError:
-                pass
+    # -- lifecycle -----------------------------------------------------------------------
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        _problems.error("bridge: connection from %s failed", client_address)
+    def serve_forever(self) -> None:
+        """Serve until :meth:`shutdown` (from another thread) or Ctrl-C."""
+        try:
+            asyncio.run(self._serve())
+        finally:
+            self._done.set()
+
+    async def _serve(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        server = _Server(
+            self._handle,
+            self,
+            access_log=None,
+            keepalive_timeout=75,
+            auto_decompress=False,  # we inflate ourselves, against the cap
+            max_field_size=16 * 1024,
+            handler_cancellation=True,
+        )
+        self._web = server
+        srv = await self._loop.create_server(server, sock=self.socket, ssl=self.ssl_context, backlog=512)
+        try:
+            await self._loop.run_in_executor(None, self._stopped.wait)
+        finally:
+            srv.close()
+            server.pre_shutdown()
+            await server.shutdown(2.0)
+            await srv.wait_closed()
+
+    def shutdown(self) -> None:
+        self._stopped.set()
+        self._done.wait(15)
+
+    def server_close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        try:
+            self.socket.close()
+        except OSError:
+            pass
+
+    # -- requests ------------------------------------------------------------------------
+
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        owner = self._web
+        if owner is not None:
+            owner.busy.add(request.protocol)
+            owner.served.add(request.protocol)
+        try:
+            if request.method == "GET":
+                return self._get(request.path)
+            if request.method != "POST":
+                return _json(405, {"error": f"method {request.method} not allowed"})
+            return await self._post(request)
+        finally:
+            if owner is not None:
+                owner.busy.discard(request.protocol)
+
+    def _get(self, path: str) -> web.Response:
+        if path == "/health":
+            return _json(200, {"status": "ok"})
+        if path == "/ready":
+            ready, detail = self.bridge.readiness()
+            detail["inflight"] = self.ingest.inflight
+            return _json(200 if ready else 503, detail)
+        if path == "/metrics":
+            return web.Response(body=prometheus_text(self._gauges()), content_type="text/plain")
+        return _json(404, {"error": f"no such path {path!r}"})
+
+    def _gauges(self) -> dict[str, float]:
+        gauges: dict[str, float] = {
+            "bridge_inflight": self.ingest.inflight,
+            "bridge_read_budget_used_bytes": self._budget.used,
+        }
+        if self.extra_metrics is not None:
+            gauges.update(self.extra_metrics())
+        return gauges
+
+    async def _post(self, request: web.BaseRequest) -> web.StreamResponse:
+        ctype = (request.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
+        as_json = ctype != PROTOBUF
+        kind = _KINDS.get(request.path)
+        if kind is None:
+            return _status(
+                Answer(404, code_pb2.NOT_FOUND, f"no such path {request.path!r}"), as_json, close=True
+            )
+        authorization = request.headers.getall("Authorization", [])
+        if len(authorization) > 1 or not bearer_ok(
+            authorization[0] if authorization else None, self.options.token
+        ):
+            counters.incr("bridge_http_401")
+            answer = Answer(401, code_pb2.UNAUTHENTICATED, "missing or wrong bearer token")
+            answer.headers["WWW-Authenticate"] = 'Bearer realm="membrane-otel"'
+            return _status(answer, as_json, close=True)
+        if kind == "ingest" and ctype not in (JSON, "", "text/plain"):
+            return _status(
+                Answer(415, code_pb2.INVALID_ARGUMENT, f"/ingest takes {JSON}, not {ctype!r}"),
+                True,
+                close=True,
+            )
+        if kind != "ingest" and ctype not in (PROTOBUF, JSON):
+            why = f"Content-Type {ctype!r}: use {PROTOBUF} or {JSON}"
+            return _status(Answer(415, code_pb2.INVALID_ARGUMENT, why), as_json, close=True)
+        max_body = self.limits.max_body
+        if request.content_length is not None and request.content_length > max_body:
+            why = f"body of {request.content_length} bytes is over the {max_body}-byte limit"
+            return _status(Answer(413, code_pb2.RESOURCE_EXHAUSTED, why), as_json, close=True)
+        held = 0
+        try:
+            parts: list[bytes] = []
+            try:
+                async with asyncio.timeout(self.limits.read_deadline_s):
+                    while chunk := await request.content.readany():
+                        if held + len(chunk) > max_body:
+                            why = f"body is over the {max_body}-byte limit"
+                            return _status(Answer(413, code_pb2.RESOURCE_EXHAUSTED, why), as_json, close=True)
+                        if not self._budget.take(len(chunk)):
+                            counters.incr("bridge_read_budget_full")
+                            answer = self.ingest.unavailable("too many request bodies being read")
+                            return _status(answer, as_json, close=True)
+                        held += len(chunk)
+                        parts.append(chunk)
+            except TimeoutError:
+                counters.incr("bridge_http_408")
+                why = f"body not received within {self.limits.read_deadline_s:g}s"
+                return _status(Answer(408, code_pb2.DEADLINE_EXCEEDED, why), as_json, close=True)
+            raw = b"".join(parts)
+            del parts
+            encoding = request.headers.get("Content-Encoding")
+            loop = asyncio.get_running_loop()
+            trusted = bool(self.options.token)
+            if kind == "ingest":
+                answer = await loop.run_in_executor(
+                    self._pool, lambda: self.ingest.ingest(raw, encoding=encoding)
+                )
+            else:
+                answer = await loop.run_in_executor(
+                    self._pool,
+                    lambda: self.ingest.export(
+                        kind, raw, encoding=encoding, as_json=as_json, trusted=trusted
+                    ),
+                )
+        finally:
+            if held:
+                self._budget.give(held)
+        if answer.json_body is not None:
+            return _json(answer.status, answer.json_body)
+        if answer.response is not None:
+            return _message(answer.status, answer.response, as_json, answer.headers)
+        return _status(answer, as_json, close=answer.status in (400, 413))
+
+
+def _json(status: int, obj: Any, headers: dict[str, str] | None = None) -> web.Response:
+    body = json.dumps(obj, separators=(",", ":"), default=str).encode()
+    return web.Response(status=status, body=body, content_type=JSON, headers=headers)
+
+
+def _message(status: int, message: Any, as_json: bool, headers: dict[str, str] | None = None) -> web.Response:
+    if as_json:
+        body = json.dumps(json_format.MessageToDict(message), separators=(",", ":")).encode()
+        return web.Response(status=status, body=body, content_type=JSON, headers=headers)
+    return web.Response(
+        status=status, body=message.SerializeToString(), content_type=PROTOBUF, headers=headers
+    )
+
+
+def _status(answer: Answer, as_json: bool, *, close: bool = False) -> web.Response:
+    response = _message(
+        answer.status, status_pb2.Status(code=answer.code, message=answer.message), as_json, answer.headers
+    )
+    if close:
+        # The rest of an unread body is not worth reading: answer, then hang up.
+        response.force_close()
+    return response
 
 
 def make_server(
@@ -378,6 +374,9 @@ def serve_in_thread(server: BridgeHTTPServer) -> Callable[[], None]:
     """Serve on a daemon thread; returns a function that stops it (tests, embedding)."""
     thread = threading.Thread(target=server.serve_forever, name="membrane-bridge", daemon=True)
     thread.start()
+    deadline = time.monotonic() + 10
+    while server._loop is None and time.monotonic() < deadline:
+        time.sleep(0.01)
 
     def stop() -> None:
         server.shutdown()

@@ -47,19 +47,54 @@ def severity_and_urgency(severity_number: int) -> tuple[str, float]:
     return name, severity_to_urgency(name)
 
 
-def record_id(record: SpanData | LogData) -> str:
-    """A stable id: the same record replayed or re-delivered gets the same id."""
+# The last resource seen and its digest: every record of one resource block shares one dict,
+# so a batch hashes its resource once, not once a record. (A strong reference, so that the
+# identity test cannot be fooled by a recycled id.)
+_last_resource: tuple[dict[str, Any], str] = ({}, "")
+
+
+def _resource_digest(resource: dict[str, Any]) -> str:
+    global _last_resource
+    last = _last_resource  # one read: another thread may swap it meanwhile
+    if last[0] is resource:
+        return last[1]
+    digest = json.dumps(resource, sort_keys=True, default=str)
+    _last_resource = (resource, digest)
+    return digest
+
+
+def record_id(record: SpanData | LogData, occurrence: int = 0) -> str:
+    """A stable id: the same record replayed or re-delivered gets the same id.
+
+    A log record's id covers its content, its resource and its scope, so the same line
+    logged by two services is two records. ``occurrence`` tells identical records of one
+    batch apart (the second of two twins is occurrence 1), so a legitimate twin is kept
+    while a re-delivery of the whole batch still gets the same ids. A ``membrane.record_id``
+    attribute (set by our SDK side) wins; the bridge drops it from unauthenticated clients.
+    """
     if isinstance(record, SpanData):
         return f"s{record.trace_id}{record.span_id}"
     rid = record.attributes.get("membrane.record_id")
     if isinstance(rid, str) and rid:
         return rid
     basis = json.dumps(
-        [record.time_ns, record.trace_id, record.span_id, record.event_name, record.body, record.attributes],
+        [
+            record.time_ns,
+            record.trace_id,
+            record.span_id,
+            record.event_name,
+            record.severity_number,
+            record.body,
+            record.attributes,
+            record.scope,
+            occurrence,
+        ],
         sort_keys=True,
         default=str,
     )
-    return "l" + hashlib.sha1(basis.encode(), usedforsecurity=False).hexdigest()[:24]
+    digest = hashlib.sha1(basis.encode(), usedforsecurity=False)
+    digest.update(_resource_digest(record.resource).encode())
+    return "l" + digest.hexdigest()[:24]
 
 
 # --------------------------------------------------------------------------- ledger lines
@@ -136,7 +171,10 @@ def log_line(log: LogData) -> dict[str, Any]:
     for key, value in a.items():
         if key in _NOT_PAYLOAD:
             continue
-        put(line, key, value)
+        if key in line or key == "service":  # never overwrite the line's own fields
+            line[f"payload_{key}"] = value
+        else:
+            put(line, key, value)
     line["service"] = log.resource.get("service.name")
     line["record_id"] = record_id(log)
     return line

@@ -1,0 +1,233 @@
+"""The bridge's lossless path to the bus: an envelope is delivered or durably spooled before 200.
+
+The bridge must not answer an OTLP request with success while its envelopes sit in a
+memory queue (a full queue drops, a crash loses): the Collector would drop a batch the bus
+never saw. So the bridge does not use the bus client's queue. Per request, on the request's
+own thread:
+
+1. each envelope is serialised and sized alone: one over ``max_envelope_bytes`` (the bus
+   closes a frame past its limit, losing the neighbours) or not serialisable is rejected
+   alone, counted, with its reason;
+2. the rest go to the bus in one frame and wait for its ack (a short, separate synchronous
+   call over :class:`~membrane_otel.membrane._bus_wire.WsTransport`), unless the spool holds
+   a backlog (order is kept: new envelopes queue behind it);
+3. whatever the bus did not confirm is written to the :class:`~membrane_otel.membrane._spool.Spool`
+   (fsync'd, renamed into place) and replayed by this outbox's thread, oldest first.
+
+If neither works (disk full, spool past its high-water mark) ``deliver`` says so and the
+bridge answers 503 with Retry-After: the Collector keeps the batch.
+
+The MembranePublisher still builds the envelopes (throttle included): this outbox is the
+"bus" it publishes to, collecting per thread what one request produced.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from membrane_otel._internal import counters
+from membrane_otel._internal.ratelog import RateLimitedLogger
+from membrane_otel.membrane._bus_wire import BusError, Transport
+from membrane_otel.membrane._spool import Spool
+
+__all__ = ["Delivery", "Outbox"]
+
+_log = RateLimitedLogger(logging.getLogger("membrane_otel.bridge.outbox"))
+
+
+@dataclass(slots=True)
+class Delivery:
+    ok: bool = True  # every envelope published or durably spooled (or rejected alone)
+    published: int = 0
+    spooled: int = 0
+    rejected: list[str] = field(default_factory=list)
+
+
+class Outbox:
+    """Collects a request's envelopes, then delivers them to the bus or the spool."""
+
+    def __init__(
+        self,
+        transport: Transport | None,
+        spool: Spool,
+        *,
+        max_envelope_bytes: int = 1024 * 1024,
+        send_timeout_s: float = 2.0,
+        high_water: float = 0.8,
+        replay_interval_s: float = 0.5,
+    ) -> None:
+        self.transport = transport
+        self.spool = spool
+        self.max_envelope_bytes = max_envelope_bytes
+        self.send_timeout_s = send_timeout_s
+        self.high_water = high_water
+        self._local = threading.local()
+        self._send_lock = threading.Lock()
+        self._bus_down = False
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._interval = replay_interval_s
+        if transport is not None:
+            self._thread = threading.Thread(target=self._replay_loop, name="bridge-outbox", daemon=True)
+            self._thread.start()
+
+    # -- the "bus" the publisher writes to -----------------------------------------------
+
+    def publish(self, envelope: dict[str, Any]) -> None:
+        batch = getattr(self._local, "batch", None)
+        if batch is None:
+            raise RuntimeError("Outbox.publish outside Outbox.collect()")
+        batch.append(envelope)
+
+    @contextmanager
+    def collect(self) -> Iterator[list[dict[str, Any]]]:
+        """``with outbox.collect() as batch: publisher.submit_logs(...)``; then ``deliver(batch)``."""
+        batch: list[dict[str, Any]] = []
+        self._local.batch = batch
+        try:
+            yield batch
+        finally:
+            self._local.batch = None
+
+    # -- delivery ------------------------------------------------------------------------
+
+    def deliver(self, envelopes: list[dict[str, Any]]) -> Delivery:
+        out = Delivery()
+        good: list[dict[str, Any]] = []
+        for env in envelopes:
+            try:
+                size = len(json.dumps(env, separators=(",", ":"), ensure_ascii=False).encode())
+            except (TypeError, ValueError) as exc:
+                out.rejected.append(f"envelope not serialisable: {exc}")
+                continue
+            if size > self.max_envelope_bytes:
+                out.rejected.append(
+                    f"envelope of {size} bytes is over the {self.max_envelope_bytes}-byte limit"
+                )
+                continue
+            good.append(env)
+        if out.rejected:
+            counters.incr("bridge_envelopes_rejected", len(out.rejected))
+            _log.error("bridge: %d envelope(s) rejected: %s", len(out.rejected), out.rejected[0])
+        if not good:
+            return out
+        rest = good
+        if self.transport is not None and not self._bus_down and not self._backlog():
+            rest = self._send(good, out)
+        if rest:
+            if self._spool_full():
+                counters.incr("bridge_spool_full", len(rest))
+                out.ok = False
+                return out
+            try:
+                self.spool.write(rest)
+            except OSError as exc:
+                counters.incr("bridge_spool_failed", len(rest))
+                _log.error("bridge: spool %s cannot be written: %r", self.spool.directory, exc)
+                out.ok = False
+                return out
+            out.spooled = len(rest)
+            counters.incr("bridge_envelopes_spooled", len(rest))
+            self._wake.set()
+        return out
+
+    def _send(self, envelopes: list[dict[str, Any]], out: Delivery) -> list[dict[str, Any]]:
+        """Send one frame; returns what the bus did not confirm (to be spooled)."""
+        transport = self.transport
+        if transport is None:
+            return envelopes
+        with self._send_lock:
+            try:
+                ack = transport.send(envelopes, self.send_timeout_s)
+            except BusError as exc:
+                self._bus_down = True
+                _log.warning("bridge: bus unavailable, spooling: %s", exc)
+                return envelopes
+        missing = [e for e in envelopes if _sid(e) not in ack.ids]
+        out.published = len(envelopes) - len(missing)
+        counters.incr("bridge_envelopes_published", out.published)
+        if missing and ack.error:
+            # The bus read the frame and refused these: resending would loop forever.
+            counters.incr("bridge_envelopes_rejected", len(missing))
+            out.rejected.extend(f"bus refused an envelope: {ack.error}" for _ in missing)
+            return []
+        return missing
+
+    def _backlog(self) -> bool:
+        return bool(self.spool.status()["files"])
+
+    def _spool_full(self) -> bool:
+        status = self.spool.status()
+        return bool(status["bytes"] >= self.high_water * status["max_bytes"])
+
+    # -- replay --------------------------------------------------------------------------
+
+    def _replay_loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self._interval)
+            self._wake.clear()
+            try:
+                self.replay()
+            except Exception as exc:  # the loop must survive anything one batch does
+                _log.error("bridge: replaying the spool failed: %r", exc)
+
+    def replay(self, max_batches: int = 1000) -> int:
+        """Send spooled batches, oldest first, until the spool is empty or the bus fails."""
+        sent = 0
+        transport = self.transport
+        if transport is None:
+            return 0
+        for _ in range(max_batches):
+            batch = self.spool.claim_oldest()
+            if batch is None:
+                self._bus_down = False
+                return sent
+            with self._send_lock:
+                try:
+                    transport.send(batch.envelopes, self.send_timeout_s)
+                except BusError:
+                    self.spool.release(batch)
+                    self._bus_down = True
+                    return sent
+            self.spool.ack(batch)
+            sent += len(batch.envelopes)
+            counters.incr("bridge_envelopes_replayed", len(batch.envelopes))
+        return sent
+
+    def status(self) -> dict[str, Any]:
+        spool = self.spool.status()
+        return {
+            "running": self._thread is None or self._thread.is_alive(),
+            "bus_down": self._bus_down,
+            "spool_files": spool["files"],
+            "spool_bytes": spool["bytes"],
+            "spool_max_bytes": spool["max_bytes"],
+            "spool_oldest_age_s": spool["oldest_age_s"],
+        }
+
+    def force_flush(self, timeout_millis: float = 30000) -> bool:
+        if self.transport is None:
+            return True
+        self.replay()
+        return not self._backlog()
+
+    def shutdown(self, timeout_millis: float = 30000) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout_millis / 1000)
+        if self.transport is not None:
+            self.transport.close()
+
+
+def _sid(envelope: dict[str, Any]) -> str | None:
+    md = envelope.get("metadata")
+    sid = md.get("stimulus_id") if isinstance(md, dict) else None
+    return sid if isinstance(sid, str) else None
