@@ -225,6 +225,7 @@ def parse_protobuf(body: bytes, message: M) -> M:
 # protobuf JSON also accepts).
 _ID_KEYS = frozenset(("traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id"))
 _HEX_LENGTHS = frozenset((16, 32))
+_BAD_ID = "AAAA"
 
 
 def _hex_ids_to_base64(node: Any) -> None:
@@ -240,7 +241,9 @@ def _hex_ids_to_base64(node: Any) -> None:
                     try:
                         node[key] = base64.b64encode(bytes.fromhex(value)).decode("ascii")
                     except ValueError:
-                        raise MalformedRequest(f"{key} {value!r} is not hex") from None
+                        # Not hex: 3 bytes, an id of the wrong length, so the adapter rejects
+                        # this record alone instead of the whole request.
+                        node[key] = _BAD_ID
             elif isinstance(value, dict | list):
                 _hex_ids_to_base64(value)
     elif isinstance(node, list):
