@@ -337,7 +337,8 @@ class Bridge:
             behind = spool["spool_bytes"] >= READY_SPOOL_FRACTION * spool["spool_max_bytes"] or (
                 (spool["spool_oldest_age_s"] or 0.0) > READY_SPOOL_AGE_S
             )
-            bus.update(spool, ok=bool(bus["ok"] and not behind and spool["running"]), behind=behind)
+            healthy = spool["running"] and spool["spool_ok"] and not behind
+            bus.update(spool, ok=bool(bus["ok"] and healthy), behind=behind)
         ready = bool(ledger["ok"] and bus["ok"])
         return ready, {"ready": ready, "ledger": ledger, "bus": bus, "counters": _bridge_counters()}
 

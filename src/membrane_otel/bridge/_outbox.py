@@ -160,12 +160,19 @@ class Outbox:
             return []
         return missing
 
+    def _spool_status(self) -> dict[str, Any] | None:
+        try:
+            return self.spool.status()
+        except OSError:
+            return None  # the spool directory is unusable: nothing waits there, nothing fits
+
     def _backlog(self) -> bool:
-        return bool(self.spool.status()["files"])
+        status = self._spool_status()
+        return bool(status and status["files"])
 
     def _spool_full(self) -> bool:
-        status = self.spool.status()
-        return bool(status["bytes"] >= self.high_water * status["max_bytes"])
+        status = self._spool_status()
+        return status is None or bool(status["bytes"] >= self.high_water * status["max_bytes"])
 
     # -- replay --------------------------------------------------------------------------
 
@@ -185,7 +192,10 @@ class Outbox:
         if transport is None:
             return 0
         for _ in range(max_batches):
-            batch = self.spool.claim_oldest()
+            try:
+                batch = self.spool.claim_oldest()
+            except OSError:
+                return sent  # an unusable spool holds nothing to replay
             if batch is None:
                 self._bus_down = False
                 return sent
@@ -202,8 +212,9 @@ class Outbox:
         return sent
 
     def status(self) -> dict[str, Any]:
-        spool = self.spool.status()
+        spool = self._spool_status() or {"files": 0, "bytes": 0, "max_bytes": 1, "oldest_age_s": None}
         return {
+            "spool_ok": self._spool_status() is not None,
             "running": self._thread is None or self._thread.is_alive(),
             "bus_down": self._bus_down,
             "spool_files": spool["files"],

@@ -1,0 +1,146 @@
+"""The lossless bus path: success only when every envelope is published or durably spooled; else 503."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+from membrane_otel.bridge import Bridge
+from membrane_otel.bridge._core import BusBehind
+from membrane_otel.bridge._otlp import decode_logs
+from membrane_otel.bridge._outbox import Outbox
+from membrane_otel.ledger._writer import Ledger
+from membrane_otel.membrane._bus_wire import WsTransport
+from membrane_otel.membrane._publish import MembranePublisher
+from membrane_otel.membrane._spool import Spool
+from membrane_otel.settings import load_settings
+from tests._bus_helpers import BusProcess, read_record, wait_for
+from tests.test_bridge import SEED_000_ENVELOPE
+
+GH_TOKEN = "ghp_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8"
+
+
+def stimuli(n: int, *, big_at: int | None = None) -> bytes:
+    req = ExportLogsServiceRequest()
+    records = req.resource_logs.add().scope_logs.add().log_records
+    for i in range(n):
+        rec = records.add(
+            time_unix_nano=1_700_000_000_000_000_000 + i, severity_number=13, event_name="membrane.stimulus"
+        )
+        rec.body.string_value = f"stimulus {i} password=hunter2"
+        for key, value in (
+            ("membrane.source", "test"),
+            ("membrane.channel", "signals.test"),
+            ("membrane.stimulus_id", f"st-{i:05d}"),
+        ):
+            rec.attributes.add(key=key).value.string_value = value
+        if i == big_at:
+            rec.attributes.add(key="membrane.metadata").value.string_value = (
+                '{"blob": "' + "x" * 3_000_000 + '"}'
+            )
+    return req.SerializeToString()
+
+
+def make_bridge(tmp: Path, bus_url: str, spool_dir: Path | None = None) -> tuple[Bridge, Outbox]:
+    settings = load_settings({}, bus_url=bus_url, throttle=False)
+    spool = Spool(spool_dir or tmp / "spool", max_bytes=64 * 1024 * 1024)
+    outbox = Outbox(WsTransport(bus_url, connect_timeout=1, ack_timeout=5), spool, replay_interval_s=0.1)
+    bridge = Bridge(Ledger(tmp / "l.jsonl"), MembranePublisher(settings, outbox, None), outbox=outbox)
+    return bridge, outbox
+
+
+@pytest.fixture
+def bus(tmp_path: Path) -> Iterator[tuple[BusProcess, Path]]:
+    record = tmp_path / "bus-record.jsonl"
+    with BusProcess(record=record) as proc:
+        yield proc, record
+
+
+def test_3000_stimuli_in_one_request_all_reach_the_bus_redacted(
+    tmp_path: Path, bus: tuple[BusProcess, Path]
+) -> None:
+    """Every envelope of a large OTLP batch is on the bus when the bridge answers (none lost, no secret)."""
+    proc, record = bus
+    bridge, outbox = make_bridge(tmp_path, proc.url)
+    try:
+        out = bridge.accept_logs(decode_logs(stimuli(3000), json_body=False))
+        assert out.written == 3000 and not out.envelope_errors
+        got = wait_for(
+            lambda: len(read_record(record)) >= 3000 and read_record(record), what="3000 envelopes"
+        )
+        assert sorted(e["metadata"]["stimulus_id"] for e in got) == [f"st-{i:05d}" for i in range(3000)]
+        assert not any("hunter2" in e["content"] for e in got)
+    finally:
+        bridge.shutdown(5000)
+
+
+def test_10000_ingested_envelopes_all_reach_the_bus(tmp_path: Path, bus: tuple[BusProcess, Path]) -> None:
+    """/ingest: every accepted envelope is delivered, with its secret redacted."""
+    proc, record = bus
+    bridge, _ = make_bridge(tmp_path, proc.url)
+    items: list[dict[str, Any]] = []
+    for i in range(10_000):
+        env = copy.deepcopy(SEED_000_ENVELOPE)
+        env["metadata"]["stimulus_id"] = f"in-{i:05d}"
+        env["content"] = f"failed with token {GH_TOKEN}"
+        items.append(env)
+    try:
+        assert bridge.accept_envelopes(items).written == 10_000
+        got = wait_for(
+            lambda: len(read_record(record)) >= 10_000 and read_record(record), timeout=30, what="all"
+        )
+        assert len({e["metadata"]["stimulus_id"] for e in got}) == 10_000
+        assert not any(GH_TOKEN in e["content"] for e in got)
+    finally:
+        bridge.shutdown(5000)
+
+
+def test_an_oversized_envelope_is_rejected_alone(tmp_path: Path, bus: tuple[BusProcess, Path]) -> None:
+    """One envelope over the size limit is counted with its reason; its neighbours are delivered."""
+    proc, record = bus
+    bridge, _ = make_bridge(tmp_path, proc.url)
+    try:
+        out = bridge.accept_logs(decode_logs(stimuli(20, big_at=7), json_body=False))
+        assert out.written == 20
+        assert len(out.envelope_errors) == 1 and "over the" in out.envelope_errors[0]
+        got = wait_for(lambda: len(read_record(record)) >= 19 and read_record(record), what="19 envelopes")
+        assert "st-00007" not in {e["metadata"]["stimulus_id"] for e in got}
+    finally:
+        bridge.shutdown(5000)
+
+
+def test_with_the_bus_down_envelopes_are_spooled_then_replayed(tmp_path: Path) -> None:
+    """Bus down: the request succeeds because the envelopes are on disk; they go out when it is back."""
+    record = tmp_path / "bus-record.jsonl"
+    with BusProcess(record=record) as proc:
+        url = proc.url
+    bridge, outbox = make_bridge(tmp_path, url)
+    try:
+        out = bridge.accept_logs(decode_logs(stimuli(50), json_body=False))
+        assert out.written == 50 and outbox.status()["spool_files"] >= 1
+        port = int(url.rsplit(":", 1)[1].split("/", 1)[0])
+        with BusProcess(port=port, record=record):
+            wait_for(lambda: len(read_record(record)) >= 50, timeout=20, what="the replay")
+            wait_for(lambda: outbox.status()["spool_files"] == 0, what="an empty spool")
+    finally:
+        bridge.shutdown(5000)
+
+
+def test_with_the_bus_down_and_the_spool_unwritable_the_answer_is_503_and_nothing_is_written(
+    tmp_path: Path,
+) -> None:
+    """Neither published nor spooled: BusBehind (503 + Retry-After), and the ledger has nothing to skip later."""
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    bridge, _ = make_bridge(tmp_path, "ws://127.0.0.1:9/api/ws", spool_dir=blocker / "spool")
+    try:
+        with pytest.raises(BusBehind):
+            bridge.accept_logs(decode_logs(stimuli(5), json_body=False))
+        assert not (tmp_path / "l.jsonl").exists() or not (tmp_path / "l.jsonl").read_text()
+    finally:
+        bridge.shutdown(2000)
