@@ -7,6 +7,7 @@ import json
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc  # type: ignore[import-untyped]  # grpcio ships no type hints
 import pytest
@@ -98,7 +99,7 @@ def test_metrics_and_ready_are_served(bridge: BridgeProcess) -> None:
 # --------------------------------------------------------------------------- property-based
 
 
-def _any_value(depth: int) -> st.SearchStrategy[dict[str, object]]:
+def _any_value(depth: int) -> st.SearchStrategy[Any]:
     scalars = st.one_of(
         st.text(max_size=20).map(lambda s: {"stringValue": s}),
         st.integers(min_value=-(2**63), max_value=2**63 - 1).map(lambda i: {"intValue": str(i)}),
