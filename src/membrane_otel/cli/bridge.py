@@ -41,7 +41,10 @@ def build_parser(parser: argparse.ArgumentParser) -> None:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8010, help="OTLP/HTTP port (default 8010; 0 picks one)")
     serve.add_argument(
-        "--grpc-port", type=int, default=8011, help="OTLP/gRPC port (default 8011; 0 picks one; -1 off)"
+        "--grpc-port",
+        type=int,
+        default=None,
+        help="OTLP/gRPC port (default 8011, or a free one when --port is 0; 0 picks one; -1 off)",
     )
     serve.add_argument(
         "--ledger",
@@ -145,6 +148,7 @@ def run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 2
+    grpc_port = args.grpc_port if args.grpc_port is not None else (0 if args.port == 0 else 8011)
     ledger_path = Path(settings.ledger_path)
     outbox = publisher = None
     if not args.no_bus:
@@ -168,9 +172,7 @@ def run(args: argparse.Namespace) -> int:
             certfile=args.certfile,
             keyfile=args.keyfile,
         )
-        grpc_server = (
-            make_grpc_server(server.ingest, args.host, args.grpc_port) if args.grpc_port >= 0 else None
-        )
+        grpc_server = make_grpc_server(server.ingest, args.host, grpc_port) if grpc_port >= 0 else None
     except OSError as exc:  # the port is taken, or the address is not ours
         bridge.shutdown()
         print(f"{prog}: cannot listen on {args.host}: {exc}", file=sys.stderr)
