@@ -1,42 +1,52 @@
-"""Row 5: bridge ingest vs bare OTLP protobuf decode, in the same process.
+"""Row 5: bridge ingest vs bare OTLP protobuf decode, publisher on, over HTTP and gRPC.
 
-If the bridge's own benchmark (``benchmarks/bench_bridge.py``, owned by the bridge) is
-there, its ``run(quick)`` result is used as this row. Otherwise this measures, per OTLP
-logs request of 100 error records (16 attributes each, a 7-frame stack trace):
+If the bridge's own benchmark (``benchmarks/bench_bridge.py``) is there, its ``run(quick)``
+result is used as this row. Otherwise this measures, per OTLP logs request of 100 error
+records (16 attributes each, a 7-frame stack trace), in wall time, side by side:
 
-* ceiling: ``ExportLogsServiceRequest.FromString`` and reading every record's fields
-  (times, severity, body, ids, every attribute's value) into Python — what any Python
-  consumer of the same bytes pays;
-* bridge: ``bridge.otlp.decode_logs`` (the OTLP adapter) and ``Bridge.accept_logs`` (the
-  one translation and the hash-chained ledger append), envelope publishing off; the HTTP
-  layer is not included.
+* ceiling: ``ExportLogsServiceRequest.FromString`` and reading every record's fields into
+  Python — what any Python consumer of the same bytes pays;
+* bridge over HTTP: one kept-alive connection POSTing to ``/v1/logs`` of a real bridge
+  server (aiohttp), which redacts, translates, builds the 100 envelopes, publishes them to
+  a live reference bus (``membrane-otel bus serve``, acked) and appends the ledger before
+  it answers;
+* bridge over gRPC: the same, through one channel to the bridge's OTLP/gRPC port.
 
-Every request carries distinct record ids (the ledger skips ids it has seen).
+Also reported: requests per second on one kept-alive connection for a one-record OTLP/JSON
+request (the latency of a small answer; headers and body go out in one write).
+Every request carries distinct record ids (the bridge skips ids it has written).
 """
 
 from __future__ import annotations
 
+import http.client
 import importlib
+import json
+import subprocess
+import sys
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from benchmarks import (
     ROOT,
-    add_profiles,
     interleave,
     module_available,
-    profile_top,
     ratio,
     round_spread,
     row,
     variant,
 )
+from membrane_otel._internal import counters
 
 GLOBAL_STATE = False
 PER_REQUEST = 100
-TITLE = "Bridge ingest vs bare OTLP protobuf decode (records/s, same process)"
+AUTH = {"Authorization": "Bearer bench-token"}
+TITLE = "Bridge ingest (publisher on, HTTP and gRPC) vs bare OTLP protobuf decode (records/s)"
 
 
 def _from_bridge_bench(quick: bool) -> dict[str, Any]:
@@ -101,33 +111,72 @@ def _bodies(count: int) -> list[bytes]:
     return [encode_logs(make_records(PER_REQUEST)).SerializeToString() for _ in range(count)]
 
 
+@contextmanager
+def _bus() -> Iterator[str]:
+    """A reference bus process on a free port; yields its ws:// URL."""
+    argv = [sys.executable, "-c", "import sys; from membrane_otel.cli import main; sys.exit(main())"]
+    proc = subprocess.Popen(
+        [*argv, "bus", "serve", "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        out = proc.stdout
+        if out is None:
+            raise RuntimeError("no bus output")
+        for line in out:
+            if line.startswith("membrane bus listening on "):
+                threading.Thread(target=lambda: [None for _ in out], daemon=True).start()
+                yield line.split()[4]
+                break
+        else:
+            raise RuntimeError("the reference bus did not start")
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 def run(quick: bool) -> dict[str, Any]:
     if (ROOT / "benchmarks" / "bench_bridge.py").exists():
         return _from_bridge_bench(quick)
-    if not module_available("membrane_otel.bridge._otlp"):
+    if not module_available("membrane_otel.bridge._ingest"):
         return row(
             "ingest",
             TITLE,
             status="pending",
-            note="membrane_otel.bridge is not built yet (issue 7).",
-            ratios=[ratio("bridge ingest / bare decode", None, 0.5, ">=", "issue 7")],
+            note="membrane_otel.bridge is not built yet (issue 13).",
+            ratios=[ratio("bridge ingest / bare decode", None, 0.5, ">=", "issue 13")],
         )
+    import grpc  # type: ignore[import-untyped]  # grpcio ships no type hints
     from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
-    from membrane_otel.bridge import Bridge
-    from membrane_otel.bridge._otlp import decode_logs
+    from membrane_otel.bridge import Bridge, ServerOptions, make_server
+    from membrane_otel.bridge._grpc import make_grpc_server
+    from membrane_otel.bridge._outbox import Outbox
+    from membrane_otel.bridge._server import serve_in_thread
     from membrane_otel.ledger._writer import Ledger
+    from membrane_otel.membrane._bus_wire import WsTransport
+    from membrane_otel.membrane._publish import MembranePublisher
+    from membrane_otel.membrane._spool import Spool
+    from membrane_otel.settings import load_settings
 
-    rounds, per_round, warmup = (4, 5, 5) if quick else (20, 20, 20)
-    # CPU time of this thread, not wall time: the target is records per second *per core*,
-    # and a 10 ms request is preempted by other processes far more often than a 1 ms one.
-    clock = time.thread_time_ns
-    with tempfile.TemporaryDirectory(prefix="membrane-bench-ingest-") as tmp:
-        bodies = _bodies(warmup + rounds * per_round)
-        profile_bodies = _bodies(20)
+    rounds, per_round, warmup = (3, 4, 3) if quick else (12, 10, 10)
+    clock = time.perf_counter_ns
+    with tempfile.TemporaryDirectory(prefix="membrane-bench-ingest-") as tmp, _bus() as bus_url:
+        bodies = _bodies(warmup + rounds * per_round + 1)
+        settings = load_settings({}, bus_url=bus_url, throttle=False)
+        outbox = Outbox(WsTransport(bus_url), Spool(Path(tmp) / "spool"))
         ledger = Ledger(Path(tmp) / "bridge.jsonl")
-        bridge = Bridge(ledger, None)
-        cursor = {"decode": 0, "bridge": 0}
+        bridge = Bridge(ledger, MembranePublisher(settings, outbox, None), outbox=outbox)
+        # With a token, as behind a Collector: the SDK's own record ids (distinct per record) are
+        # honoured only from an authenticated client.
+        server = make_server(bridge, "127.0.0.1", 0, ServerOptions(token="bench-token"))
+        stop = serve_in_thread(server)
+        grpc_server = make_grpc_server(server.ingest, "127.0.0.1", 0)
+        conn = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=30)
+        channel = grpc.insecure_channel(f"127.0.0.1:{grpc_server.port}")
+        export = channel.unary_unary("/opentelemetry.proto.collector.logs.v1.LogsService/Export")
+        # HTTP and gRPC each need their own bodies: a body sent twice is a re-delivery.
+        cursor = {"decode": 0, "http": 0, "grpc": 0}
+        grpc_bodies = _bodies(warmup + rounds * per_round + 1)
 
         def bare() -> int:
             body = bodies[cursor["decode"]]
@@ -136,56 +185,94 @@ def run(quick: bool) -> dict[str, Any]:
             _read_all(ExportLogsServiceRequest.FromString(body))
             return clock() - t0
 
-        def ingest_one(body: bytes) -> None:
-            out = bridge.accept_logs(decode_logs(body, json_body=False))
-            if out.written != PER_REQUEST:
-                raise RuntimeError(f"bridge wrote {out.written} of {PER_REQUEST} records: {out.message}")
-
-        def ingest() -> int:
-            body = bodies[cursor["bridge"]]
-            cursor["bridge"] += 1
+        def over_http() -> int:
+            body = bodies[cursor["http"]]
+            cursor["http"] += 1
             t0 = clock()
-            ingest_one(body)
+            conn.request(
+                "POST", "/v1/logs", body=body, headers={"Content-Type": "application/x-protobuf", **AUTH}
+            )
+            resp = resp_body = conn.getresponse()
+            resp_body.read()
+            if resp.status != 200:
+                raise RuntimeError(f"bridge answered {resp.status}")
+            return clock() - t0
+
+        def over_grpc() -> int:
+            body = grpc_bodies[cursor["grpc"]]
+            cursor["grpc"] += 1
+            t0 = clock()
+            export(body, timeout=30, metadata=[("authorization", AUTH["Authorization"])])
             return clock() - t0
 
         try:
             samples = interleave(
-                {"decode": bare, "bridge": ingest},
+                {"decode": bare, "http": over_http, "grpc": over_grpc},
                 rounds=rounds,
                 per_round=per_round,
                 warmup=warmup,
             )
+            small_rps = _small_requests_per_second(conn, 50 if quick else 500)
+            published = counters.get("bridge_envelopes_published")
         finally:
+            conn.close()
+            channel.close()
+            grpc_server.stop(0.5)
+            stop()
+            bridge.shutdown(5000)
             ledger.close()
         med = {k: sorted(v)[len(v) // 2] for k, v in samples.items()}
         rate = {k: PER_REQUEST / (v / 1e9) for k, v in med.items()}
         vs = []
         for name, label in (
             ("decode", "bare decode: FromString + read every field"),
-            ("bridge", "bridge: decode_logs + Bridge.accept_logs (translate + ledger)"),
+            ("http", "bridge over OTLP/HTTP, publisher on (one kept-alive connection)"),
+            ("grpc", "bridge over OTLP/gRPC, publisher on (one channel)"),
         ):
             v = variant(label, samples[name])
             v["note"] = f"{rate[name]:,.0f} records/s (median request of {PER_REQUEST})"
             vs.append(v)
-        result = row(
+        vs.append(
+            variant(
+                "one-record OTLP/JSON requests, one kept-alive connection", median=small_rps, unit="req/s"
+            )
+        )
+        return row(
             "ingest",
             TITLE,
             variants=vs,
             ratios=[
                 ratio(
-                    "bridge ingest / bare decode",
-                    rate["bridge"] / rate["decode"],
+                    f"bridge ingest ({kind}) / bare decode",
+                    rate[kind] / rate["decode"],
                     0.5,
                     ">=",
-                    "issue 7",
-                    round_spread(samples["decode"], samples["bridge"], per_round),
+                    "issue 13",
+                    round_spread(samples["decode"], samples[kind], per_round),
                 )
+                for kind in ("http", "grpc")
             ],
-            note=f"Per OTLP logs request of {PER_REQUEST} records, timed in CPU time of the thread (records/s "
-            "per core); HTTP and envelope publishing excluded; "
-            "this row's own measurement (no benchmarks/bench_bridge.py present).",
+            note=f"Per OTLP logs request of {PER_REQUEST} error records, wall time; the bridge redacts, "
+            f"translates, publishes every record's envelope to a live reference bus (acked) and appends "
+            f"the ledger before answering ({published} envelopes published). "
+            f"Small requests: {small_rps:,.0f} req/s on one kept-alive connection.",
         )
-        it = iter(profile_bodies)
-        return add_profiles(
-            result, {"bridge ingest / bare decode": lambda: profile_top(lambda: ingest_one(next(it)), 20)}
-        )
+
+
+def _small_requests_per_second(conn: http.client.HTTPConnection, n: int) -> float:
+    t0 = time.perf_counter()
+    for i in range(n):
+        body = json.dumps(
+            {
+                "resourceLogs": [
+                    {
+                        "scopeLogs": [
+                            {"logRecords": [{"timeUnixNano": str(i + 1), "body": {"stringValue": "x"}}]}
+                        ]
+                    }
+                ]
+            }
+        ).encode()
+        conn.request("POST", "/v1/logs", body=body, headers={"Content-Type": "application/json", **AUTH})
+        conn.getresponse().read()
+    return n / (time.perf_counter() - t0)

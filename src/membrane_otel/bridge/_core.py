@@ -107,6 +107,36 @@ def _probe_writable(path: Path) -> str | None:
     return None
 
 
+class _Scrub:
+    """The configured redactor over one request, remembering its answers: the records of a
+    batch repeat most of their strings (function names, exception types, stack traces), and
+    each is scanned once."""
+
+    def __init__(self, redactor: Redactor) -> None:
+        self._redactor = redactor
+        self._texts: dict[str, str] = {}
+        self._keys: dict[str, bool] = {}
+
+    def value(self, value: Any) -> Any:
+        if isinstance(value, str):
+            done = self._texts.get(value)
+            if done is None:
+                done = self._texts[value] = self._redactor(value)
+            return done
+        return self._redactor.redact_value(value) if isinstance(value, dict | list) else value
+
+    def attributes(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        keys = self._keys
+        for key, value in attrs.items():
+            sensitive = keys.get(key)
+            if sensitive is None:
+                sensitive = keys[key] = self._redactor.is_sensitive_key(key)
+            # A value under a secret's name (password=…) is masked whole, as the SDK side does.
+            out[key] = self._redactor.redact_value({key: value})[key] if sensitive else self.value(value)
+        return out
+
+
 class BusBehind(RuntimeError):
     """Envelopes could be neither published nor spooled; nothing was written (HTTP 503)."""
 
@@ -147,9 +177,10 @@ class Bridge:
     def accept_spans(self, decoded: Decoded, *, trusted: bool = False) -> Outcome:
         out = self._start(decoded)
         lines = []
+        scrub = _Scrub(self._redactor)
         for span in decoded.records:
             try:
-                self._redact_span(span)
+                self._redact_span(span, scrub)
                 lines.append(span_line(span))
             except Exception as exc:  # one bad span must not cost the batch
                 out.reject(f"span {span.name!r}: {exc!r}")
@@ -164,9 +195,10 @@ class Bridge:
         good: list[LogData] = []
         lines: list[dict[str, Any]] = []
         twins: dict[str, int] = {}
+        scrub = _Scrub(self._redactor)
         for log in decoded.records:
             try:
-                self._prepare_log(log, trusted, twins)
+                self._prepare_log(log, trusted, twins, scrub)
                 lines.append(log_line(log))
             except Exception as exc:  # one bad record must not cost the batch
                 out.reject(f"log record {log.event_name or log.severity_text or ''!r}: {exc!r}")
@@ -221,30 +253,28 @@ class Bridge:
 
     # -- helpers -------------------------------------------------------------------------
 
-    def _prepare_log(self, log: LogData, trusted: bool, twins: dict[str, int]) -> None:
+    def _prepare_log(self, log: LogData, trusted: bool, twins: dict[str, int], scrub: _Scrub) -> None:
         """Redact, drop an untrusted client's own record id, tell twins apart."""
         attrs = log.attributes
         if not trusted and "membrane.record_id" in attrs:
             attrs = {k: v for k, v in attrs.items() if k != "membrane.record_id"}
-        redact = self._redactor
-        log.attributes = redact.redact_value(attrs)
-        log.body = redact(log.body) if isinstance(log.body, str) else redact.redact_value(log.body)
-        if "membrane.record_id" in log.attributes:
+        log.attributes = attrs = scrub.attributes(attrs)
+        log.body = scrub.value(log.body)
+        if "membrane.record_id" in attrs:
             return
         rid = record_id(log)
         seen_before = twins.get(rid, 0)
         twins[rid] = seen_before + 1
-        if seen_before:
-            # The n-th identical record of this request: a twin, not a re-delivery.
-            log.attributes["membrane.record_id"] = record_id(log, seen_before)
+        # Stored on the record so that the ledger line and the envelope reuse it. The n-th
+        # identical record of this request is a twin, not a re-delivery: an id of its own.
+        attrs["membrane.record_id"] = record_id(log, seen_before) if seen_before else rid
 
-    def _redact_span(self, span: SpanData) -> None:
-        redact = self._redactor
-        span.attributes = redact.redact_value(span.attributes)
+    def _redact_span(self, span: SpanData, scrub: _Scrub) -> None:
+        span.attributes = scrub.attributes(span.attributes)
         if span.status_message:
-            span.status_message = redact(span.status_message)
+            span.status_message = scrub.value(span.status_message)
         for event in span.events:
-            event.attributes = redact.redact_value(event.attributes)
+            event.attributes = scrub.attributes(event.attributes)
 
     def _publish(self, logs: list[LogData], out: Outcome) -> None:
         if self.publisher is None:

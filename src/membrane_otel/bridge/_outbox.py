@@ -23,13 +23,14 @@ The MembranePublisher still builds the envelopes (throttle included): this outbo
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from membrane_otel._internal import counters
 from membrane_otel._internal.ratelog import RateLimitedLogger
@@ -103,8 +104,9 @@ class Outbox:
         good: list[dict[str, Any]] = []
         for env in envelopes:
             try:
-                size = len(json.dumps(env, separators=(",", ":"), ensure_ascii=False).encode())
-            except (TypeError, ValueError) as exc:
+                # orjson: sizing every envelope alone costs ~10x less than with the stdlib.
+                size = len(orjson.dumps(env, default=str))
+            except (TypeError, orjson.JSONEncodeError) as exc:
                 out.rejected.append(f"envelope not serialisable: {exc}")
                 continue
             if size > self.max_envelope_bytes:
