@@ -2,11 +2,12 @@
 
 Every limit is a setting (``membrane-otel bridge serve --help`` names the flags) with a
 default sized for a Collector's batches on a small machine. Together they bound what the
-bridge can hold at once (README, "Bridge", gives the formula and a test measures it)::
+bridge can hold at once (README, "The bridge", gives the formula; ``tests/test_bridge_memory.py`` measures it)::
 
-    memory ≈ read_budget                                  raw bodies being read or decoded
-           + max_inflight × (max_body                     one decompressed body each
-                             + max_records × ~4 KiB)      its decoded records and ledger lines
+    memory ≤ read_budget                                  raw bodies being read or decoded
+           + max_inflight × (6 × max_body                 decompressed body, protobuf, records'
+                                                          strings, ledger lines and their encoding
+                             + max_records × ~4 KiB)      per-record objects
            + max_connections × ~16 KiB                    per-connection buffers
 
 A request that would pass a limit is refused with the status OTLP gives it: 413 (not
