@@ -144,3 +144,20 @@ def test_with_the_bus_down_and_the_spool_unwritable_the_answer_is_503_and_nothin
         assert not (tmp_path / "l.jsonl").exists() or not (tmp_path / "l.jsonl").read_text()
     finally:
         bridge.shutdown(2000)
+
+
+def test_ready_turns_false_when_the_spool_falls_behind(tmp_path: Path) -> None:
+    """Bus down and the spool past half its cap: /ready says not ready (a balancer sends elsewhere)."""
+    settings = load_settings({}, bus_url="ws://127.0.0.1:9/api/ws", throttle=False)
+    outbox = Outbox(
+        WsTransport("ws://127.0.0.1:9/api/ws", connect_timeout=0.5),
+        Spool(tmp_path / "spool", max_bytes=200_000),
+    )
+    bridge = Bridge(Ledger(tmp_path / "l.jsonl"), MembranePublisher(settings, outbox, None), outbox=outbox)
+    try:
+        assert bridge.readiness()[0] is True
+        bridge.accept_logs(decode_logs(stimuli(300), json_body=False))
+        ready, detail = bridge.readiness()
+        assert ready is False and detail["bus"]["behind"] is True and detail["bus"]["spool_files"] >= 1
+    finally:
+        bridge.shutdown(2000)
