@@ -132,13 +132,18 @@ def test_slow_bodies_hold_no_decode_slot_and_get_408(bridge: BridgeProcess) -> N
 
 
 def test_a_connection_flood_does_not_lock_out_a_normal_client(bridge: BridgeProcess) -> None:
-    """300 idle connections (limit 100): the oldest idle ones make room, a normal request is served."""
+    """300 idle connections held open (limit 100): the oldest idle ones make room, normal requests are served.
+
+    (While connections are still pouring in faster than the limit per event-loop turn, a new
+    client may itself be evicted before its request is read; it retries, as the Collector does.)
+    """
     socks: list[socket.socket] = []
-    with under_attack(bridge) as normal:
+    with under_attack(bridge, background=False) as normal:
         try:
             for _ in range(300):
                 socks.append(socket.create_connection(("127.0.0.1", bridge.port), timeout=5))
-            normal()
+            for _ in range(5):
+                normal()
         finally:
             for s in socks:
                 s.close()
