@@ -78,6 +78,7 @@ def make_grpc_server(ingest: Ingest, host: str = "127.0.0.1", port: int = 8011) 
         ThreadPoolExecutor(concurrent, thread_name_prefix="bridge-grpc"),
         maximum_concurrent_rpcs=concurrent,
         options=[
+            ("grpc.so_reuseport", 0),  # a second bridge on the same port must fail, not share it
             ("grpc.max_receive_message_length", limits.max_body),
             ("grpc.max_send_message_length", 4 * 1024 * 1024),
             ("grpc.max_concurrent_streams", concurrent),

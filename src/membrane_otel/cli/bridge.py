@@ -44,7 +44,7 @@ def build_parser(parser: argparse.ArgumentParser) -> None:
         "--grpc-port",
         type=int,
         default=None,
-        help="OTLP/gRPC port (default 8011, or a free one when --port is 0; 0 picks one; -1 off)",
+        help="OTLP/gRPC port (default: --port + 1, so 8011; a free one when --port is 0; -1 off)",
     )
     serve.add_argument(
         "--ledger",
@@ -148,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 2
-    grpc_port = args.grpc_port if args.grpc_port is not None else (0 if args.port == 0 else 8011)
+    grpc_port = args.grpc_port if args.grpc_port is not None else (0 if args.port == 0 else args.port + 1)
     ledger_path = Path(settings.ledger_path)
     outbox = publisher = None
     if not args.no_bus:
@@ -172,11 +172,24 @@ def run(args: argparse.Namespace) -> int:
             certfile=args.certfile,
             keyfile=args.keyfile,
         )
-        grpc_server = make_grpc_server(server.ingest, args.host, grpc_port) if grpc_port >= 0 else None
     except OSError as exc:  # the port is taken, or the address is not ours
         bridge.shutdown()
-        print(f"{prog}: cannot listen on {args.host}: {exc}", file=sys.stderr)
+        print(f"{prog}: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1
+    grpc_server = None
+    if grpc_port >= 0:
+        try:
+            grpc_server = make_grpc_server(server.ingest, args.host, grpc_port)
+        except (OSError, RuntimeError) as exc:
+            if args.grpc_port is not None:  # asked for: not serving it is an error
+                server.server_close()
+                bridge.shutdown()
+                print(f"{prog}: cannot listen on {args.host}:{grpc_port}: {exc}", file=sys.stderr)
+                return 1
+            # The default (--port + 1) is taken: serve OTLP/HTTP, and say so in one line.
+            print(
+                f"{prog}: OTLP/gRPC off: {args.host}:{grpc_port} is taken (use --grpc-port)", file=sys.stderr
+            )
 
     def stop(signum: int, frame: FrameType | None) -> None:
         # shutdown() waits for serve_forever to return, so it must not run on its thread.
