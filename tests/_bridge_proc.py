@@ -53,6 +53,7 @@ class BridgeProcess:
         self.env = cli_env(
             MEMBRANE_BUS_URL=bus_url,
             MEMBRANE_SPOOL_DIR=str(tmp / "state" / "spool"),
+            XDG_STATE_HOME=str(tmp / "xdg-state"),
             MEMBRANE_THROTTLE="0",
             **env,
         )

@@ -71,12 +71,10 @@ def build_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def _token(args: argparse.Namespace, env_token: str | None) -> str | None:
+    from membrane_otel._internal.state import read_secret_file
+
     if args.token_file:
-        text = Path(args.token_file).read_text(encoding="utf-8")
-        token = text.strip().splitlines()[0].strip() if text.strip() else ""
-        if not token:
-            raise ValueError(f"--token-file {args.token_file} is empty")
-        return token
+        return read_secret_file(args.token_file, "--token-file")
     return env_token or os.environ.get("MEMBRANE_BRIDGE_TOKEN") or None
 
 
@@ -153,12 +151,19 @@ def run(args: argparse.Namespace) -> int:
     outbox = publisher = None
     if not args.no_bus:
         outbox, publisher = _bus_path(settings, ledger_path)
+    from membrane_otel._internal.state import private_dir
+
     key = hashlib.sha1(str(ledger_path.resolve()).encode(), usedforsecurity=False).hexdigest()[:12]
+    try:
+        seen_dir = private_dir(Path(settings.state_dir) / "bridge-seen" / key, "the bridge's state directory")
+    except (OSError, ValueError) as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 2
     bridge = Bridge(
         ledger_for(settings.ledger_path, max_bytes=settings.ledger_max_bytes, recent_scan_bytes=64 << 20),
         publisher,
         outbox=outbox,
-        seen=SeenIds(Path(settings.spool_dir).parent / "bridge-seen" / key),
+        seen=SeenIds(seen_dir),
         legacy_format=settings.envelope_format == "legacy",
         default_scope=settings.scope,
     )
