@@ -192,6 +192,8 @@ def producer_env(tmp: Path, ports: ob.CollectorPorts, service: str, protocol: st
         # Every record must reach the Collector: the in-process queue holds the whole run.
         MEMBRANE_QUEUE_SIZE="50000",
         MEMBRANE_BATCH_SIZE="500",
+        # Counts are exact: a watchdog alert (slow export on a loaded machine) is one record more.
+        MEMBRANE_WATCHDOG="0",
         **eh.otlp_env(ports, protocol),
     )
 
