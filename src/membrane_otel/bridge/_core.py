@@ -127,13 +127,20 @@ class _Scrub:
 
     def attributes(self, attrs: dict[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        keys = self._keys
+        keys, texts, redactor = self._keys, self._texts, self._redactor
         for key, value in attrs.items():
             sensitive = keys.get(key)
             if sensitive is None:
-                sensitive = keys[key] = self._redactor.is_sensitive_key(key)
-            # A value under a secret's name (password=…) is masked whole, as the SDK side does.
-            out[key] = self._redactor.redact_value({key: value})[key] if sensitive else self.value(value)
+                sensitive = keys[key] = redactor.is_sensitive_key(key)
+            if sensitive:  # a value under a secret's name (password=…) is masked whole, as the SDK does
+                out[key] = redactor.redact_value({key: value})[key]
+            elif type(value) is str:  # most values: the cache inline (this runs per attribute)
+                done = texts.get(value)
+                if done is None:
+                    done = texts[value] = redactor(value)
+                out[key] = done
+            else:
+                out[key] = self.value(value)
         return out
 
 
