@@ -1,273 +1,74 @@
-r"""Secret redaction: everything is scrubbed before it is queued, so secrets never leave the process.
+r"""Secret redaction: one policy for every exit, so secrets never leave the process.
 
-A :class:`Redactor` is a small callable: its rules are compiled once (the built-in ones at
-import, extra patterns in ``__init__``) and ``__call__(text)`` returns the text with every
-secret value replaced by ``<REDACTED>``. What it recognises:
+A :class:`Redactor` is a small callable: ``__call__(text)`` returns the text with every secret
+value replaced by ``<REDACTED>``; ``redact_value(value)`` does the same for the strings inside
+lists, tuples and dicts, replacing whole any value whose key names a secret
+(``is_sensitive_key``). What it recognises lives in three modules:
 
-* the seeds' forms: ``"token": "<REDACTED>"``, ``Authorization: Bearer <REDACTED>``,
-  ``https://<REDACTED>:<REDACTED>@host``;
-* ``key=value``, ``key: value`` and JSON / YAML / dict-repr pairs whose key *ends* in a
-  secret word (password, passwd, pwd, secret, token, api key, access key, client secret,
-  private key, account key, ...). Keys are case-insensitive; the key and its quoting stay,
-  only the value is replaced. A key must end in the word, so ``tokens_saved=45``,
-  ``token_count=3`` and ``max_tokens=100`` are counts, not secrets;
-* ``Authorization`` / ``Proxy-Authorization`` values (any scheme), a bare ``Bearer <token>``,
-  ``Cookie`` / ``Set-Cookie`` values, URL user-info of any scheme, query-string signatures;
-* well-known token formats: AWS access key ids, GCP API keys, GitHub / GitLab / Slack tokens,
-  Slack webhooks, Stripe secret keys, ``sk-`` / ``sk-ant-`` API keys, JWTs and PEM
-  private-key blocks. Stripe *publishable* keys (``pk_live_``) are public by design and stay.
+* :mod:`~membrane_otel.logs._redact_forms` — where a secret sits by syntax: key/value pairs in
+  env, INI, YAML, JSON, Python and Go reprs, HTTP headers (``Authorization`` of any scheme,
+  cookies), URL user-info and DSNs, signed and webhook URLs, command lines (``curl -u``,
+  ``--password``), SQL, protocol ``AUTH``/``PASS`` lines, positional credentials
+  (``Client('AC…', 'token')``), prose in several languages, PEM blocks;
+* :mod:`~membrane_otel.logs._redact_tokens` — provider tokens by shape (GitHub, GitLab, npm,
+  PyPI, Stripe, SendGrid, Slack, OpenAI, Anthropic, AWS id/secret pairs, JWTs, …);
+* :mod:`~membrane_otel.logs._redact_keys` — which keys name a secret (``next_page_token`` does
+  not), and which values are no secret (``***``, ``[REDACTED]``, ``SecretStr('**')``, ``null``):
+  those stay exactly as they are.
 
+Safe: a second pass changes nothing (what was replaced is recognised as masked); every rule
+starts with a literal and none nests quantifiers, so a hostile 100 KB input stays linear.
 Prose that only looks alike stays: "token bucket refilled", "password reset email sent",
-"the secret to good tests", "Bearer of bad news" (a key needs a ``:``/``=`` and a value).
-
-Speed: most log lines hold no secret, so what matters is the cost of *not* matching. ``re``
-skips ahead fast only to a literal prefix (~0.4 us per KB, as fast as ``in``); a pattern
-that starts with a class, ``\b``, a lookbehind or ``(?i)`` tries every position (~9-90 us
-per KB). So every rule starts with a literal and asserts its left boundary by a lookbehind
-*after* it, and case-insensitive rules are lowercase patterns run over ``text.lower()``
-(computed once). A clean 1 KB line costs ~10 us.
+``ssh://git@host``, ``PWD=/home/x``, ``/etc/passwd: permission denied``, ``Authorization: denied``.
+The rules are compiled on first use, so importing this module costs next to nothing (the
+shell emitter imports it only when it has something to redact).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar, cast
 
 from membrane_otel._internal import counters
+from membrane_otel.logs._redact_keys import PLACEHOLDER, is_masked, names_secret
 
-__all__ = ["PLACEHOLDER", "Redactor", "default_redactor", "redact_secrets", "redact_value"]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from membrane_otel.logs._redact_rules import Rule
 
-PLACEHOLDER = "<REDACTED>"
+__all__ = [
+    "PLACEHOLDER",
+    "REDACTED_COUNT_ATTRIBUTE",
+    "Redactor",
+    "configured_redactor",
+    "default_redactor",
+    "redact_secrets",
+    "redact_value",
+]
+
+# The attribute that says how many values were redacted on a record (never what they were).
+REDACTED_COUNT_ATTRIBUTE = "membrane.redacted_count"
 
 _V = TypeVar("_V")
-# A replacement: a fixed string, or a function of (match, original text). Matches of the
-# case-insensitive rules are found in ``text.lower()``; spans are the same in the original.
-_Repl = Callable[["re.Match[str]", str], str]
-
-# A key that ends in one of these words names a secret (``*_key`` words are listed below).
-_SECRET_WORDS = (
-    r"password|passwd|passphrase|pwd|secret|token"
-    r"|(?:api|access|secret|private|signing|encryption|account|shared[_-]?access|auth)[_-]?key"
-)
-# The same words as fixed-width lookbehinds behind a literal "key", so that regex starts with
-# a literal: re only skips ahead quickly to a literal prefix (one starting with a lookbehind,
-# \b or a class costs ~9 us per KB instead of ~0.4).
-_KEY_PREFIXES = tuple(
-    p + sep
-    for p in (
-        "api",
-        "access",
-        "secret",
-        "private",
-        "signing",
-        "encryption",
-        "account",
-        "auth",
-        "sharedaccess",
-        "shared_access",
-        "shared-access",
-    )
-    for sep in ("", "_", "-")
-)
-_KEY_LOOKBEHIND = "(?:" + "|".join(f"(?<={re.escape(p)}key)" for p in _KEY_PREFIXES) + ")"
-
-# The key must end where the word ends: "tokens_saved" or "token.expiry" are other keys.
-_KEY_END = r"(?![a-z0-9_.\-])"
-# Optional closing quote of the key (also the escaped \" of JSON inside a string), separator.
-_SEP = r"""(?P<sep>\\?["']?[ \t]*(?:=>|:=|[:=])[ \t]*)"""
-# A value: escaped-JSON, double- or single-quoted (unterminated quotes run to the end of the
-# line, so a truncated record leaks nothing), or a bare run up to a delimiter.
-_VALUE = (
-    r'(?:\\"(?P<ev>[^"\\\r\n]*)\\"'
-    r"""|"(?P<dv>[^"\\\r\n]*(?:\\.[^"\\\r\n]*)*)(?:"|(?=[\r\n])|\Z)"""
-    r"""|'(?P<sv>[^'\\\r\n]*(?:\\.[^'\\\r\n]*)*)(?:'|(?=[\r\n])|\Z)"""
-    r"""|(?P<uv>[^\s'",;&}\])\\]+))"""
-)
-_VALUE_GROUPS = ("ev", "dv", "sv", "uv", "cred")
-# JSON / Python literals that carry no secret; replacing them would only break the syntax.
-_NOT_SECRETS = frozenset({"", "null", "none", "nil", "true", "false", "undefined", PLACEHOLDER.lower()})
-
-
-def _replace_value(m: re.Match[str], text: str) -> str:
-    """Replace whichever value group matched, keeping the key, separator and quotes."""
-    index = m.re.groupindex
-    for group in _VALUE_GROUPS:
-        if group in index and m.start(group) >= 0:
-            vs, ve = m.span(group)
-            if text[vs:ve].lower() in _NOT_SECRETS:
-                return text[m.start() : m.end()]
-            return text[m.start() : vs] + PLACEHOLDER + text[ve : m.end()]
-    return text[m.start() : m.end()]
-
-
-def _replace_userinfo(m: re.Match[str], text: str) -> str:
-    if m.start("password") < 0:
-        return f"://{PLACEHOLDER}@"
-    # redis://:secret@host has no user: keep it empty rather than invent one.
-    return f"://{PLACEHOLDER if m.end('user') > m.start('user') else ''}:{PLACEHOLDER}@"
-
-
-def _replace_pem(m: re.Match[str], text: str) -> str:
-    label = m.group("label")
-    return f"-----BEGIN {label}-----{PLACEHOLDER}-----END {label}-----"
-
-
-def _replace_slack_hook(m: re.Match[str], text: str) -> str:
-    return "hooks.slack.com/" + PLACEHOLDER
-
-
-@dataclass(frozen=True, slots=True)
-class _Rule:
-    name: str
-    regex: re.Pattern[str]
-    repl: str | _Repl
-    # Lowercase rules run on text.lower() (see above); ``ci_regex`` is their fallback for the
-    # rare text whose lowercase has another length (a few non-ASCII letters).
-    lower: bool = False
-    ci_regex: re.Pattern[str] | None = None
-    # Characters before the match that belong to the secret (asserted by a lookbehind).
-    lead: int = 0
-
-
-def _ci(name: str, pattern: str, repl: str | _Repl) -> _Rule:
-    """A case-insensitive rule; ``pattern`` is written in lowercase."""
-    return _Rule(name, re.compile(pattern), repl, True, re.compile(pattern, re.IGNORECASE))
-
-
-def _kv(word_pattern: str) -> str:
-    return word_pattern + _KEY_END + _SEP + _VALUE
-
-
-_BUILTIN_RULES: tuple[_Rule, ...] = (
-    # First, so the key rule below sees a "private_key": "<REDACTED>" and not the block's lines.
-    _Rule(
-        "pem_private_key",
-        re.compile(
-            r"-----BEGIN (?P<label>[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?)-----.*?(?:-----END (?P=label)-----|\Z)",
-            re.DOTALL,
-        ),
-        _replace_pem,
-    ),
-    # Authorization / Proxy-Authorization, any scheme; the scheme stays.
-    _ci(
-        "authorization",
-        r"authorization" + _KEY_END + _SEP + r"""(?:\\?["'])?"""
-        r"(?:(?:bearer|basic|digest|token|negotiate|ntlm|apikey|hmac|aws4-hmac-sha256)[ \t]+)?"
-        r"""(?P<cred>[^\s"'\\,;&]+)""",
-        _replace_value,
-    ),
-    # A bearer token outside an Authorization header; it must look like one (long, with a
-    # digit), so "Bearer of bad news" stays.
-    _ci(
-        "bearer",
-        r"bearer(?<![a-z0-9_]bearer)[ \t]+(?P<cred>(?=[a-z._~+/\-]*\d)[a-z0-9._~+/\-]{16,}=*)",
-        _replace_value,
-    ),
-    # A cookie header's value is a list of secrets: all of it goes, to the end of the line.
-    _ci(
-        "cookie",
-        r"cookie" + _KEY_END + r"""(?P<sep>\\?["']?[ \t]*[:=][ \t]*)"""
-        r"""(?:"(?P<dv>[^"\r\n]*)"?|'(?P<sv>[^'\r\n]*)'?|(?P<uv>[^\s"'][^\r\n"']*))""",
-        _replace_value,
-    ),
-    # scheme://user:password@host, for any scheme. The password may hold '@': the greedy run
-    # backtracks to the last '@' before the path.
-    _Rule(
-        "url_userinfo",
-        re.compile(
-            r"""://(?<=[A-Za-z0-9+.\-]://)(?P<user>[^\s:/?#@'"<>]*)(?::(?P<password>[^\s/?#'"<>]*))?@"""
-        ),
-        _replace_userinfo,
-    ),
-    # Signed URLs (S3, GCS, Azure SAS) and ?key=: the signature or key is the secret.
-    _ci(
-        "query_signature",
-        "=(?:"
-        + "|".join(
-            f"(?<=[?&;]{re.escape(k)}=)"
-            for k in (
-                "sig",
-                "signature",
-                "x-amz-signature",
-                "x-amz-credential",
-                "x-goog-signature",
-                "x-goog-credential",
-                "key",
-                "apikey",
-            )
-        )
-        + r""")(?P<uv>[^&#\s"'<>]+)""",
-        _replace_value,
-    ),
-    # key=value pairs, one regex per literal start (see _KEY_LOOKBEHIND for why).
-    _ci("password_value", _kv(r"pass(?:word|wd|phrase)"), _replace_value),
-    _ci("pwd_value", _kv(r"pwd"), _replace_value),
-    _ci("secret_value", _kv(r"secret"), _replace_value),
-    _ci("token_value", _kv(r"token"), _replace_value),
-    _ci("key_value", _kv(r"key" + _KEY_LOOKBEHIND), _replace_value),
-    # Well-known token formats, recognised by shape alone and case-sensitive as issued. Each
-    # starts with its literal; the lookbehind after it stands for a leading \b.
-    _Rule(
-        "aws_access_key_id",
-        re.compile(r"A(?<![A-Za-z0-9_]A)(?:KIA|SIA)[A-Z0-9]{16}(?![A-Za-z0-9_])"),
-        PLACEHOLDER,
-    ),
-    _Rule("gcp_api_key", re.compile(r"AIza(?<![A-Za-z0-9_]AIza)[0-9A-Za-z_\-]{35}"), PLACEHOLDER),
-    _Rule(
-        "github_token",
-        re.compile(r"gh(?<![A-Za-z0-9_]gh)[pousr]_[A-Za-z0-9]{20,255}(?![A-Za-z0-9_])"),
-        PLACEHOLDER,
-    ),
-    _Rule(
-        "github_fine_grained_token",
-        re.compile(r"github_pat_(?<![A-Za-z0-9_]github_pat_)[A-Za-z0-9_]{22,255}"),
-        PLACEHOLDER,
-    ),
-    _Rule("gitlab_token", re.compile(r"glpat-(?<![A-Za-z0-9_]glpat-)[A-Za-z0-9_\-]{20,}"), PLACEHOLDER),
-    _Rule(
-        "slack_token",
-        re.compile(r"x(?<![A-Za-z0-9_]x)(?:ox[abposr]-[A-Za-z0-9\-]{10,}|app-\d-[A-Za-z0-9\-]{10,})"),
-        PLACEHOLDER,
-    ),
-    _Rule(
-        "slack_webhook",
-        re.compile(r"hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9/_\-]+"),
-        _replace_slack_hook,
-    ),
-    # Stripe secret and restricted keys ("pk_" publishable keys are public by design).
-    _Rule(
-        "stripe_key",
-        re.compile(r"k_(?<![A-Za-z0-9_][sr]k_)(?<=[sr]k_)(?:live|test)_[A-Za-z0-9]{10,}"),
-        PLACEHOLDER,
-        lead=1,
-    ),
-    _Rule("stripe_webhook_secret", re.compile(r"whsec_(?<![A-Za-z0-9_]whsec_)[A-Za-z0-9]{20,}"), PLACEHOLDER),
-    # OpenAI (sk-, sk-proj-) and Anthropic (sk-ant-) keys; "task-..." is not one.
-    _Rule("sk_api_key", re.compile(r"sk-(?<![A-Za-z0-9_\-]sk-)[A-Za-z0-9_\-]{20,}"), PLACEHOLDER),
-    _Rule(
-        "jwt",
-        re.compile(
-            r"eyJ(?<![A-Za-z0-9_\-]eyJ)[A-Za-z0-9_\-]{5,}\.[A-Za-z0-9_\-]{5,}(?:\.[A-Za-z0-9_\-]+){0,3}"
-        ),
-        PLACEHOLDER,
-    ),
-)
-
-# Short strings (most attribute values) take one combined search first: what every rule
-# above needs, lowercased. An alternation costs ~18 ns a character, so past a few hundred
-# characters running the literal-first rules directly is cheaper.
-_ANY_RULE = re.compile(
-    r"-----begin |authorization|bearer|cookie|://|sig=|signature=|credential=|key|pass|pwd|secret"
-    r"|token|akia|asia|aiza|gh[pousr]_|github_pat_|glpat-|xox|xapp-|hooks\.slack\.com/|k_live_"
-    r"|k_test_|whsec_|sk-|eyj"
-)
-_PREFILTER_MAX = 256
-
-# Attribute / payload keys that name a secret: their whole string value is one.
-_SENSITIVE_KEY = re.compile(r"(?:" + _SECRET_WORDS + r"|authorization|cookie)\Z", re.IGNORECASE)
 _MAX_DEPTH = 32
+# Short strings (most attribute values) take one combined search first: what every rule needs,
+# lowercased. An alternation costs ~18 ns a character, so past a few hundred characters
+# running the literal-first rules directly is cheaper.
+_PREFILTER_MAX = 256
+_rules: tuple[tuple[Rule, ...], tuple[Rule, ...], re.Pattern[str]] | None = None
+
+
+def _builtin_rules() -> tuple[tuple[Rule, ...], tuple[Rule, ...], re.Pattern[str]]:
+    """The built-in rules, compiled on first use."""
+    global _rules
+    if _rules is None:
+        from membrane_otel.logs import _redact_forms as forms
+        from membrane_otel.logs import _redact_tokens as tokens
+
+        prefilter = re.compile(forms.HINTS + "|" + tokens.HINTS)
+        _rules = (forms.FORM_RULES + tokens.TOKEN_RULES, forms.NON_ASCII_RULES, prefilter)
+    return _rules
 
 
 def _compile_extra(pattern: str | tuple[str, str]) -> tuple[re.Pattern[str], str]:
@@ -278,30 +79,16 @@ def _compile_extra(pattern: str | tuple[str, str]) -> tuple[re.Pattern[str], str
         raise ValueError(f"redaction pattern {source!r} is not a valid regular expression: {exc}") from None
 
 
-def _apply(rule: _Rule, text: str, low: str) -> str:
-    """``text`` with every match of ``rule`` replaced (a no-match costs one regex search)."""
-    if rule.lower:
-        if len(low) == len(text):
-            regex, subject = rule.regex, low
-        else:
-            regex, subject = cast("re.Pattern[str]", rule.ci_regex), text
-    else:
-        regex, subject = rule.regex, text
-    first = regex.search(subject)
-    if first is None:
-        return text
-    repl, lead = rule.repl, rule.lead
-    parts: list[str] = []
-    last = 0
-    for m in regex.finditer(subject, first.start()):
-        start = m.start() - lead
-        if start < last:  # overlapping a previous match: already replaced
-            continue
-        parts.append(text[last:start])
-        parts.append(repl if isinstance(repl, str) else repl(m, text))
-        last = m.end()
-    parts.append(text[last:])
-    return "".join(parts)
+def _key_rule(keys: Iterable[str]) -> Rule | None:
+    """A key/value rule for the user's own key names (``pin``, ``ssn``)."""
+    from membrane_otel.logs._redact_rules import ci, kv, replace_keyed
+
+    words = sorted({k.lower() for k in keys if k}, key=len, reverse=True)
+    if not words:
+        return None
+    return ci(
+        "extra_keys", kv("(?<![a-z0-9])(?:" + "|".join(re.escape(w) for w in words) + ")"), replace_keyed
+    )
 
 
 class Redactor:
@@ -310,27 +97,36 @@ class Redactor:
     ``extra_patterns`` adds rules after the built-in ones: a string is a regex whose every
     match is replaced by ``<REDACTED>``; a ``(regex, replacement)`` pair is applied with
     :func:`re.sub`, so groups can keep context (``(r"(pin=)\d+", r"\1<REDACTED>")``).
+    ``extra_keys`` are more key names whose values are secrets (in text and in mappings).
     ``extra`` is a last callback over the result. If it raises, the whole text becomes
     ``<REDACTED>``: a scrubber that failed must not let through what it was meant to remove.
     """
 
-    __slots__ = ("_extra", "_extra_rules", "_key_cache")
+    __slots__ = ("_extra", "_extra_keys", "_extra_rules", "_key_cache", "_key_rule")
 
     def __init__(
         self,
         extra_patterns: Sequence[str | tuple[str, str]] = (),
         extra: Callable[[str], str] | None = None,
+        extra_keys: Sequence[str] = (),
     ) -> None:
         self._extra_rules = tuple(_compile_extra(p) for p in extra_patterns)
         self._extra = extra
+        self._extra_keys = tuple(k.lower() for k in extra_keys)
+        self._key_rule = _key_rule(extra_keys)
         self._key_cache: dict[str, bool] = {}
 
     def __call__(self, text: str) -> str:
         if not text:
             return text
+        rules, non_ascii, prefilter = _rules or _builtin_rules()
         low = text.lower()
-        if len(text) > _PREFILTER_MAX or _ANY_RULE.search(low) is not None:
-            text = self._builtin(text, low)
+        if len(text) > _PREFILTER_MAX or prefilter.search(low) is not None:
+            text, low = _run(rules, text, low)
+        if not text.isascii():
+            text, low = _run(non_ascii, text, low)
+        if self._key_rule is not None:
+            text, low = _run((self._key_rule,), text, low)
         for regex, repl in self._extra_rules:
             text = regex.sub(repl, text)
         if self._extra is not None:
@@ -341,20 +137,20 @@ class Redactor:
                 return PLACEHOLDER
         return text
 
-    @staticmethod
-    def _builtin(text: str, low: str) -> str:
-        for rule in _BUILTIN_RULES:
-            new = _apply(rule, text, low)
-            if new is not text:
-                text = new
-                low = text.lower()
-        return text
+    def counted(self, text: str) -> tuple[str, int]:
+        """``(redacted text, how many values were replaced)``."""
+        out = self(text)
+        if out is text or out == text:
+            return text, 0
+        return out, max(1, out.count(PLACEHOLDER) - text.count(PLACEHOLDER))
 
     def is_sensitive_key(self, key: str) -> bool:
         """Whether an attribute / payload key names a secret (``password``, ``apiKey``, ``Cookie``)."""
         hit = self._key_cache.get(key)
         if hit is None:
-            hit = _SENSITIVE_KEY.search(key) is not None
+            hit = names_secret(key) or (
+                bool(self._extra_keys) and key.lower().rsplit(".", 1)[-1] in self._extra_keys
+            )
             if len(self._key_cache) >= 4096:  # attribute keys repeat; a flood of new ones must not grow this
                 self._key_cache.clear()
             self._key_cache[key] = hit
@@ -366,35 +162,60 @@ class Redactor:
         A dict value whose key names a secret (``{"password": "hunter2"}``) is replaced
         whole, since a bare value has no context for the text rules to recognise.
         """
-        return cast(_V, self._value(value, 0))
+        return cast(_V, self._value(value, 0, None))
 
-    def _value(self, value: Any, depth: int) -> Any:
+    def redact_counted(self, value: _V) -> tuple[_V, int]:
+        """:meth:`redact_value` and how many values it replaced (for the record's count attribute)."""
+        tally = [0]
+        out = self._value(value, 0, tally)
+        return cast(_V, out), tally[0]
+
+    def _value(self, value: Any, depth: int, tally: list[int] | None) -> Any:
         if isinstance(value, str):
-            return self(value)
+            if tally is None:
+                return self(value)
+            out, n = self.counted(value)
+            tally[0] += n
+            return out
         if depth >= _MAX_DEPTH:
             # Deeper than any real payload, or a cycle: refuse rather than recurse forever.
             return PLACEHOLDER
         if isinstance(value, dict):
-            out: dict[Any, Any] = {}
+            out_d: dict[Any, Any] = {}
             for k, v in value.items():
                 if isinstance(k, str) and self.is_sensitive_key(k):
-                    out[k] = self._mask(v)
+                    out_d[k] = self._mask(v, tally)
                 else:
-                    out[k] = self._value(v, depth + 1)
-            return out
+                    out_d[k] = self._value(v, depth + 1, tally)
+            return out_d
         if isinstance(value, list):
-            return [self._value(v, depth + 1) for v in value]
+            return [self._value(v, depth + 1, tally) for v in value]
         if isinstance(value, tuple):
-            return tuple(self._value(v, depth + 1) for v in value)
+            return tuple(self._value(v, depth + 1, tally) for v in value)
         return value
 
-    def _mask(self, value: Any) -> Any:
+    def _mask(self, value: Any, tally: list[int] | None) -> Any:
         if isinstance(value, str | bytes):
-            return PLACEHOLDER if value else value
+            if not value or (isinstance(value, str) and is_masked(value)):
+                return value
+            if tally is not None:
+                tally[0] += 1
+            return PLACEHOLDER
         if isinstance(value, list | tuple):
-            masked = [PLACEHOLDER if isinstance(v, str | bytes) and v else v for v in value]
+            masked = [self._mask(v, tally) if isinstance(v, str | bytes) else v for v in value]
             return masked if isinstance(value, list) else tuple(masked)
-        return self._value(value, 1)
+        return self._value(value, 1, tally)
+
+
+def _run(rules: tuple[Rule, ...], text: str, low: str) -> tuple[str, str]:
+    from membrane_otel.logs._redact_rules import apply
+
+    for rule in rules:
+        new = apply(rule, text, low)
+        if new is not text:
+            text = new
+            low = text.lower()
+    return text, low
 
 
 default_redactor = Redactor()
@@ -406,10 +227,10 @@ _configured: tuple[tuple[str, ...], Redactor] | None = None
 def configured_redactor() -> Redactor:
     """The redactor with the settings' extra patterns (``MEMBRANE_REDACT_PATTERNS``).
 
-    One compiled instance for the whole process: the logs processor, HRM summaries, ledger
-    events and narratives all redact with the same rules. Rebuilt only when the patterns change
-    (``configure()`` with new settings); a settings error falls back to the built-in rules —
-    it is reported by ``configure()`` itself.
+    One compiled instance for the whole process: the logs processor, every span at
+    translation, the console formatter, the otlp wrapper, ledger events and narratives all
+    redact with the same rules. Rebuilt only when the patterns change (``configure()`` with new
+    settings); a settings error falls back to the built-in rules — ``configure()`` reports it.
     """
     global _configured
     try:

@@ -1,0 +1,95 @@
+"""Which keys name a secret, and which values are no secret at all (already masked, empty, a literal).
+
+Shared by the text rules (:mod:`membrane_otel.logs._redact_rules`) and by the value walker of
+:class:`membrane_otel.logs._redact.Redactor`, so ``password=…`` in a line and ``{"password": …}``
+in a payload follow one list.
+"""
+
+from __future__ import annotations
+
+import re
+
+PLACEHOLDER = "<REDACTED>"
+
+# A key that ends in one of these words names a secret (``*_key`` words are in KEY_PREFIXES).
+SECRET_WORDS = (
+    r"password|passwd|passphrase|pwd|secret|token|credential"
+    r"|passwort|kennwort|wachtwoord|contrase(?:ñ|n)a|senha|parola|haslo|hasło|пароль|密码|パスワード"
+    r"|(?:api|access|secret|private|signing|encryption|account|shared[_-]?access|auth|session|master"
+    r"|client|license|subscription|webhook)[_-]?key"
+)
+# What comes before a literal "key" for the key to name a secret ("cache_key", "sort_key" do not).
+KEY_PREFIXES = tuple(
+    p + sep
+    for p in (
+        "api",
+        "access",
+        "secret",
+        "private",
+        "signing",
+        "encryption",
+        "account",
+        "auth",
+        "sharedaccess",
+        "shared_access",
+        "shared-access",
+        "session",
+        "master",
+        "client",
+        "license",
+        "subscription",
+        "webhook",
+    )
+    for sep in ("", "_", "-")
+)
+
+# Keys that end in "token" but hold a cursor, not a credential (pagination, sync, resume).
+CURSOR_TOKENS = (
+    "page_token",
+    "pagetoken",
+    "page-token",
+    "next_token",
+    "nexttoken",
+    "next-token",
+    "continuation_token",
+    "continuationtoken",
+    "continuation-token",
+    "sync_token",
+    "synctoken",
+    "cursor_token",
+    "resume_token",
+    "resumetoken",
+    "pagination_token",
+    "paginationtoken",
+)
+
+_SENSITIVE_KEY = re.compile(r"(?:" + SECRET_WORDS + r"|authorization|cookie|\Aauth)\Z", re.IGNORECASE)
+_CURSOR_KEY = re.compile(r"(?:" + "|".join(CURSOR_TOKENS) + r")\Z", re.IGNORECASE)
+
+
+def names_secret(key: str) -> bool:
+    """Whether a key (``password``, ``apiKey``, ``http.request.header.authorization``) names a secret."""
+    return _SENSITIVE_KEY.search(key) is not None and _CURSOR_KEY.search(key) is None
+
+
+# JSON / Python literals that carry no secret; replacing them would only break the syntax.
+NOT_SECRETS = frozenset(
+    {"", "null", "none", "nil", "true", "false", "undefined", "[]", "{}", "''", '""', PLACEHOLDER.lower()}
+)
+# What someone already masked stays exactly as it is: rewriting it would say we found a secret.
+_MASKED = re.compile(
+    r"""\A(?:[*•#]+|[xX]{3,}|\.{3,}|…"""
+    r"""|[\[<(](?i:redacted|filtered|masked|hidden|removed|omitted|scrubbed|secret|sensitive)[\]>)]"""
+    r"""|(?i:redacted|filtered|masked|scrubbed)|\*+[A-Za-z]*\*+|\*+\d{1,4}"""
+    r"""|Secret(?:Str|Bytes)\(b?['"]?\**['"]?\)?"""
+    r"""|\$\{[^}]*\}|\$[A-Z_][A-Z0-9_]*|%\([a-z_]+\)s|\{\{[^}]*\}\}?|<[a-z][a-z _\-]*>)\Z"""
+)
+
+
+def is_masked(value: str) -> bool:
+    """A value with no secret in it: masked (``***``, ``[REDACTED]``, ``SecretStr('**')``),
+    a placeholder (``${DB_PASSWORD}``, ``<your-token>``), a literal (``null``) or a redacted one."""
+    low = value.lower()
+    if low in NOT_SECRETS or low.endswith(PLACEHOLDER.lower()):
+        return True
+    return _MASKED.match(value) is not None
