@@ -20,3 +20,13 @@ os.environ["MEMBRANE_THROTTLE"] = "0"
 # The watchdog's own alerts would land in other tests' captures; test_watchdog drives its own.
 os.environ["MEMBRANE_WATCHDOG"] = "0"
 os.environ["OTEL_SERVICE_NAME"] = "membrane-otel-tests"
+
+
+def pytest_terminal_summary(terminalreporter: object, exitstatus: int, config: object) -> None:
+    """Print the redaction corpus' scores whenever its test ran (``make test`` shows them)."""
+    from tests.data.secret_corpus import SCORE_KEY
+
+    summary = config.stash.get(SCORE_KEY, None)  # type: ignore[attr-defined]
+    if summary:
+        terminalreporter.write_sep("-", "secret redaction")  # type: ignore[attr-defined]
+        terminalreporter.write_line(summary)  # type: ignore[attr-defined]

@@ -81,11 +81,11 @@ def _compile_extra(pattern: str | tuple[str, str]) -> tuple[re.Pattern[str], str
 
 def _key_rule(keys: Iterable[str]) -> Rule | None:
     """A key/value rule for the user's own key names (``pin``, ``ssn``)."""
-    from membrane_otel.logs._redact_rules import ci, kv, replace_keyed
-
     words = sorted({k.lower() for k in keys if k}, key=len, reverse=True)
     if not words:
         return None
+    from membrane_otel.logs._redact_rules import ci, kv, replace_keyed
+
     return ci(
         "extra_keys", kv("(?<![a-z0-9])(?:" + "|".join(re.escape(w) for w in words) + ")"), replace_keyed
     )

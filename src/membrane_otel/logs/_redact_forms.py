@@ -30,7 +30,7 @@ from membrane_otel.logs._redact_rules import (
 
 # "Das Passwort ist geheim123", "le mot de passe est …", "la contraseña es …": a verb, then a value.
 _PHRASE_SEP = r"(?P<sep>[ \t]+(?:is|ist|lautet|est|es|era|é|è|är|er|jest|was|wird|sera|será)[ \t]+)"
-_PHRASE_VALUE = r"""["'«“]?(?P<uv>[^\s"'»”,;]+)"""
+_PHRASE_VALUE = r"""["'«“]?[ \t\u00a0]*(?P<uv>[^\s"'»”,;]+)"""
 # A quoted argument of a call, for positional credentials: Client('AC…', 'token').
 _ARG = re.compile(r"""\s*(?:b?(['"])(?P<q>[^'"\r\n]*)\1|(?P<bare>[^,()\s]+))\s*""")
 # Protocol words that are not the credential: AUTH PLAIN <blob>, redis AUTH default <pw>.
@@ -77,12 +77,15 @@ def _replace_login_line(m: re.Match[str], text: str) -> str:
     return text[m.start() : m.start("cred")] + PLACEHOLDER
 
 
+_DSN_STOPS = " \t\r\n\"'=(,;<>[{"
+
+
 def _replace_dsn(m: re.Match[str], text: str) -> str | tuple[int, str]:
     """``user:pw@tcp(host)/db``, ``user:pw@host:5432``: find ``user:`` before the ``@``."""
     at = m.start()
-    start = at
-    while start > 0 and text[start - 1] not in " \t\r\n\"'=(,;<>[{":
-        start -= 1
+    floor = max(0, at - 128)  # bounded: userinfo is short, so a hostile line stays linear
+    window = text[floor:at]
+    start = floor + 1 + max(window.rfind(c) for c in _DSN_STOPS)
     userinfo = text[start:at]
     if "/" in userinfo or ":" not in userinfo:  # URLs are url_userinfo's; "bob@x" names a user
         return text[m.start() : m.end()]
@@ -102,10 +105,15 @@ def _replace_word_or_phrase(m: re.Match[str], text: str) -> str:
     return replace_phrase(m, text)
 
 
+# Commands whose -p (redis-cli's -a) is a password, not a port: the flag within 200 characters
+# on the same line (bounded, so a hostile line stays linear).
+_SHORT_FLAG = r"""[^\r\n]{0,200}?[ \t]-[%s](?:[ \t]+|(?=[^\s-]))["']?(?P<cred>[^\s"'-][^\s"']*)"""
+
+
 def _replace_hook_path(m: re.Match[str], text: str) -> str:
     """A webhook URL's path is its secret; "hooks/pre-commit" is a file."""
     path = m.group("path")
-    if not any(c.isdigit() for c in path) and not any(len(s) >= 16 for s in path.split("/")):
+    if not any(c.isdigit() for c in path) and not any(len(s) >= 24 and "." not in s for s in path.split("/")):
         return text[m.start() : m.end()]
     return text[m.start() : m.start("path")] + PLACEHOLDER
 
@@ -151,14 +159,14 @@ FORM_RULES: tuple[Rule, ...] = (
     Rule(
         "url_userinfo",
         re.compile(
-            r"""://(?<=[A-Za-z0-9+.\-]://)(?P<user>[^\s:/?#@'"<>]*)(?::(?P<password>[^\s/?#'"<>]*))?@"""
+            r"""://(?<=[A-Za-z0-9+.\-]://)(?P<user>[^\s:/?#@'"<>]*)(?::(?P<password>[^\s/?'"<>]*))?@"""
         ),
         replace_userinfo,
     ),
     # Go / MySQL DSNs and bare user:password@host.
     Rule(
         "dsn_userinfo",
-        re.compile(r"@(?=tcp\(|unix\(|udp\(|\(|/|[A-Za-z0-9][A-Za-z0-9.\-]*(?::\d|/))"),
+        re.compile(r"@(?!sha256:|sha512:)(?=tcp\(|unix\(|udp\(|\(|/|[A-Za-z0-9][A-Za-z0-9.\-]*(?::\d|/))"),
         _replace_dsn,
     ),
     # Signed URLs (S3, GCS, Azure SAS) and ?key=: the signature or key is the secret.
@@ -203,7 +211,12 @@ FORM_RULES: tuple[Rule, ...] = (
         "cli_user", r"-u(?<![a-z0-9_\-]-u)[ \t]*[\"']?[^\s:\"'-][^\s:\"']*:(?P<cred>[^\s\"']+)", replace_value
     ),
     ci("cli_user_long", r"--user[ =][\"']?[^\s:\"']+:(?P<cred>[^\s\"']+)", replace_value),
-    ci("sshpass", r"sshpass[ \t]+-p[ \t]*[\"']?(?P<cred>[^\s\"']+)", replace_value),
+    ci("mysql_p", r"mysql(?<![a-z0-9_]mysql)" + _SHORT_FLAG % "p", replace_value),
+    ci("login_p", r"login(?<=docker login|podman login)" + _SHORT_FLAG % "p", replace_value),
+    ci("sshpass_p", r"sshpass" + _SHORT_FLAG % "p", replace_value),
+    ci("redis_cli_a", r"redis-cli" + _SHORT_FLAG % "a", replace_value),
+    # .netrc: machine host login bob password pw
+    ci("netrc", r"machine[ \t]+\S+[ \t]+login[ \t]+\S+[ \t]+password[ \t]+(?P<cred>\S+)", replace_value),
     ci(
         "cli_flag",
         r"--(?:[a-z0-9]+-)*(?:password|passwd|pass|token|secret|api-key|apikey|access-key|secret-key|auth-token"
@@ -235,7 +248,8 @@ FORM_RULES: tuple[Rule, ...] = (
     # Python tuples and lists of pairs: ('password', 'hunter2').
     ci(
         "pair_tuple",
-        r"""\((?=[ \t]*b?['"][a-z0-9_.\-]*?(?:pass(?:word|wd|phrase)?|pwd|secret|token|api[_-]?key|auth))"""
+        r"""\((?=[ \t]*b?['"][a-z0-9_.\-]*?(?:pass(?:word|wd|phrase)?|pwd|secret|token|credential|auth"""
+        r"""|(?:api|access|secret|private|signing|encryption|account|session|master|client)[_-]?key))"""
         r"""[ \t]*b?(?P<q>['"])[a-z0-9_.\-]*(?P=q)[ \t]*,[ \t]*""" + VALUE,
         replace_value,
     ),
@@ -275,5 +289,5 @@ NON_ASCII_RULES: tuple[Rule, ...] = (
 HINTS = (
     r"-----begin |authorization|bearer|basic|cookie|://|@|sig=|signature=|credential|code=|key|pass|pwd|secret"
     r"|token|hook|\(|auth|-u|--user|identified|login|identify|kennwort|wachtwoord|senha|parola|haslo|clave"
-    r"|contrasena|mdp"
+    r"|contrasena|mdp|mysql|login|redis-cli|machine"
 )

@@ -86,10 +86,18 @@ _MASKED = re.compile(
 )
 
 
+# Cheap first test: masked and placeholder values start with one of these (see _MASKED).
+_MASK_STARTS = frozenset("*•#xX.…[<($%{Ssrfmh")
+_MASKED_WORDS = ("redacted", "filtered", "masked", "scrubbed", "<redacted>")
+
+
 def is_masked(value: str) -> bool:
     """A value with no secret in it: masked (``***``, ``[REDACTED]``, ``SecretStr('**')``),
     a placeholder (``${DB_PASSWORD}``, ``<your-token>``), a literal (``null``) or a redacted one."""
+    if value and value[0] not in _MASK_STARTS and value[-1] != ">":
+        low = value.lower()
+        return low in NOT_SECRETS or low.endswith(_MASKED_WORDS)
     low = value.lower()
-    if low in NOT_SECRETS or low.endswith(PLACEHOLDER.lower()):
+    if low in NOT_SECRETS or low.endswith(PLACEHOLDER.lower()) or low.startswith(("${", "{{", "<redacted>")):
         return True
     return _MASKED.match(value) is not None

@@ -28,17 +28,16 @@ class Rule:
     name: str
     regex: re.Pattern[str]
     repl: str | Repl
-    # Lowercase rules run on text.lower(); ``ci_regex`` is their fallback for the rare text
-    # whose lowercase has another length (a few non-ASCII letters).
+    # Lowercase rules run on text.lower(); for the rare text whose lowercase has another length
+    # (a few non-ASCII letters) they run case-insensitively on the text itself.
     lower: bool = False
-    ci_regex: re.Pattern[str] | None = None
     # Characters before the match that belong to the secret (asserted by a lookbehind).
     lead: int = 0
 
 
 def ci(name: str, pattern: str, repl: str | Repl, flags: int = 0) -> Rule:
     """A case-insensitive rule; ``pattern`` is written in lowercase."""
-    return Rule(name, re.compile(pattern, flags), repl, True, re.compile(pattern, flags | re.IGNORECASE))
+    return Rule(name, re.compile(pattern, flags), repl, True)
 
 
 def apply(rule: Rule, text: str, low: str) -> str:
@@ -47,7 +46,8 @@ def apply(rule: Rule, text: str, low: str) -> str:
         if len(low) == len(text):
             regex, subject = rule.regex, low
         else:
-            regex = rule.ci_regex or rule.regex
+            # Compiled on first need (re caches it): most processes never see such a text.
+            regex = re.compile(rule.regex.pattern, rule.regex.flags | re.IGNORECASE)
             subject = text
     else:
         regex, subject = rule.regex, text
@@ -91,8 +91,8 @@ SEP = r"""(?P<sep>\\?["']?[ \t]*(?:=>|:=|[:=：])[ \t]*)"""
 # line, so a truncated record leaks nothing), a Go-style [list], or a bare run up to a delimiter.
 VALUE = (
     r'(?:\\"(?P<ev>[^"\\\r\n]*)\\"'
-    r"""|b?"(?P<dv>[^"\\\r\n]*(?:\\.[^"\\\r\n]*)*)(?:"|(?=[\r\n])|\Z)"""
-    r"""|b?'(?P<sv>[^'\\\r\n]*(?:\\.[^'\\\r\n]*)*)(?:'|(?=[\r\n])|\Z)"""
+    r"""|b?"(?P<dv>[^"\\\r\n]*+(?:\\.[^"\\\r\n]*+)*+)(?:"|(?=[\r\n])|\Z)"""
+    r"""|b?'(?P<sv>[^'\\\r\n]*+(?:\\.[^'\\\r\n]*+)*+)(?:'|(?=[\r\n])|\Z)"""
     r"""|\[(?P<bv>[^\]\r\n]*)(?:\]|(?=[\r\n])|\Z)"""
     r"""|(?P<uv>[^\s'",;&}\])\\]+))"""
 )
@@ -145,8 +145,8 @@ def replace_keyed(m: re.Match[str], text: str) -> str:
 def replace_pwd(m: re.Match[str], text: str) -> str:
     """``PWD=/home/x`` is the shell's working directory, not a password."""
     vs, ve = _value_span(m)
-    key_start = m.start()
-    while key_start > 0 and (text[key_start - 1].isalnum() or text[key_start - 1] == "_"):
+    key_start, floor = m.start(), max(0, m.start() - 8)
+    while key_start > floor and (text[key_start - 1].isalnum() or text[key_start - 1] == "_"):
         key_start -= 1
     if text[key_start : m.start() + 3] in ("PWD", "OLDPWD") and text[vs : vs + 1] in ("/", "~"):
         return text[m.start() : m.end()]

@@ -50,8 +50,8 @@ for _prefix in PREFIXES:
 
 
 def _word_start(text: str, end: int) -> int:
-    start = end
-    while start > 0 and text[start - 1].isalnum():
+    start, floor = end, max(0, end - 32)  # prefixes are short; bounded so a hostile line stays linear
+    while start > floor and text[start - 1].isalnum():
         start -= 1
     return start
 
@@ -73,7 +73,7 @@ def _prefixed(anchor: str) -> Rule:
                 break
         return text[m.start() : m.end()]
 
-    pattern = re.escape(anchor) + rf"[A-Za-z0-9][A-Za-z0-9_\-.]{{{_MIN_BODY - 1},}}"
+    pattern = re.escape(anchor) + rf"[A-Za-z0-9_\-.]{{{_MIN_BODY},}}"
     return Rule(f"token{anchor}", re.compile(pattern), repl)
 
 
