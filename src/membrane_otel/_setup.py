@@ -108,8 +108,10 @@ def _quiet_own_loggers() -> None:
     # Our own diagnostics must never re-enter the pipeline they report on.
     own = logging.getLogger("membrane_otel")
     if not own.handlers:
+        from membrane_otel.logs._redact_format import RedactingFormatter
+
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("membrane-otel: %(levelname)s %(message)s"))
+        handler.setFormatter(RedactingFormatter("membrane-otel: %(levelname)s %(message)s"))
         own.addHandler(handler)
         own.setLevel(logging.WARNING)
     own.propagate = False
@@ -152,6 +154,9 @@ def configure(*, _auto_instrumentation_version: str | None = None, **overrides: 
             return settings
         apply_env_defaults(settings)
         _prefer_tree_console()
+        from membrane_otel.logs._redact_otlp import route_otlp_through_redaction
+
+        route_otlp_through_redaction()
 
         from membrane_otel._internal.batching import BatchLogProcessor, BatchSpanProcessorWithCounts
         from membrane_otel._internal.compat import initialize_sdk

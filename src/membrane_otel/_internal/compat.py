@@ -61,3 +61,14 @@ def set_log_attribute(attributes: object, key: str, value: Any) -> None:
     """
     mapping: MutableMapping[str, Any] = attributes  # type: ignore[assignment]  # BoundedAttributes is a MutableMapping
     mapping[key] = value
+
+
+def otlp_log_exporter_class(protocol: str) -> Any:
+    """The SDK's OTLP log exporter class for ``grpc`` or ``http`` (it lives in a ``_``-module)."""
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as Grpc
+
+        return Grpc
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as Http
+
+    return Http

@@ -47,7 +47,10 @@ class ConsoleWhenAlone(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         last = logging.lastResort
         if last is not None and record.levelno >= last.level and not _app_handles(record.name):
-            last.handle(record)
+            # lastResort prints message and traceback: it gets a redacted copy of the record.
+            from membrane_otel.logs._redact_format import redacted_record
+
+            last.handle(redacted_record(record))
         return True  # never keeps the record from the OTel handler
 
 

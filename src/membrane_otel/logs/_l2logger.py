@@ -280,7 +280,10 @@ def setup_l2_logger(
             logger.removeHandler(handler)
     if console:
         stream = logging.StreamHandler(sys.stderr)
-        stream.setFormatter(logging.Formatter(_CONSOLE_FORMAT))
+        # Redacted like every other exit: the console prints exception messages and tracebacks.
+        from membrane_otel.logs._redact_format import RedactingFormatter
+
+        stream.setFormatter(RedactingFormatter(_CONSOLE_FORMAT))
         stream._membrane_l2 = True  # type: ignore[attr-defined]
         logger.addHandler(stream)
     if l2_level is None:

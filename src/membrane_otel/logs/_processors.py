@@ -87,8 +87,11 @@ class MembraneLogProcessor(LogRecordProcessor):
     def on_emit(self, log_record: ReadWriteLogRecord) -> None:
         record = log_record.log_record
         redact = self._redact
+        redacted = 0
         if isinstance(record.body, str | list | dict):
-            record.body = redact(record.body)
+            body = redact(record.body)
+            redacted += body != record.body
+            record.body = body
         body = record.body
         if isinstance(body, str) and len(body) > BODY_MAX_BYTES // 4:
             # seeds/000: a body is at most 64 KB (redacted first, so the redactor saw it all).
@@ -104,6 +107,10 @@ class MembraneLogProcessor(LogRecordProcessor):
                 for key, value in cleaned.items():
                     if value is not plain[key] and value != plain[key]:
                         set_log_attribute(attrs, key, value)
+                        redacted += 1
+            if redacted:
+                # How many values were redacted (never which): visible without the secret.
+                set_log_attribute(attrs, "membrane.redacted_count", redacted)
             if "membrane.record_id" not in attrs:
                 set_log_attribute(attrs, "membrane.record_id", os.urandom(12).hex())
             if (
@@ -114,6 +121,8 @@ class MembraneLogProcessor(LogRecordProcessor):
                 _enrich_error(log_record, attrs)
         else:
             record.attributes = {"membrane.record_id": os.urandom(12).hex()}
+            if redacted:
+                record.attributes["membrane.redacted_count"] = redacted
         counters.incr("produced_logs")
 
     def shutdown(self) -> None:

@@ -33,6 +33,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from membrane_otel._internal.tables import truncate
+from membrane_otel.logs._redact_spans import redact_span_data
 from membrane_otel.spans._layers import CODES, SUMMARY_LIMIT
 from membrane_otel.translate._records import SpanData, span_from_sdk
 
@@ -225,7 +226,7 @@ class ConsoleTreeSpanExporter(SpanExporter):
         with self._lock:
             now = self._clock()
             for raw in spans:
-                span = span_from_sdk(raw)
+                span = redact_span_data(span_from_sdk(raw))
                 if span.trace_id in self._done:
                     # A child that outlived its printed root (a detached thread or task).
                     ready.append([span])

@@ -27,6 +27,7 @@ from membrane_otel._internal.tables import (
     slug,
     truncate,
 )
+from membrane_otel.logs._redact_spans import redact_span_data
 from membrane_otel.membrane._envelope import CONTENT_LIMIT, Envelope
 from membrane_otel.translate._records import LogData, SpanData
 from membrane_otel.translate._shape import put
@@ -102,6 +103,8 @@ def record_id(record: SpanData | LogData, occurrence: int = 0) -> str:
 
 def span_line(span: SpanData) -> dict[str, Any]:
     """A span as a ledger line; HRM spans keep the seed's ``TraceEvent`` fields by name."""
+    # Every span, not only HRM ones: third-party instrumentations' http.url, db.statement…
+    span = redact_span_data(span)
     a = span.attributes
     hrm = "hrm.layer" in a
     line: dict[str, Any] = {
