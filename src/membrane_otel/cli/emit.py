@@ -98,6 +98,38 @@ def _payload(args: argparse.Namespace) -> dict[str, object]:
     return payload
 
 
+def _redacted(payload: dict[str, object], ids: dict[str, str | None]) -> dict[str, object]:
+    """The payload (and ids) through the redaction policy: ``-p api_key=sk-…`` never reaches the file.
+
+    Imported only when there is something to redact; the rules themselves are compiled only
+    when a value looks like it could hold a secret, so a plain emit stays cheap.
+    """
+    if not payload and not any(ids.values()):
+        return payload
+    from membrane_otel.logs._redact import Redactor
+
+    raw = os.environ.get("MEMBRANE_REDACT_PATTERNS", "").strip()
+    patterns: list[str] = []
+    if raw:
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            data = None
+        if not isinstance(data, list) or not all(isinstance(p, str) for p in data):
+            raise SystemExit(
+                'MEMBRANE_REDACT_PATTERNS is not valid: expected a JSON array of regex strings, e.g. ["sess-[0-9a-f]+"]'
+            )
+        patterns = data
+    try:
+        redactor = Redactor(extra_patterns=patterns)
+    except ValueError as exc:
+        raise SystemExit(f"MEMBRANE_REDACT_PATTERNS is not valid: {exc}") from None
+    for key, value in ids.items():
+        if value:
+            ids[key] = redactor(value)
+    return redactor.redact_value(payload)
+
+
 def resolve_ledger_path(explicit: str | None) -> str:
     """``--ledger``, else ``$MEMBRANE_LEDGER_PATH``, else ``$AGI_LEDGER_PATH``, else the default."""
     return (
@@ -128,8 +160,8 @@ def run(args: argparse.Namespace) -> int:
     from membrane_otel.ledger._writer import Ledger
     from membrane_otel.translate._shape import event_line
 
-    payload = _payload(args)
     ids = {"task_id": args.task_id, "persona_id": args.persona_id, "session_id": args.session_id}
+    payload = _redacted(_payload(args), ids)
     line = event_line(
         args.event_type,
         payload,

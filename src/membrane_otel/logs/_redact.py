@@ -27,15 +27,19 @@ shell emitter imports it only when it has something to redact).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any, TypeVar, cast
 
-from membrane_otel._internal import counters
-from membrane_otel.logs._redact_keys import PLACEHOLDER, is_masked, names_secret
+from membrane_otel.logs._redact_keys import HINTS, PLACEHOLDER, is_masked, names_secret
 
+# typing.TYPE_CHECKING without importing typing: the shell emitter imports this module, and its
+# start-up is the feature (mypy honours the name).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Sequence
+    from typing import Any, TypeVar
+
     from membrane_otel.logs._redact_rules import Rule
+
+    _V = TypeVar("_V")
 
 __all__ = [
     "PLACEHOLDER",
@@ -50,24 +54,24 @@ __all__ = [
 # The attribute that says how many values were redacted on a record (never what they were).
 REDACTED_COUNT_ATTRIBUTE = "membrane.redacted_count"
 
-_V = TypeVar("_V")
 _MAX_DEPTH = 32
 # Short strings (most attribute values) take one combined search first: what every rule needs,
 # lowercased. An alternation costs ~18 ns a character, so past a few hundred characters
 # running the literal-first rules directly is cheaper.
 _PREFILTER_MAX = 256
-_rules: tuple[tuple[Rule, ...], tuple[Rule, ...], re.Pattern[str]] | None = None
+_PREFILTER = re.compile(HINTS)
+_rules: tuple[tuple[Rule, ...], tuple[Rule, ...]] | None = None
 
 
-def _builtin_rules() -> tuple[tuple[Rule, ...], tuple[Rule, ...], re.Pattern[str]]:
-    """The built-in rules, compiled on first use."""
+def _builtin_rules() -> tuple[tuple[Rule, ...], tuple[Rule, ...]]:
+    """The built-in rules, compiled on first use (a process that never sees a candidate never
+    pays for them)."""
     global _rules
     if _rules is None:
         from membrane_otel.logs import _redact_forms as forms
         from membrane_otel.logs import _redact_tokens as tokens
 
-        prefilter = re.compile(forms.HINTS + "|" + tokens.HINTS)
-        _rules = (forms.FORM_RULES + tokens.TOKEN_RULES, forms.NON_ASCII_RULES, prefilter)
+        _rules = (forms.FORM_RULES + tokens.TOKEN_RULES, forms.NON_ASCII_RULES)
     return _rules
 
 
@@ -119,12 +123,11 @@ class Redactor:
     def __call__(self, text: str) -> str:
         if not text:
             return text
-        rules, non_ascii, prefilter = _rules or _builtin_rules()
         low = text.lower()
-        if len(text) > _PREFILTER_MAX or prefilter.search(low) is not None:
-            text, low = _run(rules, text, low)
+        if len(text) > _PREFILTER_MAX or _PREFILTER.search(low) is not None:
+            text, low = _run((_rules or _builtin_rules())[0], text, low)
         if not text.isascii():
-            text, low = _run(non_ascii, text, low)
+            text, low = _run((_rules or _builtin_rules())[1], text, low)
         if self._key_rule is not None:
             text, low = _run((self._key_rule,), text, low)
         for regex, repl in self._extra_rules:
@@ -133,6 +136,8 @@ class Redactor:
             try:
                 text = self._extra(text)
             except Exception:
+                from membrane_otel._internal import counters
+
                 counters.incr("redact_errors")
                 return PLACEHOLDER
         return text
@@ -162,13 +167,13 @@ class Redactor:
         A dict value whose key names a secret (``{"password": "hunter2"}``) is replaced
         whole, since a bare value has no context for the text rules to recognise.
         """
-        return cast(_V, self._value(value, 0, None))
+        return self._value(value, 0, None)  # type: ignore[no-any-return]  # same shape as value
 
     def redact_counted(self, value: _V) -> tuple[_V, int]:
         """:meth:`redact_value` and how many values it replaced (for the record's count attribute)."""
         tally = [0]
         out = self._value(value, 0, tally)
-        return cast(_V, out), tally[0]
+        return out, tally[0]
 
     def _value(self, value: Any, depth: int, tally: list[int] | None) -> Any:
         if isinstance(value, str):

@@ -284,10 +284,3 @@ NON_ASCII_RULES: tuple[Rule, ...] = (
         _replace_word_or_phrase,
     ),
 )
-
-# What every rule above needs, lowercased, for the short-string prefilter.
-HINTS = (
-    r"-----begin |authorization|bearer|basic|cookie|://|@|sig=|signature=|credential|code=|key|pass|pwd|secret"
-    r"|token|hook|\(|auth|-u|--user|identified|login|identify|kennwort|wachtwoord|senha|parola|haslo|clave"
-    r"|contrasena|mdp|mysql|login|redis-cli|machine"
-)

@@ -141,9 +141,3 @@ TOKEN_RULES: tuple[Rule, ...] = (
         PLACEHOLDER,
     ),
 )
-
-# What every token rule above needs, as a lowercase regex, for the short-string prefilter.
-HINTS = (
-    rf"[_\-.][a-z0-9][a-z0-9_\-.]{{{_MIN_BODY - 1}}}|a[ksigrn][iapo][ada]|aiza|dapi|ltai|q~|hooks|eyj|-us"
-    r"|ac[0-9a-f]{32}|sk[0-9a-f]{32}|:aa"
-)
