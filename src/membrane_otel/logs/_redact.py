@@ -213,14 +213,9 @@ class Redactor:
 
 
 def _run(rules: tuple[Rule, ...], text: str, low: str) -> tuple[str, str]:
-    from membrane_otel.logs._redact_rules import apply
+    from membrane_otel.logs._redact_rules import run_rules
 
-    for rule in rules:
-        new = apply(rule, text, low)
-        if new is not text:
-            text = new
-            low = text.lower()
-    return text, low
+    return run_rules(rules, text, low)
 
 
 default_redactor = Redactor()

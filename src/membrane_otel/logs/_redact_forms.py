@@ -16,6 +16,7 @@ from membrane_otel.logs._redact_rules import (
     VALUE,
     Rule,
     ci,
+    gated,
     kv,
     replace_auth_blob,
     replace_authorization,
@@ -28,6 +29,8 @@ from membrane_otel.logs._redact_rules import (
     replace_value,
 )
 
+# Password words of other languages (their rules are gated by `in` checks: see Rule.needs).
+_WORDS = ("kennwort", "wachtwoord", "senha", "contrasena", "mdp")
 # "Das Passwort ist geheim123", "le mot de passe est …", "la contraseña es …": a verb, then a value.
 _PHRASE_SEP = r"(?P<sep>[ \t]+(?:is|ist|lautet|est|es|era|é|è|är|er|jest|was|wird|sera|será)[ \t]+)"
 _PHRASE_VALUE = r"""["'«“]?[ \t\u00a0]*(?P<uv>[^\s"'»”,;]+)"""
@@ -118,7 +121,7 @@ def _replace_hook_path(m: re.Match[str], text: str) -> str:
     return text[m.start() : m.start("path")] + PLACEHOLDER
 
 
-FORM_RULES: tuple[Rule, ...] = (
+_FORM_RULES: tuple[Rule, ...] = (
     # First, so the key rules below see a "private_key": "<REDACTED>" and not the block's lines.
     Rule(
         "pem_private_key",
@@ -263,16 +266,40 @@ FORM_RULES: tuple[Rule, ...] = (
     ci("key_value", kv(r"key" + KEY_LOOKBEHIND), replace_keyed),
     ci(
         "kennwort_value",
-        kv(r"(?:kennwort|wachtwoord|senha|parola|haslo|clave|contrasena|mdp)"),
+        kv(r"(?:kennwort|wachtwoord|senha|contrasena|mdp)"),
         replace_keyed,
+        needs=_WORDS,
     ),
     # Prose, in several languages: "Passwort ist geheim123", "mot de passe est …".
     ci("password_phrase", r"pass(?:word|wort|e)" + _PHRASE_SEP + _PHRASE_VALUE, replace_phrase),
     ci(
         "kennwort_phrase",
-        r"(?:kennwort|wachtwoord|senha|contrasena|clave)" + _PHRASE_SEP + _PHRASE_VALUE,
+        r"(?:kennwort|wachtwoord|senha|contrasena)" + _PHRASE_SEP + _PHRASE_VALUE,
         replace_phrase,
+        needs=_WORDS,
     ),
+)
+
+# Rules that share a literal run only when it occurs: one `in` check (one pass over the text)
+# for the group instead of one search each.
+FORM_RULES = gated(
+    _FORM_RULES,
+    {
+        "pass": (
+            "password_value",
+            "pass_suffix_value",
+            "password_phrase",
+            "sql_password",
+            "pass_line",
+            "netrc",
+        ),
+        "auth": ("authorization", "auth_blob", "auth_line"),
+        "login": ("login_p", "login_line"),
+        "hook": ("webhook_path",),
+        "(": ("call_args", "pair_tuple"),
+        "-u": ("cli_user", "cli_user_long"),
+        "identif": ("sql_identified", "identify_line"),
+    },
 )
 
 # Scripts other than Latin get their own rules, run only on non-ASCII text.

@@ -49,7 +49,7 @@ KEY_PREFIXES = tuple(
 HINTS = (
     r"-----begin |authorization|bearer|basic|cookie|://|@|sig=|signature=|credential|code=|key|pass|pwd"
     r"|secret|token|hook|\(|auth|-u|--user|identified|login|identify|kennwort|wachtwoord|senha|parola"
-    r"|haslo|clave|contrasena|mdp|mysql|redis-cli|machine|sshpass"
+    r"|contrasena|mdp|mysql|redis-cli|machine|sshpass"
     # Provider tokens: a separator and ten token characters, or their literal starts.
     r"|[_\-.][a-z0-9_\-.]{10}|a[ksigrn][iapo][ada]|aiza|dapi|ltai|q~|eyj|-us|ac[0-9a-f]{32}|sk[0-9a-f]{32}|:aa"
 )

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 
 from membrane_otel.logs._redact_keys import PLACEHOLDER
-from membrane_otel.logs._redact_rules import Rule
+from membrane_otel.logs._redact_rules import Rule, gated
 
 # Prefix → the shortest body after it that counts as a token.
 PREFIXES: dict[str, int] = {
@@ -73,8 +73,30 @@ def _prefixed(anchor: str) -> Rule:
                 break
         return text[m.start() : m.end()]
 
-    pattern = re.escape(anchor) + rf"[A-Za-z0-9_\-.]{{{_MIN_BODY},}}"
+    # The two characters before the separator must end a known prefix ("pm" of npm_): one
+    # fixed-width lookbehind, so the many "_" of snake_case cost a compare each. Issued tokens
+    # are random: within their first characters comes a capital or a digit, which lowercase
+    # names never have (bounded lookahead: a hostile run of them stays linear).
+    tails = sorted({p[p.index(anchor) - 2 : p.index(anchor)] for p in prefixes})
+    behind = "|".join(re.escape(t + anchor) for t in tails)
+    pattern = (
+        re.escape(anchor)
+        + f"(?<={behind})"
+        + rf"(?=[a-z_\-.]{{0,64}}[A-Z0-9])[A-Za-z0-9_\-.]{{{_MIN_BODY},}}"
+    )
     return Rule(f"token{anchor}", re.compile(pattern), repl)
+
+
+def _twilio(sid: str) -> Rule:
+    # An account / API-key sid and its auth token side by side: the token goes.
+    return Rule(
+        f"twilio_pair_{sid}",
+        re.compile(
+            sid + rf"""(?<![A-Za-z0-9_]{sid})[0-9a-f]{{32}}"""
+            r"""(?P<sep>["']?[ \t]*[:,/][ \t]*["']?)(?P<secret>[A-Za-z0-9]{32})(?![A-Za-z0-9])"""
+        ),
+        lambda m, text: text[m.start() : m.start("secret")] + PLACEHOLDER,
+    )
 
 
 def _aws_pair(m: re.Match[str], text: str) -> str:
@@ -82,7 +104,7 @@ def _aws_pair(m: re.Match[str], text: str) -> str:
     return PLACEHOLDER + (m.group("sep") or "") + (PLACEHOLDER if m.group("secret") else "")
 
 
-TOKEN_RULES: tuple[Rule, ...] = (
+_TOKEN_RULES: tuple[Rule, ...] = (
     _prefixed("_"),
     _prefixed("-"),
     _prefixed("."),
@@ -97,15 +119,8 @@ TOKEN_RULES: tuple[Rule, ...] = (
     Rule("gcp_api_key", re.compile(r"AIza(?<![A-Za-z0-9_]AIza)[0-9A-Za-z_\-]{35}"), PLACEHOLDER),
     Rule("databricks_token", re.compile(r"dapi(?<![A-Za-z0-9_]dapi)[a-f0-9]{32}(?:-\d)?"), PLACEHOLDER),
     Rule("alibaba_key_id", re.compile(r"LTAI(?<![A-Za-z0-9_]LTAI)[A-Za-z0-9]{20}"), PLACEHOLDER),
-    Rule(
-        "twilio_pair",
-        # An account / API-key sid and its auth token side by side: the token goes.
-        re.compile(
-            r"""(?:AC|SK)(?<![A-Za-z0-9_]AC)(?<![A-Za-z0-9_]SK)[0-9a-f]{32}"""
-            r"""(?P<sep>["']?[ \t]*[:,/][ \t]*["']?)(?P<secret>[A-Za-z0-9]{32})(?![A-Za-z0-9])"""
-        ),
-        lambda m, text: text[m.start() : m.start("secret")] + PLACEHOLDER,
-    ),
+    _twilio("AC"),
+    _twilio("SK"),
     Rule(
         "mailchimp_key",
         re.compile(r"-us(?<=[0-9a-f]{32}-us)\d{1,2}(?![0-9])"),
@@ -141,3 +156,8 @@ TOKEN_RULES: tuple[Rule, ...] = (
         PLACEHOLDER,
     ),
 )
+
+# "hook" gates the webhook rules with one `in` check (see Rule.needs), shared with the webhook
+# path rule of _redact_forms: one pass over the text instead of three. (A gate of one rule
+# would cost what its own literal-led search costs.)
+TOKEN_RULES = gated(_TOKEN_RULES, {"hook": ("slack_webhook", "discord_webhook")})
