@@ -37,6 +37,7 @@ ROWS: dict[str, str] = {
     "e2e": "benchmarks.bench_e2e",
     "emit": "benchmarks.bench_emit",
     "memory": "benchmarks.bench_memory",
+    "redact": "benchmarks.bench_redact",
 }
 TIMEOUT_S = {"quick": 120, "full": 1200}
 

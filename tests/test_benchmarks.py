@@ -101,3 +101,15 @@ def test_runner_runs_a_row_in_its_own_process_and_writes_the_report(tmp_path: Pa
     text = (tmp_path / "PERFORMANCE.quick.partial.md").read_text()
     assert "Ledger append" in text and "## Machine and versions" in text
     assert (tmp_path / "performance.quick.partial.png").exists()
+
+
+def test_redact_row_times_lines_and_hostile_inputs() -> None:
+    """The redaction row times the 1 KB lines against the formatter and the hostile 100 KB inputs."""
+    from benchmarks import bench_redact
+
+    result = bench_redact.run(quick=True)
+    _check_row(result, "redact")
+    labels = {r["label"] for r in result["ratios"]}
+    assert (
+        "clean 1 KB line / 20 µs budget" in labels and "worst hostile 100 KB input / 10 ms budget" in labels
+    )

@@ -662,6 +662,44 @@ def score(redact: Callable[[str], str], seed: int = 14) -> Score:
     )
 
 
+# --------------------------------------------------------------------------- hostile inputs
+
+
+def hostile_inputs(size: int = 100_000) -> dict[str, str]:
+    """Inputs shaped to make a regex backtrack: long runs with no terminator, many openers
+    that never close, dense keys without values. Shared by the test (a generous bound) and
+    benchmarks/bench_redact.py (the tight one)."""
+    return {
+        "no_separator": "a" * size,
+        "words": "lorem ipsum " * (size // 12),
+        "keys_without_values": "password=" * (size // 9),
+        "keys_and_colons": "token: " * (size // 7),
+        "unterminated_escapes": '"password": "' + '\\"' * (size // 2),
+        "schemes": "://" * (size // 3),
+        "userinfo_openers": "://a:" * (size // 5),
+        "ats": "@" * size,
+        "dsn_like": "a:b@h:1" * (size // 7),
+        "underscores": "_" * size,
+        "dashes": "ab-" * (size // 3),
+        "dots": "." * size,
+        "pem_never_ends": "-----BEGIN RSA PRIVATE KEY-----" + "A" * size,
+        "pem_openers": "-----BEGIN PRIVATE KEY-----\n" * (size // 28),
+        "authorization_headers": "Authorization: " * (size // 15),
+        "call_openers": "client(" + "a," * (size // 2),
+        "aws_prefixes": "AKIA" * (size // 4),
+        "hook_paths": "/hooks/" * (size // 7),
+        "jwt_openers": "eyJaaaaa." * (size // 9),
+        "base64": "QUJD" * (size // 4),
+        "password_flags": "mysql " + "-p x " * (size // 5),
+        "cyrillic": "пароль " * (size // 7),
+        "cjk": "密码" * (size // 2),
+        "quotes": "'\"`" * (size // 3),
+        "backslashes": "\\" * size,
+        "tuple_openers": "('password', " * (size // 13),
+        "lowercase_changes_length": "İ" * (size // 2) + "password=x",
+    }
+
+
 if __name__ == "__main__":
     from membrane_otel.logs._redact import redact_secrets
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import re
 
-from membrane_otel.logs._redact_keys import HINTS, PLACEHOLDER, is_masked, names_secret
+from membrane_otel.logs._redact_keys import HINTS, PLACEHOLDER, is_masked, lowered, names_secret
 
 # typing.TYPE_CHECKING without importing typing: the shell emitter imports this module, and its
 # start-up is the feature (mypy honours the name).
@@ -123,7 +123,7 @@ class Redactor:
     def __call__(self, text: str) -> str:
         if not text:
             return text
-        low = text.lower()
+        low = lowered(text)
         if len(text) > _PREFILTER_MAX or _PREFILTER.search(low) is not None:
             text, low = _run((_rules or _builtin_rules())[0], text, low)
         if not text.isascii():

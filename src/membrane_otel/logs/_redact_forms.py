@@ -113,10 +113,13 @@ def _replace_word_or_phrase(m: re.Match[str], text: str) -> str:
 _SHORT_FLAG = r"""[^\r\n]{0,200}?[ \t]-[%s](?:[ \t]+|(?=[^\s-]))["']?(?P<cred>[^\s"'-][^\s"']*)"""
 
 
+_LONG_SEGMENT = re.compile(r"[^/.]{24}")
+
+
 def _replace_hook_path(m: re.Match[str], text: str) -> str:
     """A webhook URL's path is its secret; "hooks/pre-commit" is a file."""
     path = m.group("path")
-    if not any(c.isdigit() for c in path) and not any(len(s) >= 24 and "." not in s for s in path.split("/")):
+    if not any(d in path for d in "0123456789") and _LONG_SEGMENT.search(path) is None:
         return text[m.start() : m.end()]
     return text[m.start() : m.start("path")] + PLACEHOLDER
 
@@ -125,10 +128,7 @@ _FORM_RULES: tuple[Rule, ...] = (
     # First, so the key rules below see a "private_key": "<REDACTED>" and not the block's lines.
     Rule(
         "pem_private_key",
-        re.compile(
-            r"-----BEGIN (?P<label>[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?)-----.*?(?:-----END (?P=label)-----|\Z)",
-            re.DOTALL,
-        ),
+        re.compile(r"-----BEGIN (?P<label>[A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?)-----"),
         replace_pem,
     ),
     # Authorization / Proxy-Authorization, any scheme (the scheme stays); Go maps' [Bearer x] too.
@@ -169,7 +169,9 @@ _FORM_RULES: tuple[Rule, ...] = (
     # Go / MySQL DSNs and bare user:password@host.
     Rule(
         "dsn_userinfo",
-        re.compile(r"@(?!sha256:|sha512:)(?=tcp\(|unix\(|udp\(|\(|/|[A-Za-z0-9][A-Za-z0-9.\-]*(?::\d|/))"),
+        re.compile(
+            r"@(?=[A-Za-z0-9(/])(?!sha256:|sha512:)(?=tcp\(|unix\(|udp\(|\(|/|[A-Za-z0-9][A-Za-z0-9.\-]*(?::\d|/))"
+        ),
         _replace_dsn,
     ),
     # Signed URLs (S3, GCS, Azure SAS) and ?key=: the signature or key is the secret.
@@ -296,6 +298,8 @@ FORM_RULES = gated(
         "auth": ("authorization", "auth_blob", "auth_line"),
         "login": ("login_p", "login_line"),
         "hook": ("webhook_path",),
+        # Query strings: "sig=" and the like only after "?", "&" or ";".
+        "?": ("query_signature",),
         "(": ("call_args", "pair_tuple"),
         "-u": ("cli_user", "cli_user_long"),
         "identif": ("sql_identified", "identify_line"),
@@ -303,11 +307,13 @@ FORM_RULES = gated(
 )
 
 # Scripts other than Latin get their own rules, run only on non-ASCII text.
-NON_ASCII_RULES: tuple[Rule, ...] = (
+NON_ASCII_RULES: tuple[Rule, ...] = tuple(
+    # One rule per word, each starting with its literal (an alternation would try every position).
     ci(
-        "password_words_non_ascii",
-        r"(?:contraseña|hasło|пароль|密码|パスワード|비밀번호|κωδικός)(?P<sep>[ \t]*(?:[:=：]|[ \t](?:es|это|—|-)|是|は|为))"
+        f"password_word_{word}",
+        word + r"(?P<sep>[ \t]*(?:[:=：]|[ \t](?:es|это|—|-)|是|は|为))"
         r"[ \t]*[\"'«“「]?(?P<uv>[^\s\"'»”」,;。、]+)",
         _replace_word_or_phrase,
-    ),
+    )
+    for word in ("contraseña", "hasło", "пароль", "密码", "パスワード", "비밀번호", "κωδικός")
 )

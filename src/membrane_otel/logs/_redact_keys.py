@@ -102,6 +102,13 @@ _MASK_STARTS = frozenset("*•#xX.…[<($%{Ssrfmh")
 _MASKED_WORDS = ("redacted", "filtered", "masked", "scrubbed", "<redacted>")
 
 
+def lowered(text: str) -> str:
+    """``text.lower()`` with the same length, so a match in it is a match at the same place in
+    ``text``: only "İ" (U+0130) lowercases to two characters, so it is folded to "i" first."""
+    low = text.lower()
+    return low if len(low) == len(text) else text.replace("\u0130", "i").lower()
+
+
 def is_masked(value: str) -> bool:
     """A value with no secret in it: masked (``***``, ``[REDACTED]``, ``SecretStr('**')``),
     a placeholder (``${DB_PASSWORD}``, ``<your-token>``), a literal (``null``) or a redacted one."""

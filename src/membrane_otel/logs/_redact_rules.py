@@ -19,9 +19,9 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from membrane_otel.logs._redact_keys import CURSOR_TOKENS, KEY_PREFIXES, PLACEHOLDER, is_masked
+from membrane_otel.logs._redact_keys import CURSOR_TOKENS, KEY_PREFIXES, PLACEHOLDER, is_masked, lowered
 
-Repl = Callable[["re.Match[str]", str], "str | tuple[int, str]"]
+Repl = Callable[["re.Match[str]", str], "str | tuple[int, str] | tuple[int, str, int]"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,8 +29,7 @@ class Rule:
     name: str
     regex: re.Pattern[str]
     repl: str | Repl
-    # Lowercase rules run on text.lower(); for the rare text whose lowercase has another length
-    # (a few non-ASCII letters) they run case-insensitively on the text itself.
+    # Lowercase rules run on the text lowercased (``lowered``: same length, same positions).
     lower: bool = False
     # Characters before the match that belong to the secret (asserted by a lookbehind).
     lead: int = 0
@@ -55,7 +54,6 @@ def gated(rules: tuple[Rule, ...], gates: dict[str, tuple[str, ...]]) -> tuple[R
 def run_rules(rules: tuple[Rule, ...], text: str, low: str) -> tuple[str, str]:
     """Apply ``rules`` in order; each gate (``needs``) is checked once per text."""
     gates: dict[tuple[str, ...], bool] = {}
-    same = len(low) == len(text)
     for rule in rules:
         needs = rule.needs
         if needs:
@@ -65,48 +63,60 @@ def run_rules(rules: tuple[Rule, ...], text: str, low: str) -> tuple[str, str]:
             if not hit:
                 continue
         # The no-match case inline (most rules, most texts): one search, no call.
-        if same and rule.regex.search(low if rule.lower else text) is None:
+        if rule.regex.search(low if rule.lower else text) is None:
             continue
         new = apply(rule, text, low)
         if new is not text:
             text = new
-            low = text.lower()
-            same = len(low) == len(text)
+            low = lowered(text)
     return text, low
 
 
+# A text with more matches of one rule than this is hostile or a dump: the rest of it, from
+# that match on, is withheld whole. Fails closed, and bounds the time any input can take.
+MAX_MATCHES = 256
+
+
 def apply(rule: Rule, text: str, low: str) -> str:
-    """``text`` with every match of ``rule`` replaced (a no-match costs one regex search)."""
-    if rule.lower:
-        if len(low) == len(text):
-            regex, subject = rule.regex, low
-        else:
-            # Compiled on first need (re caches it): most processes never see such a text.
-            regex = re.compile(rule.regex.pattern, rule.regex.flags | re.IGNORECASE)
-            subject = text
-    else:
-        regex, subject = rule.regex, text
+    """``text`` with every match of ``rule`` replaced (a no-match costs one regex search).
+
+    A replacement may also be ``(start, new, end)`` when the secret runs past the match
+    (a PEM block to its END line, found with ``str.find``)."""
+    regex = rule.regex
+    subject = low if rule.lower else text
     first = regex.search(subject)
     if first is None:
         return text
     repl, lead = rule.repl, rule.lead
     parts: list[str] = []
     last = 0
+    count = 0
     for m in regex.finditer(subject, first.start()):
-        start = m.start() - lead
+        start, end = m.start() - lead, m.end()
+        if start < last:  # overlapping a previous replacement: already done
+            continue
+        count += 1
+        if count > MAX_MATCHES:
+            parts.append(text[last:start])
+            parts.append(PLACEHOLDER)
+            last = len(text)
+            break
         if isinstance(repl, str):
             new = repl
         else:
             out = repl(m, text)
             if isinstance(out, tuple):
-                start, new = out
+                if len(out) == 3:
+                    start, new, end = out  # type: ignore[misc]
+                else:
+                    start, new = out
+                if start < last:
+                    continue
             else:
                 new = out
-        if start < last:  # overlapping a previous match: already replaced
-            continue
         parts.append(text[last:start])
         parts.append(new)
-        last = m.end()
+        last = end
     if not parts:
         return text
     parts.append(text[last:])
@@ -236,9 +246,13 @@ def replace_userinfo(m: re.Match[str], text: str) -> str:
     return f"://{PLACEHOLDER if user else ''}:{PLACEHOLDER}@"
 
 
-def replace_pem(m: re.Match[str], text: str) -> str:
+def replace_pem(m: re.Match[str], text: str) -> tuple[int, str, int]:
+    """The block to its END line (``str.find``, linear), or to the end of a truncated text."""
     label = m.group("label")
-    return f"-----BEGIN {label}-----{PLACEHOLDER}-----END {label}-----"
+    end_marker = f"-----END {label}-----"
+    at = text.find(end_marker, m.end())
+    end = len(text) if at < 0 else at + len(end_marker)
+    return m.start(), f"-----BEGIN {label}-----{PLACEHOLDER}{end_marker}", end
 
 
 def _is_basic_blob(value: str) -> bool:

@@ -81,6 +81,7 @@ def _prefixed(anchor: str) -> Rule:
     behind = "|".join(re.escape(t + anchor) for t in tails)
     pattern = (
         re.escape(anchor)
+        + rf"(?<=[A-Za-z0-9]{{2}}{re.escape(anchor)})"  # a cheap class test first: "__" fails here
         + f"(?<={behind})"
         + rf"(?=[a-z_\-.]{{0,64}}[A-Z0-9])[A-Za-z0-9_\-.]{{{_MIN_BODY},}}"
     )
