@@ -107,7 +107,7 @@ def apply(rule: Rule, text: str, low: str) -> str:
             out = repl(m, text)
             if isinstance(out, tuple):
                 if len(out) == 3:
-                    start, new, end = out  # type: ignore[misc]
+                    start, new, end = out
                 else:
                     start, new = out
                 if start < last:
