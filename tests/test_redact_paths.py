@@ -143,3 +143,18 @@ def test_the_fallback_console_handler_prints_no_secret(capsys: pytest.CaptureFix
     FallbackConsoleHandler().handle(_record("payment failed for token=%s", SECRET))
     err = capsys.readouterr().err
     assert err == "payment failed for token=<REDACTED>\n"
+
+
+def test_setup_l2_logger_console_prints_no_secret(capsys: pytest.CaptureFixture[str]) -> None:
+    """The L2 logger's console line, exception message and traceback are redacted on stderr."""
+    from membrane_otel import setup_l2_logger
+
+    log = setup_l2_logger("redact_paths_l2", __file__)
+    try:
+        raise ConnectionError(f"search backend refused api_key={SECRET}")
+    except ConnectionError:
+        log.exception("tool failed with token=%s", SECRET)
+    err = capsys.readouterr().err
+    assert "tool failed with token=<REDACTED>" in err
+    assert "ConnectionError: search backend refused api_key=<REDACTED>" in err
+    assert BODY not in err
