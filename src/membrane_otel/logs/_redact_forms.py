@@ -30,7 +30,7 @@ from membrane_otel.logs._redact_rules import (
 )
 
 # Password words of other languages (their rules are gated by `in` checks: see Rule.needs).
-_WORDS = ("kennwort", "wachtwoord", "senha", "contrasena", "mdp")
+_WORDS = ("kennwort", "wachtwoord", "senha")
 # "Das Passwort ist geheim123", "le mot de passe est …", "la contraseña es …": a verb, then a value.
 _PHRASE_SEP = r"(?P<sep>[ \t]+(?:is|ist|lautet|est|es|era|é|è|är|er|jest|was|wird|sera|será)[ \t]+)"
 _PHRASE_VALUE = r"""["'«“]?[ \t\u00a0]*(?P<uv>[^\s"'»”,;]+)"""
@@ -177,23 +177,9 @@ _FORM_RULES: tuple[Rule, ...] = (
     # Signed URLs (S3, GCS, Azure SAS) and ?key=: the signature or key is the secret.
     ci(
         "query_signature",
-        "=(?:"
-        + "|".join(
-            f"(?<=[?&;]{re.escape(k)}=)"
-            for k in (
-                "sig",
-                "signature",
-                "x-amz-signature",
-                "x-amz-credential",
-                "x-goog-signature",
-                "x-goog-credential",
-                "key",
-                "apikey",
-                "code",
-                "client_secret",
-            )
-        )
-        + r""")(?P<uv>[^&#\s"'<>]+)""",
+        # Starts with one of three rare characters, so the scan skips to them.
+        r"[?&;](?:sig|signature|x-amz-signature|x-amz-credential|x-goog-signature|x-goog-credential"
+        r"|key|apikey|code|client_secret)=(?P<uv>[^&#\s\"'<>]+)",
         replace_value,
     ),
     # Webhook URLs carry their secret in the path.
@@ -268,7 +254,7 @@ _FORM_RULES: tuple[Rule, ...] = (
     ci("key_value", kv(r"key" + KEY_LOOKBEHIND), replace_keyed),
     ci(
         "kennwort_value",
-        kv(r"(?:kennwort|wachtwoord|senha|contrasena|mdp)"),
+        kv(r"(?:kennwort|wachtwoord|senha)"),
         replace_keyed,
         needs=_WORDS,
     ),
@@ -276,7 +262,7 @@ _FORM_RULES: tuple[Rule, ...] = (
     ci("password_phrase", r"pass(?:word|wort|e)" + _PHRASE_SEP + _PHRASE_VALUE, replace_phrase),
     ci(
         "kennwort_phrase",
-        r"(?:kennwort|wachtwoord|senha|contrasena)" + _PHRASE_SEP + _PHRASE_VALUE,
+        r"(?:kennwort|wachtwoord|senha)" + _PHRASE_SEP + _PHRASE_VALUE,
         replace_phrase,
         needs=_WORDS,
     ),
@@ -298,8 +284,8 @@ FORM_RULES = gated(
         "auth": ("authorization", "auth_blob", "auth_line"),
         "login": ("login_p", "login_line"),
         "hook": ("webhook_path",),
-        # Query strings: "sig=" and the like only after "?", "&" or ";".
-        "?": ("query_signature",),
+        "@": ("dsn_userinfo",),
+        "--": ("cli_flag",),
         "(": ("call_args", "pair_tuple"),
         "-u": ("cli_user", "cli_user_long"),
         "identif": ("sql_identified", "identify_line"),

@@ -48,8 +48,8 @@ KEY_PREFIXES = tuple(
 # Keep in step with _redact_forms / _redact_tokens (test_redact_corpus proves it on the corpus).
 HINTS = (
     r"-----begin |authorization|bearer|basic|cookie|://|@|sig=|signature=|credential|code=|key|pass|pwd"
-    r"|secret|token|hook|\(|auth|-u|--user|identified|login|identify|kennwort|wachtwoord|senha|parola"
-    r"|contrasena|mdp|mysql|redis-cli|machine|sshpass"
+    r"|secret|token|hook|\(|auth|-u|--user|identified|login|identify|kennwort|wachtwoord|senha"
+    r"|mysql|redis-cli|machine|sshpass"
     # Provider tokens: a separator and ten token characters, or their literal starts.
     r"|[_\-.][a-z0-9_\-.]{10}|a[ksigrn][iapo][ada]|aiza|dapi|ltai|q~|eyj|-us|ac[0-9a-f]{32}|sk[0-9a-f]{32}|:aa"
 )
