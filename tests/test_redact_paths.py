@@ -158,3 +158,17 @@ def test_setup_l2_logger_console_prints_no_secret(capsys: pytest.CaptureFixture[
     assert "tool failed with token=<REDACTED>" in err
     assert "ConnectionError: search backend refused api_key=<REDACTED>" in err
     assert BODY not in err
+
+
+@pytest.mark.parametrize("group", ["opentelemetry_traces_exporter", "opentelemetry_logs_exporter"])
+@pytest.mark.parametrize("name", ["membrane_otlp_grpc", "membrane_otlp_http"])
+def test_the_wrapped_otlp_entry_points_build(group: str, name: str) -> None:
+    """Each entry point the renamed ``otlp`` resolves to builds the SDK's exporter inside a wrapper."""
+    from importlib.metadata import entry_points
+
+    from membrane_otel.logs._redact_otlp import RedactingLogExporter
+
+    (ep,) = [e for e in entry_points(group=group) if e.name == name]
+    exporter = ep.load()()
+    assert isinstance(exporter, RedactingSpanExporter | RedactingLogExporter)
+    exporter.shutdown()
