@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import re
 
-from membrane_otel.logs._redact_keys import HINTS, PLACEHOLDER, is_masked, lowered, names_secret
+from membrane_otel.logs._redact_keys import HINTS, PLACEHOLDER, TOKEN_HINTS, is_masked, lowered, names_secret
 
 # typing.TYPE_CHECKING without importing typing: the shell emitter imports this module, and its
 # start-up is the feature (mypy honours the name).
@@ -59,7 +59,12 @@ _MAX_DEPTH = 32
 # lowercased. An alternation costs ~150 ns a character here, the rules ~20 µs whatever the
 # length (one search and a little Python each), so past ~80 characters the rules run directly.
 _PREFILTER_MAX = 80
+# Short values repeat (script names, paths, routes, status words): the built-in rules' result
+# for them is remembered. It depends on the text alone, so every Redactor shares it.
+_CACHE_MAX = 4096
+_short_cache: dict[str, str] = {}
 _PREFILTER = re.compile(HINTS)
+_TOKEN_PREFILTER = re.compile(TOKEN_HINTS)
 _rules: tuple[tuple[Rule, ...], tuple[Rule, ...]] | None = None
 
 
@@ -123,12 +128,23 @@ class Redactor:
     def __call__(self, text: str) -> str:
         if not text:
             return text
-        low = lowered(text)
-        if len(text) > _PREFILTER_MAX or _PREFILTER.search(low) is not None:
-            text, low = _run((_rules or _builtin_rules())[0], text, low)
-        if not text.isascii():
-            text, low = _run((_rules or _builtin_rules())[1], text, low)
+        short = len(text) <= _PREFILTER_MAX
+        cached = _short_cache.get(text) if short else None
+        if cached is not None:
+            text, low = cached, ""
+        else:
+            original = text
+            low = lowered(text)
+            if not short or _PREFILTER.search(low) is not None or _TOKEN_PREFILTER.search(text) is not None:
+                text, low = _run((_rules or _builtin_rules())[0], text, low)
+            if not text.isascii():
+                text, low = _run((_rules or _builtin_rules())[1], text, low)
+            if short:
+                if len(_short_cache) >= _CACHE_MAX:  # a flood of distinct values must not grow it
+                    _short_cache.clear()
+                _short_cache[original] = text
         if self._key_rule is not None:
+            low = low or lowered(text)
             text, low = _run((self._key_rule,), text, low)
         for regex, repl in self._extra_rules:
             text = regex.sub(repl, text)

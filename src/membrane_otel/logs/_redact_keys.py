@@ -43,15 +43,21 @@ KEY_PREFIXES = tuple(
     for sep in ("", "_", "-")
 )
 
-# What every rule needs, lowercased: a short string none of these occur in holds no secret the
-# rules could find, so the rules are not even compiled for it (the shell emitter's start-up).
+# What every rule needs: a short string in which none of these occur holds no secret the rules
+# could find, so they do not run (and are not even compiled: the shell emitter's start-up).
 # Keep in step with _redact_forms / _redact_tokens (test_redact_corpus proves it on the corpus).
+# Words, looked for in the lowercased text (one literal alternation: keep it short, each
+# alternative costs a little at every position).
 HINTS = (
-    r"-----begin |authorization|bearer|basic|cookie|://|@|sig=|signature=|credential|code=|key|pass|pwd"
-    r"|secret|token|hook|\(|auth|-u|--user|identified|login|identify|kennwort|wachtwoord|senha"
-    r"|mysql|redis-cli|machine|sshpass"
-    # Provider tokens: a separator and ten token characters, or their literal starts.
-    r"|[_\-.][a-z0-9_\-.]{10}|a[ksigrn][iapo][ada]|aiza|dapi|ltai|q~|eyj|-us|ac[0-9a-f]{32}|sk[0-9a-f]{32}|:aa"
+    r"auth|bearer|basic|cookie|://|@|sig|credential|code=|key|pass|pwd|secret|token|hook|\(|-u"
+    r"|identif|login|kennwort|wachtwoord|senha|mysql|redis-cli"
+)
+# Provider tokens, looked for in the text itself: a separator then, within nine characters, a
+# capital or a digit (random bodies have one at once; snake_case names have none), or a
+# family's literal start. Bounded, so each separator costs a few steps.
+TOKEN_HINTS = (
+    r"[_\-.][a-z_\-.]{0,8}[A-Z0-9][A-Za-z0-9_\-.]{8}"
+    r"|A[KSGIRN][IAPO][ADA]|AIza|dapi|LTAI|Q~|eyJ|-us|AC[0-9a-f]{32}|SK[0-9a-f]{32}|:AA"
 )
 
 # Keys that end in "token" but hold a cursor, not a credential (pagination, sync, resume).
