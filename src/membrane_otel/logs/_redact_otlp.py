@@ -31,7 +31,8 @@ _OURS = {
     "otlp_proto_grpc": "membrane_otlp_grpc",
     "otlp_proto_http": "membrane_otlp_http",
 }
-_PROTOCOLS = {"grpc": "otlp_proto_grpc", "http/protobuf": "otlp_proto_http", "http/json": "otlp_proto_http"}
+# The protocols the SDK itself accepts for ``otlp`` (anything else it refuses, in its own words).
+_PROTOCOLS = {"grpc": "otlp_proto_grpc", "http/protobuf": "otlp_proto_http"}
 
 
 def route_otlp_through_redaction() -> None:
