@@ -14,7 +14,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
-from membrane_otel._internal.console_fallback import FallbackConsoleHandler
+from membrane_otel._internal.console_fallback import ConsoleWhenAlone
 from membrane_otel.logs._redact_format import RedactingFormatter
 from membrane_otel.logs._redact_otlp import RedactingSpanExporter, route_otlp_through_redaction
 from membrane_otel.spans._console_tree import ConsoleTreeSpanExporter
@@ -138,11 +138,21 @@ def test_the_redacting_formatter_covers_message_exception_and_stack() -> None:
     assert "charge token=<REDACTED>" in text and "ConnectionError: refused api_key=<REDACTED>" in text
 
 
-def test_the_fallback_console_handler_prints_no_secret(capsys: pytest.CaptureFixture[str]) -> None:
-    """The stand-in for logging.lastResort redacts what it writes to stderr."""
-    FallbackConsoleHandler().handle(_record("payment failed for token=%s", SECRET))
+def test_the_console_fallback_prints_no_secret(capsys: pytest.CaptureFixture[str]) -> None:
+    """What the fallback hands to logging.lastResort (no app handler) is redacted, traceback too;
+    the record the OTel handler goes on with is untouched."""
+    try:
+        raise ConnectionError(f"refused api_key={SECRET}")
+    except ConnectionError as caught:
+        record = _record("payment failed for token=%s", SECRET, exc=caught)
+    record.name = "redact_paths_alone"
+    # A logger with no handler that does not propagate (pytest's own handlers sit on the root).
+    logging.getLogger(record.name).propagate = False
+    assert ConsoleWhenAlone().filter(record) is True
     err = capsys.readouterr().err
-    assert err == "payment failed for token=<REDACTED>\n"
+    assert err.startswith("payment failed for token=<REDACTED>\n")
+    assert "ConnectionError: refused api_key=<REDACTED>" in err and BODY not in err
+    assert record.getMessage() == f"payment failed for token={SECRET}"
 
 
 def test_setup_l2_logger_console_prints_no_secret(capsys: pytest.CaptureFixture[str]) -> None:
