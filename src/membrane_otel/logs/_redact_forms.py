@@ -113,13 +113,29 @@ def _replace_word_or_phrase(m: re.Match[str], text: str) -> str:
 _SHORT_FLAG = r"""[^\r\n]{0,200}?[ \t]-[%s](?:[ \t]+|(?=[^\s-]))["']?(?P<cred>[^\s"'-][^\s"']*)"""
 
 
-_LONG_SEGMENT = re.compile(r"[^/.]{24}")
+# Query parameters whose value is a signature or a key (signed URLs, ?key=).
+_QUERY_SECRETS = (
+    "sig",
+    "signature",
+    "x-amz-signature",
+    "x-amz-credential",
+    "x-goog-signature",
+    "x-goog-credential",
+    "key",
+    "apikey",
+    "code",
+    "client_secret",
+)
+
+# A segment of 24 characters or more, tried only at the separators ("/" is prepended to the
+# path): a class at every position would cost 24 steps a character on a hostile path.
+_LONG_SEGMENT = re.compile(r"[/.][^/.]{24}")
 
 
 def _replace_hook_path(m: re.Match[str], text: str) -> str:
     """A webhook URL's path is its secret; "hooks/pre-commit" is a file."""
     path = m.group("path")
-    if not any(d in path for d in "0123456789") and _LONG_SEGMENT.search(path) is None:
+    if not any(d in path for d in "0123456789") and _LONG_SEGMENT.search("/" + path) is None:
         return text[m.start() : m.end()]
     return text[m.start() : m.start("path")] + PLACEHOLDER
 
@@ -177,9 +193,11 @@ _FORM_RULES: tuple[Rule, ...] = (
     # Signed URLs (S3, GCS, Azure SAS) and ?key=: the signature or key is the secret.
     ci(
         "query_signature",
-        # Starts with one of three rare characters, so the scan skips to them.
-        r"[?&;](?:sig|signature|x-amz-signature|x-amz-credential|x-goog-signature|x-goog-credential"
-        r"|key|apikey|code|client_secret)=(?P<uv>[^&#\s\"'<>]+)",
+        # Starts with the literal "=" (a class first, [?&;], would try every position); the
+        # names' last two letters are one cheap lookbehind (most "=" of a line fail there),
+        # then the name and the ?, & or ; before it, one lookbehind per name.
+        "=(?<=" + "|".join(sorted({name[-2:] + "=" for name in _QUERY_SECRETS})) + ")"
+        "(?:" + "|".join(f"(?<=[?&;]{name}=)" for name in _QUERY_SECRETS) + r")(?P<uv>[^&#\s\"'<>]+)",
         replace_value,
     ),
     # Webhook URLs carry their secret in the path.
@@ -249,7 +267,8 @@ _FORM_RULES: tuple[Rule, ...] = (
     ci("pass_suffix_value", kv(r"pass(?<=[_\-.]pass)"), replace_keyed),
     ci("pwd_value", kv(r"pwd"), replace_pwd),
     ci("secret_value", kv(r"secret"), replace_keyed),
-    ci("token_value", kv(r"token" + TOKEN_NOT_CURSOR), replace_keyed),
+    # KEY_END first: "tokens_saved" fails there, before the cursor names' lookbehinds.
+    ci("token_value", kv(r"token" + KEY_END + TOKEN_NOT_CURSOR), replace_keyed),
     ci("credential_value", kv(r"credential"), replace_keyed),
     ci("key_value", kv(r"key" + KEY_LOOKBEHIND), replace_keyed),
     ci(
@@ -283,8 +302,10 @@ FORM_RULES = gated(
         ),
         "auth": ("authorization", "auth_blob", "auth_line"),
         "login": ("login_p", "login_line"),
+        # "PRIVATE KEY": a capital K is a memchr, "-----BEGIN" a scan.
+        "K": ("pem_private_key",),
         "hook": ("webhook_path",),
-        "@": ("dsn_userinfo",),
+        "@": ("dsn_userinfo", "url_userinfo"),
         "--": ("cli_flag",),
         "(": ("call_args", "pair_tuple"),
         "-u": ("cli_user", "cli_user_long"),
@@ -297,7 +318,8 @@ NON_ASCII_RULES: tuple[Rule, ...] = tuple(
     # One rule per word, each starting with its literal (an alternation would try every position).
     ci(
         f"password_word_{word}",
-        word + r"(?P<sep>[ \t]*(?:[:=：]|[ \t](?:es|это|—|-)|是|は|为))"
+        # One class test first: a run of the word alone ("密码密码…") fails there, at once.
+        word + r"(?=[ \t:=：是は为])(?P<sep>[ \t]*(?:[:=：]|[ \t](?:es|это|—|-)|是|は|为))"
         r"[ \t]*[\"'«“「]?(?P<uv>[^\s\"'»”」,;。、]+)",
         _replace_word_or_phrase,
     )

@@ -16,7 +16,7 @@ import base64
 import binascii
 import dataclasses
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from membrane_otel.logs._redact_keys import CURSOR_TOKENS, KEY_PREFIXES, PLACEHOLDER, is_masked, lowered
@@ -70,9 +70,10 @@ def run_rules(rules: tuple[Rule, ...], text: str, low: str) -> tuple[str, str]:
             if not hit:
                 continue
         # The no-match case inline (most rules, most texts): one search, no call.
-        if rule.regex.search(low if rule.lower else text) is None:
+        found = rule.regex.search(low if rule.lower else text)
+        if found is None:
             continue
-        new = apply(rule, text, low)
+        new = apply(rule, text, low, found)
         if new is not text:
             text = new
             low = lowered(text)
@@ -84,21 +85,24 @@ def run_rules(rules: tuple[Rule, ...], text: str, low: str) -> tuple[str, str]:
 MAX_MATCHES = 256
 
 
-def apply(rule: Rule, text: str, low: str) -> str:
+def apply(rule: Rule, text: str, low: str, first: re.Match[str] | None = None) -> str:
     """``text`` with every match of ``rule`` replaced (a no-match costs one regex search).
 
+    ``first`` is the rule's first match when the caller already searched (not searched again:
+    on a hostile input one search can cost a pass over the whole text).
     A replacement may also be ``(start, new, end)`` when the secret runs past the match
     (a PEM block to its END line, found with ``str.find``)."""
     regex = rule.regex
     subject = low if rule.lower else text
-    first = regex.search(subject)
     if first is None:
-        return text
+        first = regex.search(subject)
+        if first is None:
+            return text
     repl, lead = rule.repl, rule.lead
     parts: list[str] = []
     last = 0
     count = 0
-    for m in regex.finditer(subject, first.start()):
+    for m in _matches(regex, subject, first):
         start, end = m.start() - lead, m.end()
         if start < last:  # overlapping a previous replacement: already done
             continue
@@ -128,6 +132,14 @@ def apply(rule: Rule, text: str, low: str) -> str:
         return text
     parts.append(text[last:])
     return "".join(parts)
+
+
+def _matches(regex: re.Pattern[str], subject: str, first: re.Match[str]) -> Iterator[re.Match[str]]:
+    """``first``, then the matches after it (``finditer`` from its end, as ``finditer`` itself
+    would go on: an empty match steps one character)."""
+    yield first
+    end = first.end()
+    yield from regex.finditer(subject, end + 1 if end == first.start() else end)
 
 
 # ------------------------------------------------------------------ key = value building blocks

@@ -11,6 +11,7 @@ shape of their own) are rules of their own, each starting with its literal.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 from membrane_otel.logs._redact_keys import PLACEHOLDER
 from membrane_otel.logs._redact_rules import Rule, gated
@@ -56,6 +57,11 @@ def _word_start(text: str, end: int) -> int:
     return start
 
 
+def _chars(chars: Iterable[str]) -> str:
+    """A character class body of ``chars`` (escaped)."""
+    return "".join(re.escape(c) for c in sorted(set(chars)))
+
+
 def _prefixed(anchor: str) -> Rule:
     prefixes = _ANCHORS[anchor]
 
@@ -81,7 +87,10 @@ def _prefixed(anchor: str) -> Rule:
     behind = "|".join(re.escape(t + anchor) for t in tails)
     pattern = (
         re.escape(anchor)
-        + rf"(?<=[A-Za-z0-9]{{2}}{re.escape(anchor)})"  # a cheap class test first: "__" fails here
+        # Cheap class tests first: "__" fails at the first, most snake_case words at the second
+        # (the last two letters of some prefix), before the alternation of every prefix's tail.
+        + rf"(?<=[A-Za-z0-9]{{2}}{re.escape(anchor)})"
+        + f"(?<=[{_chars(t[0] for t in tails)}][{_chars(t[1] for t in tails)}]{re.escape(anchor)})"
         + f"(?<={behind})"
         + rf"(?=[a-z_\-.]{{0,64}}[A-Z0-9])[A-Za-z0-9_\-.]{{{_MIN_BODY},}}"
     )
@@ -163,5 +172,12 @@ _TOKEN_RULES: tuple[Rule, ...] = (
 # gate a rule for a fraction of its own search.
 TOKEN_RULES = gated(
     _TOKEN_RULES,
-    {"hook": ("slack_webhook", "discord_webhook"), "J": ("jwt",), "~": ("azure_ad_client_secret",)},
+    {
+        "hook": ("slack_webhook", "discord_webhook"),
+        "J": ("jwt",),
+        "~": ("azure_ad_client_secret",),
+        # Capitals are rare in a log line: one memchr for the families that need an "A".
+        "A": ("aws_access_key_id", "gcp_api_key", "alibaba_key_id", "twilio_pair_AC", "telegram_bot_token"),
+        "K": ("twilio_pair_SK",),
+    },
 )
