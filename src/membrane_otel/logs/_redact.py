@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
     from typing import Any, TypeVar
 
-    from membrane_otel.logs._redact_rules import Rule
+    from membrane_otel.logs._redact_rules import RuleSet
 
     _V = TypeVar("_V")
 
@@ -65,18 +65,19 @@ _CACHE_MAX = 4096
 _short_cache: dict[str, str] = {}
 _PREFILTER = re.compile(HINTS)
 _TOKEN_PREFILTER = re.compile(TOKEN_HINTS)
-_rules: tuple[tuple[Rule, ...], tuple[Rule, ...]] | None = None
+_rules: tuple[RuleSet, RuleSet] | None = None
 
 
-def _builtin_rules() -> tuple[tuple[Rule, ...], tuple[Rule, ...]]:
+def _builtin_rules() -> tuple[RuleSet, RuleSet]:
     """The built-in rules, compiled on first use (a process that never sees a candidate never
     pays for them)."""
     global _rules
     if _rules is None:
         from membrane_otel.logs import _redact_forms as forms
         from membrane_otel.logs import _redact_tokens as tokens
+        from membrane_otel.logs._redact_rules import RuleSet
 
-        _rules = (forms.FORM_RULES + tokens.TOKEN_RULES, forms.NON_ASCII_RULES)
+        _rules = (RuleSet(forms.FORM_RULES + tokens.TOKEN_RULES), RuleSet(forms.NON_ASCII_RULES))
     return _rules
 
 
@@ -88,16 +89,15 @@ def _compile_extra(pattern: str | tuple[str, str]) -> tuple[re.Pattern[str], str
         raise ValueError(f"redaction pattern {source!r} is not a valid regular expression: {exc}") from None
 
 
-def _key_rule(keys: Iterable[str]) -> Rule | None:
+def _key_rule(keys: Iterable[str]) -> RuleSet | None:
     """A key/value rule for the user's own key names (``pin``, ``ssn``)."""
     words = sorted({k.lower() for k in keys if k}, key=len, reverse=True)
     if not words:
         return None
-    from membrane_otel.logs._redact_rules import ci, kv, replace_keyed
+    from membrane_otel.logs._redact_rules import RuleSet, ci, kv, replace_keyed
 
-    return ci(
-        "extra_keys", kv("(?<![a-z0-9])(?:" + "|".join(re.escape(w) for w in words) + ")"), replace_keyed
-    )
+    pattern = kv("(?<![a-z0-9])(?:" + "|".join(re.escape(w) for w in words) + ")")
+    return RuleSet((ci("extra_keys", pattern, replace_keyed),))
 
 
 class Redactor:
@@ -136,16 +136,16 @@ class Redactor:
             original = text
             low = lowered(text)
             if not short or _PREFILTER.search(low) is not None or _TOKEN_PREFILTER.search(text) is not None:
-                text, low = _run((_rules or _builtin_rules())[0], text, low)
+                text, low = (_rules or _builtin_rules())[0].run(text, low)
             if not text.isascii():
-                text, low = _run((_rules or _builtin_rules())[1], text, low)
+                text, low = (_rules or _builtin_rules())[1].run(text, low)
             if short:
                 if len(_short_cache) >= _CACHE_MAX:  # a flood of distinct values must not grow it
                     _short_cache.clear()
                 _short_cache[original] = text
         if self._key_rule is not None:
             low = low or lowered(text)
-            text, low = _run((self._key_rule,), text, low)
+            text, low = self._key_rule.run(text, low)
         for regex, repl in self._extra_rules:
             text = regex.sub(repl, text)
         if self._extra is not None:
@@ -226,12 +226,6 @@ class Redactor:
             masked = [self._mask(v, tally) if isinstance(v, str | bytes) else v for v in value]
             return masked if isinstance(value, list) else tuple(masked)
         return self._value(value, 1, tally)
-
-
-def _run(rules: tuple[Rule, ...], text: str, low: str) -> tuple[str, str]:
-    from membrane_otel.logs._redact_rules import run_rules
-
-    return run_rules(rules, text, low)
 
 
 default_redactor = Redactor()

@@ -51,33 +51,52 @@ def gated(rules: tuple[Rule, ...], gates: dict[str, tuple[str, ...]]) -> tuple[R
     return tuple(dataclasses.replace(r, needs=by_rule[r.name]) if r.name in by_rule else r for r in rules)
 
 
-def run_rules(rules: tuple[Rule, ...], text: str, low: str) -> tuple[str, str]:
-    """Apply ``rules`` in order; each gate (``needs``) is checked once per text."""
-    gates: dict[tuple[str, ...], bool] = {}
-    for rule in rules:
-        needs = rule.needs
-        if needs:
-            hit = gates.get(needs)
-            if hit is None:
-                # A gate with a capital ("J" of "eyJ") is looked for in the text, others in low.
-                first = needs[0]
-                subject = low if first.islower() or not first.isalpha() else text
-                if len(needs) == 1:  # no generator for the common case: it would cost a search
-                    hit = first in subject
-                else:
-                    hit = any(word in subject for word in needs)
-                gates[needs] = hit
-            if not hit:
+class RuleSet:
+    """Rules run in order, planned once per combination of gates.
+
+    Every gate (``needs``) is checked once per text, up front, on the text as given: a
+    replacement only removes text and adds ``<REDACTED>``, so a gate it would close only costs
+    a search that finds nothing. The gates that hold form a mask; the rules they let through
+    are remembered per mask, so a text pays one flat loop over the rules that can match, not a
+    gate lookup for each of ~50 rules.
+    """
+
+    __slots__ = ("_gates", "_plans", "rules")
+
+    def __init__(self, rules: tuple[Rule, ...]) -> None:
+        self.rules = rules
+        gates = tuple(dict.fromkeys(r.needs for r in rules if r.needs))
+        # A gate with a capital ("J" of "eyJ") is looked for in the text, others in low.
+        self._gates = tuple((needs, needs[0].islower() or not needs[0].isalpha()) for needs in gates)
+        self._plans: dict[int, tuple[tuple[Callable[[str], re.Match[str] | None], bool, Rule], ...]] = {}
+
+    def _plan(self, mask: int) -> tuple[tuple[Callable[[str], re.Match[str] | None], bool, Rule], ...]:
+        held = {needs for i, (needs, _) in enumerate(self._gates) if mask >> i & 1}
+        plan = tuple((r.regex.search, r.lower, r) for r in self.rules if not r.needs or r.needs in held)
+        self._plans[mask] = plan
+        return plan
+
+    def run(self, text: str, low: str) -> tuple[str, str]:
+        """Apply the rules in order to ``text`` (``low`` is ``lowered(text)``)."""
+        mask, bit = 0, 1
+        for needs, on_low in self._gates:
+            subject = low if on_low else text
+            for word in needs:
+                if word in subject:
+                    mask |= bit
+                    break
+            bit <<= 1
+        plan = self._plans.get(mask) or self._plan(mask)
+        for search, lower, rule in plan:
+            # The no-match case inline (most rules, most texts): one search, no call.
+            found = search(low if lower else text)
+            if found is None:
                 continue
-        # The no-match case inline (most rules, most texts): one search, no call.
-        found = rule.regex.search(low if rule.lower else text)
-        if found is None:
-            continue
-        new = apply(rule, text, low, found)
-        if new is not text:
-            text = new
-            low = lowered(text)
-    return text, low
+            new = apply(rule, text, low, found)
+            if new is not text:
+                text = new
+                low = lowered(text)
+        return text, low
 
 
 # A text with more matches of one rule than this is hostile or a dump: the rest of it, from
