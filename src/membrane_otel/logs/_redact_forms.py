@@ -80,7 +80,7 @@ def _replace_login_line(m: re.Match[str], text: str) -> str:
     return text[m.start() : m.start("cred")] + PLACEHOLDER
 
 
-_DSN_STOPS = " \t\r\n\"'=(,;<>[{"
+_DSN_STOPS = tuple(" \t\r\n\"'=(,;<>[{")
 
 
 def _replace_dsn(m: re.Match[str], text: str) -> str | tuple[int, str]:
@@ -88,7 +88,7 @@ def _replace_dsn(m: re.Match[str], text: str) -> str | tuple[int, str]:
     at = m.start()
     floor = max(0, at - 128)  # bounded: userinfo is short, so a hostile line stays linear
     window = text[floor:at]
-    start = floor + 1 + max(window.rfind(c) for c in _DSN_STOPS)
+    start = floor + 1 + max(map(window.rfind, _DSN_STOPS))
     userinfo = text[start:at]
     if "/" in userinfo or ":" not in userinfo:  # URLs are url_userinfo's; "bob@x" names a user
         return text[m.start() : m.end()]
@@ -306,7 +306,6 @@ FORM_RULES = gated(
         "K": ("pem_private_key",),
         "hook": ("webhook_path",),
         "@": ("dsn_userinfo", "url_userinfo"),
-        "--": ("cli_flag",),
         "(": ("call_args", "pair_tuple"),
         "-u": ("cli_user", "cli_user_long"),
         "identif": ("sql_identified", "identify_line"),

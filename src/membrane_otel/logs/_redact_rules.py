@@ -183,6 +183,10 @@ VALUE_GROUPS = ("ev", "dv", "sv", "bv", "uv", "cred")
 
 
 def _value_span(m: re.Match[str]) -> tuple[int, int]:
+    # The value is the last group a rule closes: one lookup, not a walk over the names.
+    last = m.lastgroup
+    if last in VALUE_GROUPS:
+        return m.span(last)
     index = m.re.groupindex
     for group in VALUE_GROUPS:
         if group in index and m.start(group) >= 0:
