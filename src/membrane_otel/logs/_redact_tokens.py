@@ -84,14 +84,16 @@ def _prefixed(anchor: str) -> Rule:
     # are random: within their first characters comes a capital or a digit, which lowercase
     # names never have (bounded lookahead: a hostile run of them stays linear).
     tails = sorted({p[p.index(anchor) - 2 : p.index(anchor)] for p in prefixes})
-    behind = "|".join(re.escape(t + anchor) for t in tails)
+    # The tails as a trie: each alternative starts with a literal, which re skips at one
+    # compare, so a separator after a word that ends no prefix ("ab-") fails in a few steps.
+    seconds: dict[str, list[str]] = {}
+    for tail in tails:
+        seconds.setdefault(tail[0], []).append(tail[1])
+    trie = "|".join(re.escape(first) + f"[{_chars(rest)}]" for first, rest in seconds.items())
     pattern = (
         re.escape(anchor)
-        # Cheap class tests first: "__" fails at the first, most snake_case words at the second
-        # (the last two letters of some prefix), before the alternation of every prefix's tail.
-        + rf"(?<=[A-Za-z0-9]{{2}}{re.escape(anchor)})"
-        + f"(?<=[{_chars(t[0] for t in tails)}][{_chars(t[1] for t in tails)}]{re.escape(anchor)})"
-        + f"(?<={behind})"
+        + rf"(?<=[A-Za-z0-9]{{2}}{re.escape(anchor)})"  # a cheap class test first: "__" fails here
+        + f"(?<=(?:{trie}){re.escape(anchor)})"
         + rf"(?=[a-z_\-.]{{0,64}}[A-Z0-9])[A-Za-z0-9_\-.]{{{_MIN_BODY},}}"
     )
     return Rule(f"token{anchor}", re.compile(pattern), repl)
