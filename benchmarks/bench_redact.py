@@ -70,7 +70,7 @@ def run(quick: bool) -> dict[str, Any]:
     med = {k: sorted(v)[len(v) // 2] / 1000 for k, v in samples.items()}
 
     # Hostile inputs: each alone (one is ~1000x a line), median of a few runs, in ms.
-    repeats = 3 if quick else 9
+    repeats = 5 if quick else 9  # one 100 KB run is ~5 ms: a median of 3 swings with the load
     hostile_ms: dict[str, float] = {}
     for name, text in hostile_inputs().items():
         runs = []
