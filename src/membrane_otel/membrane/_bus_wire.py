@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
+import orjson
+
 if TYPE_CHECKING:
     from websockets.sync.client import ClientConnection
 
@@ -150,10 +152,9 @@ class WsTransport:
         if self._ws is None:
             self._ws = self._connect(min(self._connect_timeout, budget))
         ws = self._ws
-        # default=str: a stray datetime in a payload must not make a batch unsendable forever.
-        frame = json.dumps(list(envelopes), separators=(",", ":"), ensure_ascii=False, default=str)
+        frame = encode_frame(envelopes)
         try:
-            ws.send(frame)
+            ws.send(frame, text=True)  # a text frame, as the bus expects, without decoding
             if not self._require_ack:
                 return self._assume_delivered(ws, envelopes)
             while True:
@@ -204,6 +205,25 @@ class WsTransport:
 
     def reset_after_fork(self) -> None:
         self._ws = None
+
+
+def encode_frame(envelopes: Sequence[Envelope]) -> bytes:
+    """One batch as the bytes of a JSON array (UTF-8, compact).
+
+    orjson: encoding the frame with the stdlib cost the bridge ~2.5 ms per 100 error
+    envelopes, an eighth of its ingest CPU. The same compact JSON; datetimes and dataclasses
+    are passed to ``default=str`` as the stdlib did (a stray one in a payload must not make a
+    batch unsendable forever); what orjson refuses (an int past 64 bits, a non-str key) the
+    stdlib encodes.
+    """
+    try:
+        return orjson.dumps(list(envelopes), default=str, option=_ORJSON_OPTS)
+    except (TypeError, orjson.JSONEncodeError):
+        return _stdlib_encode(list(envelopes)).encode("utf-8")
+
+
+_ORJSON_OPTS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+_stdlib_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
 
 
 def _parse_reply(reply: str | bytes) -> Ack | None:
