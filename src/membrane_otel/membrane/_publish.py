@@ -31,8 +31,9 @@ from pydantic import ValidationError
 from membrane_otel._internal import counters
 from membrane_otel._internal.ratelog import RateLimitedLogger
 from membrane_otel._internal.tables import DEFAULT_BUS_URL
+from membrane_otel.membrane._envelope import with_metadata
 from membrane_otel.settings import Settings, get_settings
-from membrane_otel.translate._core import log_envelope, otel_severity, wants_envelope
+from membrane_otel.translate._core import log_envelope_wire, otel_severity, wants_envelope
 from membrane_otel.translate._records import LogData
 
 _logger = logging.getLogger("membrane_otel.membrane._publish")
@@ -60,20 +61,21 @@ class MembranePublisher:
                 continue
             counters.incr("envelopes")
             try:
-                env = log_envelope(log, default_scope=self._settings.scope)
+                # The wire dict directly: the model is built only when a value needs validating.
+                env = log_envelope_wire(log, default_scope=self._settings.scope, legacy=self._legacy)
             except ValidationError as exc:
                 counters.incr("rejected")
                 _log.error(
                     "record %s cannot become an envelope: %s", log.event_name or "log", exc.errors()[0]
                 )
                 continue
-            md = env.metadata
+            md = env["metadata"]
             # Error storms are throttled (seeds/000: per type 1/15 s, per fingerprint 1/10 s);
             # stimuli, metrics and UI/tool signals are not errors and pass untouched.
-            if self._throttle is not None and md.signal_type in THROTTLED_SIGNALS:
+            if self._throttle is not None and md["signal_type"] in THROTTLED_SIGNALS:
                 # A CRITICAL gets windows of its own: an ERROR storm never holds one back.
-                kind = f"{md.signal_type}:critical" if env.severity == "critical" else md.signal_type
-                fingerprint = md.stack_fingerprint or md.dedupe_key or ""
+                kind = f"{md['signal_type']}:critical" if env["severity"] == "critical" else md["signal_type"]
+                fingerprint = md.get("stack_fingerprint") or md.get("dedupe_key") or ""
                 decision = self._throttle.admit(kind, fingerprint)
                 if not decision.allowed:
                     counters.incr("suppressed")
@@ -85,11 +87,10 @@ class MembranePublisher:
                     continue
                 # Every record the type limit held back since the last one out, so that
                 # sum(held_back) over delivered envelopes == suppressed (nothing unaccounted).
-                if decision.held_back_type:
-                    md.held_back = decision.held_back_type
-                if decision.held_back:
-                    md.held_back_fingerprint = decision.held_back
-            self.publish(env.to_json_dict(legacy=self._legacy))
+                held = {"held_back": decision.held_back_type, "held_back_fingerprint": decision.held_back}
+                if any(held.values()):
+                    with_metadata(env, **{k: v for k, v in held.items() if v})
+            self.publish(env)
             sent += 1
         return sent
 

@@ -28,7 +28,7 @@ from membrane_otel._internal.tables import (
     truncate,
 )
 from membrane_otel.logs._redact_spans import redact_span_data
-from membrane_otel.membrane._envelope import CONTENT_LIMIT, Envelope
+from membrane_otel.membrane._envelope import CONTENT_LIMIT, Envelope, wire_dict
 from membrane_otel.translate._records import LogData, SpanData
 from membrane_otel.translate._shape import put
 
@@ -199,6 +199,22 @@ def wants_envelope(log: LogData, l2_level_otel: int) -> bool:
 
 def log_envelope(log: LogData, *, default_scope: str = "organizational") -> Envelope:
     """The ``membrane.inject`` envelope of an error record or a stimulus record."""
+    return Envelope(**_envelope_fields(log, default_scope))
+
+
+def log_envelope_wire(
+    log: LogData, *, default_scope: str = "organizational", legacy: bool = False
+) -> dict[str, Any]:
+    """``log_envelope(log).to_json_dict(legacy=legacy)``, the same dict, without the model's
+    round trip when the record's values need no validation (the bridge's hot path: see
+    :func:`~membrane_otel.membrane._envelope.wire_dict`). Raises ValidationError alike."""
+    fields = _envelope_fields(log, default_scope)
+    data = wire_dict(fields, legacy=legacy)
+    return data if data is not None else Envelope(**fields).to_json_dict(legacy=legacy)
+
+
+def _envelope_fields(log: LogData, default_scope: str) -> dict[str, Any]:
+    """The keyword arguments of the envelope of ``log``."""
     a = log.attributes
     rid = record_id(log)
     ts_ms = log.time_ns // 1_000_000
@@ -235,7 +251,7 @@ def log_envelope(log: LogData, *, default_scope: str = "organizational") -> Enve
                 metadata[dst] = a[src]
         severity = a.get("membrane.severity") or severity_and_urgency(log.severity_number)[0]
         target = a.get("membrane.target_nodes")
-        env = Envelope(
+        fields: dict[str, Any] = dict(
             scope=a.get("membrane.scope", default_scope),
             source=a.get("membrane.source", "unknown"),
             channel=a.get("membrane.channel", "signals.stimulus"),
@@ -270,7 +286,7 @@ def log_envelope(log: LogData, *, default_scope: str = "organizational") -> Enve
             "otel_trace_id": log.trace_id,
             "otel_span_id": log.span_id,
         }
-        env = Envelope(
+        fields = dict(
             scope=a.get("membrane.scope", default_scope),
             source=str(a.get("membrane.source") or f"script:{script}"),
             channel=str(a.get("membrane.channel") or f"signals.script.{slug(script)}"),
@@ -282,6 +298,9 @@ def log_envelope(log: LogData, *, default_scope: str = "organizational") -> Enve
             metadata={k: v for k, v in metadata.items() if v is not None},
         )
     if log.trace_id:
-        env.metadata.otel_trace_id = log.trace_id
-        env.metadata.otel_span_id = log.span_id
-    return env
+        fields["metadata"] = {
+            **fields["metadata"],
+            "otel_trace_id": log.trace_id,
+            "otel_span_id": log.span_id,
+        }
+    return fields
