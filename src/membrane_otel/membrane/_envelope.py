@@ -123,40 +123,49 @@ class Envelope(BaseModel):
 # or refuses as it always did.
 
 _NONE = type(None)
-_METADATA_TYPES: dict[str, tuple[type, ...]] = {
-    name: (int, _NONE)
-    if name in ("timestamp_ms", "line", "held_back", "held_back_fingerprint")
-    else (str, _NONE)
-    for name in EnvelopeMetadata.model_fields
+_INT_FIELDS = ("timestamp_ms", "line", "held_back", "held_back_fingerprint")
+# Declared metadata key → (its place in the declared order, the exact types taken as they are).
+_METADATA: dict[str, tuple[int, tuple[type, ...]]] = {
+    name: (i, (int, _NONE) if name in _INT_FIELDS else (str, _NONE))
+    for i, name in enumerate(EnvelopeMetadata.model_fields)
 }
+_REQUIRED_METADATA = ("stimulus_id", "origin", "timestamp_ms", "signal_type")
 _FEATURES = ("urgency", "novelty", "trust")
 _SCOPES = frozenset(s.value for s in Scope)
 _ORIGINS = frozenset(o.value for o in OriginType)
 _SEVERITIES = frozenset(("info", "warn", "error", "critical"))
-_PLAIN = (str, int, bool, _NONE)  # what the JSON dump leaves as it is
+_PLAIN = frozenset((str, int, bool, _NONE))  # what the JSON dump leaves as it is
 
 
 def _plain_metadata(md: Any) -> dict[str, Any] | None:
     if type(md) is not dict:
         return None
     out = {}
-    for name, types in _METADATA_TYPES.items():  # declared order, as the model dumps it
-        value = md.get(name)
+    last = -1
+    for name, value in md.items():
+        spec = _METADATA.get(name)
+        if spec is None:
+            return None  # an extra key: the model puts extras after the declared ones
         if value is None:
-            continue
-        if type(value) not in types or (type(value) is int and value < 0):
-            return None
+            continue  # exclude_none
+        place, types = spec
+        if type(value) not in types or place < last or (type(value) is int and value < 0):
+            return None  # to coerce, refuse, or put in the declared order: the model's job
+        last = place
         out[name] = value
-    if not (md.keys() <= _METADATA_TYPES.keys() and out.get("stimulus_id")):
-        return None  # an extra key, or a required one missing or empty
-    return out if {"origin", "timestamp_ms", "signal_type"} <= out.keys() else None
+    for name in _REQUIRED_METADATA:
+        if not out.get(name) and out.get(name) != 0:
+            return None
+    return out
 
 
 def wire_dict(fields: dict[str, Any], *, legacy: bool = False) -> dict[str, Any] | None:
     """``Envelope(**fields).to_json_dict(legacy=legacy)`` for fields that need no validation
-    (see above), else None."""
-    scope, source, channel, content = (fields.get(k) for k in ("scope", "source", "channel", "content"))
-    origin = fields.get("origin", "internal")
+    (see above), else None. Every check is on exact types: this runs once per envelope."""
+    if not fields.keys() <= _FIELD_NAMES:
+        return None
+    scope, source, channel = fields.get("scope"), fields.get("source"), fields.get("channel")
+    content, origin = fields.get("content"), fields.get("origin", "internal")
     features, provenance = fields.get("features_raw"), fields.get("provenance", {})
     if not (
         type(scope) is str
@@ -172,30 +181,35 @@ def wire_dict(fields: dict[str, Any], *, legacy: bool = False) -> dict[str, Any]
         and origin in _ORIGINS
         and fields.get("target_nodes") is None
         and type(features) is dict
-        and features.keys() <= set(_FEATURES)
-        and all(type(v) is float and 0.0 <= v <= 1.0 for v in features.values())
         and type(provenance) is dict
-        and all(type(k) is str and type(v) in _PLAIN for k, v in provenance.items())
-        and fields.keys() <= _FIELD_NAMES
     ):
         return None
+    feats = {}
+    for name in _FEATURES:
+        value = features.get(name, 0.5)
+        if type(value) is not float or not 0.0 <= value <= 1.0:
+            return None
+        feats[name] = value
+    if len(features) != sum(1 for k in _FEATURES if k in features):
+        return None  # an optional feature: the model's job
+    for key, value in provenance.items():
+        if type(key) is not str or type(value) not in _PLAIN:
+            return None
     metadata = _plain_metadata(fields.get("metadata"))
     if metadata is None:
         return None
     data: dict[str, Any] = {"type": "membrane.inject"}
     if legacy:
         data["citizen_id"] = metadata.get("node_id") or f"code_substrate_{source}"
-    data.update(
-        scope=scope,
-        source=source,
-        channel=channel,
-        content=content,
-        severity=fields["severity"],
-        features_raw={k: features.get(k, 0.5) for k in _FEATURES},
-        origin=origin,
-        provenance=dict(provenance),
-        metadata=metadata,
-    )
+    data["scope"] = scope
+    data["source"] = source
+    data["channel"] = channel
+    data["content"] = content
+    data["severity"] = fields["severity"]
+    data["features_raw"] = feats
+    data["origin"] = origin
+    data["provenance"] = dict(provenance)
+    data["metadata"] = metadata
     return data
 
 
