@@ -30,11 +30,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 from membrane_otel._internal import counters
 from membrane_otel._internal.ratelog import RateLimitedLogger
-from membrane_otel.membrane._bus_wire import BusError, Transport
+from membrane_otel.membrane._bus_wire import BusError, Transport, encode_envelope
 from membrane_otel.membrane._spool import Spool
 
 __all__ = ["Delivery", "Outbox"]
@@ -102,19 +100,20 @@ class Outbox:
     def deliver(self, envelopes: list[dict[str, Any]]) -> Delivery:
         out = Delivery()
         good: list[dict[str, Any]] = []
+        encoded: list[bytes] = []  # each envelope's bytes: sized here, joined into the frame
         for env in envelopes:
             try:
-                # orjson: sizing every envelope alone costs ~10x less than with the stdlib.
-                size = len(orjson.dumps(env, default=str))
-            except (TypeError, orjson.JSONEncodeError) as exc:
+                data = encode_envelope(env)
+            except (TypeError, ValueError, RecursionError) as exc:
                 out.rejected.append(f"envelope not serialisable: {exc}")
                 continue
-            if size > self.max_envelope_bytes:
+            if len(data) > self.max_envelope_bytes:
                 out.rejected.append(
-                    f"envelope of {size} bytes is over the {self.max_envelope_bytes}-byte limit"
+                    f"envelope of {len(data)} bytes is over the {self.max_envelope_bytes}-byte limit"
                 )
                 continue
             good.append(env)
+            encoded.append(data)
         if out.rejected:
             counters.incr("bridge_envelopes_rejected", len(out.rejected))
             _log.error("bridge: %d envelope(s) rejected: %s", len(out.rejected), out.rejected[0])
@@ -122,7 +121,7 @@ class Outbox:
             return out
         rest = good
         if self.transport is not None and not self._bus_down and not self._backlog():
-            rest = self._send(good, out)
+            rest = self._send(good, out, encoded)
         if rest:
             if self._spool_full():
                 counters.incr("bridge_spool_full", len(rest))
@@ -140,14 +139,16 @@ class Outbox:
             self._wake.set()
         return out
 
-    def _send(self, envelopes: list[dict[str, Any]], out: Delivery) -> list[dict[str, Any]]:
+    def _send(
+        self, envelopes: list[dict[str, Any]], out: Delivery, encoded: list[bytes]
+    ) -> list[dict[str, Any]]:
         """Send one frame; returns what the bus did not confirm (to be spooled)."""
         transport = self.transport
         if transport is None:
             return envelopes
         with self._send_lock:
             try:
-                ack = transport.send(envelopes, self.send_timeout_s)
+                ack = transport.send(envelopes, self.send_timeout_s, encoded=encoded)
             except BusError as exc:
                 self._bus_down = True
                 _log.warning("bridge: bus unavailable, spooling: %s", exc)
