@@ -105,3 +105,23 @@ def test_with_metadata_keeps_the_models_key_order() -> None:
     data = log_envelope_wire(log)
     with_metadata(data, held_back=3, held_back_fingerprint=2)
     assert orjson.dumps(data) == orjson.dumps(env.to_json_dict())
+
+
+def test_the_bus_frame_is_the_stdlib_json_it_replaced() -> None:
+    """orjson frames, and frames joined from each envelope's bytes, are the compact stdlib JSON."""
+    import datetime
+    import json
+
+    from membrane_otel.membrane._bus_wire import encode_envelope, encode_frame
+
+    envs = [log_envelope_wire(CASES[name]) for name in ("error record", "no trace", "stimulus")]
+    envs[1]["provenance"]["when"] = datetime.datetime(2026, 1, 1)  # a stray one: default=str
+    envs[2]["metadata"]["big"] = 2**70  # past orjson's 64 bits: the stdlib encodes the frame
+    stdlib = json.dumps(envs, separators=(",", ":"), ensure_ascii=False, default=str).encode()
+    assert encode_frame(envs) == stdlib
+    assert b"[" + b",".join(encode_envelope(e) for e in envs) + b"]" == stdlib
+    plain = envs[:2]  # the orjson path itself (no int past 64 bits)
+    assert (
+        encode_frame(plain)
+        == json.dumps(plain, separators=(",", ":"), ensure_ascii=False, default=str).encode()
+    )
