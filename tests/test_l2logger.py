@@ -81,8 +81,8 @@ def test_error_without_exception_is_fingerprinted_from_call_site() -> None:
     """logger.error without a traceback still gets a fingerprint, stable for one call site."""
     logger, _ = _logger("callsite")
     with capture() as got:
-        for _ in range(2):
-            logger.error("no traceback here")
+        for i in range(2):  # distinct messages: identical errors would be coalesced into one line
+            logger.error("no traceback here %d", i)
         logger.error("another place")
     a, b, c = got.ledger_lines("script_error")
     assert len(a["membrane.fingerprint"]) == 40

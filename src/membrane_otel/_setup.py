@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -241,9 +242,13 @@ def _add_trace_file(path: Path) -> None:
         add(BatchSpanProcessorWithCounts(TraceFileSpanExporter(path)))
 
 
+def _l2() -> Any:
+    # Records captured by setup_l2_logger wait on their own worker before reaching the SDK.
+    return sys.modules.get("membrane_otel.logs._l2logger")
+
+
 def _flush_l2(timeout_millis: float) -> bool:
-    # Records captured by setup_l2_logger wait on their own thread before reaching the SDK.
-    l2 = sys.modules.get("membrane_otel.logs._l2logger")
+    l2 = _l2()
     return bool(l2.flush(timeout_millis)) if l2 is not None else True
 
 
@@ -258,47 +263,73 @@ def ensure_configured() -> None:
         configure()
 
 
-def force_flush(timeout_millis: int = 30000) -> bool:
-    """Flush spans, logs and the membrane path; True when everything went out in time."""
-    from opentelemetry import trace
+def _stages() -> list[Any]:
+    """Providers in pipeline order: spans, logs, metrics (each flushes its processors)."""
+    from opentelemetry import metrics, trace
     from opentelemetry._logs import get_logger_provider
 
-    ok = _flush_l2(timeout_millis)
-    for provider in (trace.get_tracer_provider(), get_logger_provider()):
-        flush = getattr(provider, "force_flush", None)
-        if callable(flush):
-            ok = bool(flush(timeout_millis)) and ok
-    # The batch processors also flush their exporters' own queues (the membrane exporter's
-    # bus client), so "flushed" envelopes are not left in memory.
+    return [trace.get_tracer_provider(), get_logger_provider(), metrics.get_meter_provider()]
+
+
+def force_flush(timeout_millis: int = 30000) -> bool:
+    """Flush spans, logs and the membrane path; True when everything went out in time.
+
+    One deadline for all stages: each is given what the ones before it left over.
+    """
+    from membrane_otel._internal.worker import one_deadline, remaining_ms
+
+    deadline = time.monotonic() + timeout_millis / 1000
+    with one_deadline(deadline):
+        ok = _flush_l2(timeout_millis)
+        for provider in _stages()[:2]:
+            flush = getattr(provider, "force_flush", None)
+            if callable(flush):
+                ok = bool(flush(remaining_ms(deadline))) and ok
+    # The batch processors also flush their exporters (the membrane exporter's bus client),
+    # within what is left of the same deadline.
     return ok
 
 
 def shutdown(timeout_millis: int = 30000) -> None:
-    """Flush everything and stop the background threads. Safe to call more than once.
+    """Flush everything and stop the background threads, within one deadline. Idempotent.
 
     The README's ``configure()`` … ``shutdown()`` also runs this at exit: the second call
     does nothing (the SDK would print "shutdown can only be called once").
     """
     global _shut_down
-    from opentelemetry import metrics, trace
-    from opentelemetry._logs import get_logger_provider
+    from membrane_otel._internal.worker import one_deadline
 
     with _lock:
         if _shut_down:
             return
         _shut_down = _configured
-    _flush_l2(timeout_millis)
+    deadline = time.monotonic() + timeout_millis / 1000
+    with one_deadline(deadline):
+        _shutdown_stages(deadline)
+
+
+def _shutdown_stages(deadline: float) -> None:
+    from membrane_otel._internal.worker import remaining_ms
+
+    l2 = _l2()
+    if l2 is not None:
+        l2.shutdown(remaining_ms(deadline))
     events = sys.modules.get("membrane_otel.ledger._events")
     if events is not None:
         events.pipeline_stopped()
-    for provider in (trace.get_tracer_provider(), get_logger_provider(), metrics.get_meter_provider()):
+    for provider in _stages():
+        # The SDK's providers pass no timeout to their processors, so flush ours first with
+        # what is left of the deadline; the providers' shutdown then finds empty queues.
+        flush = getattr(provider, "force_flush", None)
         stop = getattr(provider, "shutdown", None)
-        if callable(stop):
-            try:
+        try:
+            if callable(flush):
+                flush(remaining_ms(deadline))
+            if callable(stop):
                 stop()
-            except Exception:  # shutting down twice, or a provider that never started
-                pass
+        except Exception:  # shutting down twice, or a provider that never started
+            pass
     from membrane_otel.membrane import _publish as membrane
 
     if membrane._publisher is not None:
-        membrane._publisher.shutdown(timeout_millis)
+        membrane._publisher.shutdown(remaining_ms(deadline))

@@ -22,13 +22,10 @@ when full and counts it (``dropped_logs``).
 
 from __future__ import annotations
 
-import collections
 import logging
-import os
 import sys
 import threading
 import time
-import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +36,8 @@ from opentelemetry.instrumentation.log_utils import std_to_otel
 from membrane_otel._internal import counters
 from membrane_otel._internal.ratelog import RateLimitedLogger
 from membrane_otel._internal.tables import BODY_MAX_BYTES, truncate
+from membrane_otel._internal.worker import Worker
+from membrane_otel.logs._coalesce import Coalescer
 from membrane_otel.logs._errors import (
     CapturedException,
     capture_exception,
@@ -76,81 +75,70 @@ class _Pending:
     message: str
     logger_name: str
     attributes: dict[str, Any]
-    script_name: str
-    error_type: str
+    key: str  # fingerprint + dedupe key: what makes two errors the same one
     exception: CapturedException | None
     context: otel_context.Context
+    last_ns: int = 0
+    occurrences: int = 1
 
 
 class _Renderer:
-    """The background half: render stacks, build OTel records, emit them."""
+    """The background half: render stacks, build OTel records, emit them.
 
-    def __init__(self, queue_size: int) -> None:
-        self._queue: collections.deque[_Pending] = collections.deque()
-        self._max = queue_size
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._idle = threading.Event()
-        self._idle.set()
-        counters.register_gauge("queue_depth.l2", lambda: len(self._queue))
-        self._start()
-        if hasattr(os, "register_at_fork"):
-            ref = weakref.WeakMethod(self._after_fork)
-            os.register_at_fork(after_in_child=lambda: (fn := ref()) and fn())
+    A :class:`~membrane_otel._internal.worker.Worker` with twins coalesced before they
+    are queued (``logs/_coalesce.py``): a storm of one error is rendered a few times a
+    second, not once per error.
+    """
 
-    def _start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="membrane-l2", daemon=True)
-        self._thread.start()
-
-    def _after_fork(self) -> None:
-        self._queue.clear()
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._idle = threading.Event()
-        self._idle.set()
-        self._start()
+    def __init__(self, queue_size: int, interval_s: float = 0.1) -> None:
+        self._coalescer = Coalescer()
+        self._worker: Worker[_Pending] = Worker(
+            "l2",
+            self._render,
+            max_queue=queue_size,
+            batch_size=256,
+            wake_at=64,
+            interval_s=interval_s,
+            on_drop=self._dropped,
+        )
 
     def put(self, item: _Pending) -> None:
-        with self._lock:
-            if len(self._queue) >= self._max:
-                self._queue.popleft()
-                counters.incr("dropped_logs")
-            self._queue.append(item)
-            self._idle.clear()
-        self._wake.set()
+        counters.incr("l2_errors")
+        if not self._coalescer.absorb(item):
+            self._worker.put(item)
 
-    def _run(self) -> None:
-        while True:
-            self._wake.wait()
-            self._wake.clear()
-            self._drain()
+    def _dropped(self, item: _Pending) -> None:
+        # The queue's own count is the first of them; twins counted on it are dropped too.
+        self._coalescer.close(item)
+        if item.occurrences > 1:
+            counters.incr("dropped_logs", item.occurrences - 1)
 
-    def _drain(self) -> None:
-        while True:
-            with self._lock:
-                if not self._queue:
-                    self._idle.set()
-                    return
-                item = self._queue.popleft()
+    def _render(self, batch: list[_Pending], deadline: float | None) -> bool:
+        self._coalescer.close_all(batch)  # from here on, twins start a new line
+        for item in batch:
             try:
                 _emit(item)
             except Exception as exc:  # never let one bad record stop the worker
-                counters.incr("rejected")
+                counters.incr("rejected", item.occurrences)
                 _diag.error("l2 logger could not emit a record: %r", exc)
+        return True
 
-    def flush(self, timeout_s: float) -> bool:
-        self._wake.set()
-        return self._idle.wait(timeout_s)
+    def flush(self, timeout_millis: float) -> bool:
+        return self._worker.force_flush(timeout_millis)
+
+    def shutdown(self, timeout_millis: float) -> bool:
+        return self._worker.shutdown(timeout_millis)
 
 
 def _emit(item: _Pending) -> None:
     attrs = item.attributes
-    attrs["membrane.dedupe_key"] = dedupe_key(
-        item.script_name, item.error_type, item.message, attrs["membrane.fingerprint"]
-    )
     if item.exception is not None:
         # The same text traceback.format_exception would print, rendered here, off-thread.
         attrs["exception.stacktrace"] = truncate_stack(redact_secrets(item.exception.render()))
+    if item.occurrences > 1:
+        attrs["membrane.occurrences"] = item.occurrences
+        attrs["membrane.first_ts_ns"] = item.time_ns
+        attrs["membrane.last_ts_ns"] = item.last_ns
     get_logger(item.logger_name).emit(
         LogRecord(
             timestamp=item.time_ns,
@@ -181,7 +169,12 @@ def _get_renderer() -> _Renderer:
 
 def flush(timeout_millis: float = 30000) -> bool:
     """Wait until every captured record has been handed to the OTel pipeline."""
-    return _renderer.flush(timeout_millis / 1000) if _renderer is not None else True
+    return _renderer.flush(timeout_millis) if _renderer is not None else True
+
+
+def shutdown(timeout_millis: float = 30000) -> bool:
+    """Hand what is captured to the OTel pipeline within the deadline, then stop the renderer."""
+    return _renderer.shutdown(timeout_millis) if _renderer is not None else True
 
 
 class L2Handler(logging.Handler):
@@ -229,18 +222,22 @@ class L2Handler(logging.Handler):
             error_type = record.levelname.title()
             # No traceback: the fingerprint comes from where the error was logged.
             attrs["membrane.fingerprint"] = stack_fingerprint()
+        fingerprint = attrs["membrane.fingerprint"]
+        key = dedupe_key(self.script_name, error_type, message, fingerprint)
+        attrs["membrane.dedupe_key"] = key
         attrs["code.function"] = record.funcName
         attrs["code.lineno"] = record.lineno
         attrs["code.namespace"] = record.module
+        time_ns = int(record.created * 1e9)
         _get_renderer().put(
             _Pending(
-                time_ns=int(record.created * 1e9),
+                time_ns=time_ns,
+                last_ns=time_ns,
                 levelno=record.levelno,
                 message=message,
                 logger_name=record.name,
                 attributes=attrs,
-                script_name=self.script_name,
-                error_type=error_type,
+                key=f"{fingerprint}:{key}:{record.levelno}:{message}",
                 exception=captured,
                 context=otel_context.get_current(),
             )

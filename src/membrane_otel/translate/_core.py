@@ -34,7 +34,9 @@ from membrane_otel.translate._shape import put
 
 STIMULUS_EVENT = "membrane.stimulus"
 # Attributes a log line does not copy as payload: the ids have their own keys, the rest is plumbing.
-_NOT_PAYLOAD = frozenset((*ID_KEYS, "membrane.record_id", "membrane.l2"))
+_NOT_PAYLOAD = frozenset(
+    (*ID_KEYS, "membrane.record_id", "membrane.l2", "membrane.first_ts_ns", "membrane.last_ts_ns")
+)
 
 
 def otel_severity(py_level: int) -> int:
@@ -168,11 +170,16 @@ def log_line(log: LogData) -> dict[str, Any]:
         text = log.severity_text or severity_and_urgency(log.severity_number)[0].upper()
         line["level"] = SEED_LEVEL_NAMES.get(text, text)  # the seeds' CRITICAL/WARNING, not FATAL/WARN
         line["message"] = log.body if isinstance(log.body, str) else json.dumps(log.body, default=str)
+        if event == "script_error":
+            # How many identical errors this line stands for (logs/_coalesce.py), and when.
+            line["occurrences"] = occurrences(log)
+            line["first_ts"] = iso(int(a.get("membrane.first_ts_ns") or log.time_ns))
+            line["last_ts"] = iso(int(a.get("membrane.last_ts_ns") or log.time_ns))
     elif log.body not in (None, ""):
         put(line, "body", log.body)
     # Inlined _put: this loop runs for every attribute of every record (the bridge's hot path).
     for key, value in a.items():
-        if key in _NOT_PAYLOAD:
+        if key in _NOT_PAYLOAD or key == "membrane.occurrences":
             continue
         if key in line or key == "service":  # never overwrite the line's own fields
             line[f"payload_{key}"] = value
@@ -181,6 +188,12 @@ def log_line(log: LogData) -> dict[str, Any]:
     line["service"] = log.resource.get("service.name")
     line["record_id"] = record_id(log)
     return line
+
+
+def occurrences(log: LogData) -> int:
+    """How many errors a record stands for: ≥ 1 (identical errors are coalesced into one)."""
+    n = log.attributes.get("membrane.occurrences", 1)
+    return n if isinstance(n, int) and n >= 1 else 1
 
 
 # --------------------------------------------------------------------------- envelopes
@@ -283,6 +296,7 @@ def _envelope_fields(log: LogData, default_scope: str) -> dict[str, Any]:
             "error_type": a.get("exception.type"),
             "stack_trace": a.get("exception.stacktrace"),
             "node_id": a.get("membrane.node_id"),
+            "occurrences": occurrences(log),
             "otel_trace_id": log.trace_id,
             "otel_span_id": log.span_id,
         }
