@@ -12,7 +12,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from opentelemetry.sdk._logs import ReadableLogRecord
+from opentelemetry.sdk._logs import ReadableLogRecord, ReadWriteLogRecord
 from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
@@ -22,8 +22,8 @@ from membrane_otel._internal.ratelog import RateLimitedLogger
 from membrane_otel.ledger._writer import ledger_for
 from membrane_otel.settings import get_settings
 from membrane_otel.spans._console_tree import ConsoleTreeSpanExporter
-from membrane_otel.translate._core import log_line, span_line
-from membrane_otel.translate._records import log_from_sdk, span_from_sdk
+from membrane_otel.translate._core import STIMULUS_EVENT, log_line, otel_severity, span_line
+from membrane_otel.translate._records import LogData, log_from_sdk, span_from_sdk
 
 __all__ = ["ConsoleTreeSpanExporter", "LedgerLogExporter", "LedgerSpanExporter", "MembraneLogExporter"]
 
@@ -58,17 +58,22 @@ class LedgerSpanExporter(SpanExporter):
 
 
 class LedgerLogExporter(LogRecordExporter):
-    """Log records (errors, ledger events, narratives, stimuli) → ledger lines."""
+    """Log records (errors, ledger events, narratives, stimuli) → ledger lines.
+
+    The ledger is not allowed to sample: its batch processor sends the events and errors a
+    full queue cannot hold to a disk buffer, and hands them back here as neutral records.
+    """
 
     name = "ledger"
+    overflow_to_disk = True
 
     def __init__(self, path: str | Path | None = None) -> None:
         s = get_settings()
         self._ledger = ledger_for(path or s.ledger_path, max_bytes=s.ledger_max_bytes)
 
-    def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
+    def export(self, batch: Sequence[ReadableLogRecord | LogData]) -> LogRecordExportResult:
         try:
-            lines = [log_line(log_from_sdk(r)) for r in batch]
+            lines = [log_line(r if isinstance(r, LogData) else log_from_sdk(r)) for r in batch]
             self._ledger.append_many(lines)
         except Exception as exc:
             counters.incr("export_failed", len(batch))
@@ -85,7 +90,11 @@ class LedgerLogExporter(LogRecordExporter):
 
 
 class MembraneLogExporter(LogRecordExporter):
-    """Error and stimulus records → ``membrane.inject`` envelopes → bus (or spool)."""
+    """Error and stimulus records → ``membrane.inject`` envelopes → bus (or spool).
+
+    It runs on its batch processor's thread and sends from there (``BusClient.deliver``):
+    one queue between the application and the bus, not two.
+    """
 
     name = "membrane"
 
@@ -93,10 +102,22 @@ class MembraneLogExporter(LogRecordExporter):
         from membrane_otel.membrane._publish import get_publisher
 
         self._publisher = get_publisher()
+        self._l2 = otel_severity(get_settings().l2_level)
+
+    def accepts(self, record: ReadWriteLogRecord) -> bool:
+        """Whether a record could become an envelope, judged cheaply before it is queued:
+        ledger events never do, so they must not take (or be dropped from) this queue."""
+        lr = record.log_record
+        if lr.event_name is not None:
+            return lr.event_name == STIMULUS_EVENT
+        attrs = lr.attributes
+        if attrs is not None and attrs.get("membrane.l2") is True:
+            return True
+        return lr.severity_number is not None and lr.severity_number.value >= self._l2
 
     def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
         try:
-            self._publisher.submit_logs([log_from_sdk(r) for r in batch])
+            self._publisher.submit_logs([log_from_sdk(r) for r in batch], direct=True)
         except Exception as exc:
             counters.incr("export_failed", len(batch))
             _log.error("membrane export failed: %r", exc)

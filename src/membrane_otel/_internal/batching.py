@@ -15,17 +15,21 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
+import orjson
 from opentelemetry.context import Context
 from opentelemetry.sdk._logs import LogRecordProcessor, ReadableLogRecord, ReadWriteLogRecord
 from opentelemetry.sdk._logs.export import LogRecordExporter
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter
 
+from membrane_otel._internal.disk_buffer import DiskBuffer
 from membrane_otel._internal.ratelog import RateLimitedLogger
+from membrane_otel._internal.tables import SEV_ERROR
 from membrane_otel._internal.worker import Overflow, Worker, clamp_ms, remaining_ms
-from membrane_otel.translate._records import readable_copy
+from membrane_otel.translate._records import LogData, log_from_sdk, readable_copy
 
 T = TypeVar("T")
 T_contra = TypeVar("T_contra", contravariant=True)
@@ -121,6 +125,7 @@ def _batcher_for(
     *,
     min_queue: int = 1,
     min_batch: int = 1,
+    overflow: Overflow[Any] | None = None,
 ) -> _Batcher[Any]:
     """A batcher named after its exporter, sized by the arguments or else the settings."""
     from membrane_otel.settings import get_settings
@@ -133,11 +138,55 @@ def _batcher_for(
         schedule_delay_millis=schedule_delay_millis or s.flush_interval_ms,
         max_export_batch_size=max_export_batch_size or max(s.batch_size, min_batch),
         drop_counter=drop_counter,
+        overflow=overflow,
     )
 
 
+def _must_keep(record: ReadableLogRecord | LogData) -> bool:
+    """Ledger events and errors are never sampled: a full queue sends them to disk."""
+    if isinstance(record, LogData):
+        return True
+    lr = record.log_record
+    return lr.event_name is not None or (
+        lr.severity_number is not None and lr.severity_number.value >= SEV_ERROR
+    )
+
+
+def _encode(record: ReadableLogRecord | LogData) -> bytes:
+    data = record if isinstance(record, LogData) else log_from_sdk(record)
+    fields = {name: getattr(data, name) for name in LogData.__slots__}
+    return orjson.dumps(fields, default=str, option=orjson.OPT_NON_STR_KEYS)
+
+
+def _decode(line: bytes) -> LogData:
+    return LogData(**orjson.loads(line))
+
+
+def _overflow_for(exporter: Any, name: str) -> DiskBuffer[Any] | None:
+    """The disk half of the ledger's memory-then-disk buffer (``_internal/disk_buffer.py``)."""
+    if not getattr(exporter, "overflow_to_disk", False):
+        return None
+    from membrane_otel.settings import get_settings
+
+    s = get_settings()
+    buffer: DiskBuffer[Any] = DiskBuffer(
+        Path(s.spool_dir) / "overflow",
+        name,
+        max_bytes=s.spool_max_bytes,
+        encode=_encode,
+        decode=_decode,
+        accepts=_must_keep,
+    )
+    buffer.adopt_orphans()  # what a crashed run of this program left behind
+    return buffer
+
+
 class BatchLogProcessor(LogRecordProcessor):
-    """``BatchLogRecordProcessor`` with the seeds' counters (see module doc)."""
+    """``BatchLogRecordProcessor`` with the seeds' counters (see module doc).
+
+    For an exporter that asks for it (the ledger's ``overflow_to_disk``), ledger events and
+    errors that a full queue cannot hold go to a disk buffer drained in order, not dropped.
+    """
 
     def __init__(
         self,
@@ -147,11 +196,22 @@ class BatchLogProcessor(LogRecordProcessor):
         schedule_delay_millis: float | None = None,
         max_export_batch_size: int | None = None,
     ) -> None:
+        name = f"logs.{getattr(exporter, 'name', type(exporter).__name__)}"
         self._batcher: _Batcher[ReadableLogRecord] = _batcher_for(
-            exporter, "logs", "dropped_logs", max_queue_size, schedule_delay_millis, max_export_batch_size
+            exporter,
+            "logs",
+            "dropped_logs",
+            max_queue_size,
+            schedule_delay_millis,
+            max_export_batch_size,
+            overflow=_overflow_for(exporter, name),
         )
+        accepts = getattr(exporter, "accepts", None)
+        self._accepts: Callable[[ReadWriteLogRecord], bool] | None = accepts if callable(accepts) else None
 
     def on_emit(self, log_record: ReadWriteLogRecord) -> None:
+        if self._accepts is not None and not self._accepts(log_record):
+            return  # a record this exporter would discard must not take a place in its queue
         self._batcher.emit(readable_copy(log_record))
 
     def shutdown(self, timeout_millis: float = 30000) -> None:

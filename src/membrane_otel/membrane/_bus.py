@@ -1,7 +1,9 @@
 """The membrane bus client: envelopes out over WebSocket, never from the caller's thread.
 
-``BusClient.publish()`` appends to a bounded deque and returns; a daemon flusher sends
-batches every ``flush_interval_ms`` or ``batch_size`` envelopes. When the bus cannot be
+``BusClient.publish()`` appends to a bounded queue (the one worker shape) and returns; a
+daemon flusher sends batches every ``flush_interval_ms`` or ``batch_size`` envelopes. The
+in-process membrane exporter, already on a background thread, calls ``deliver()`` instead
+and sends without a second queue. When the bus cannot be
 reached, or does not confirm a batch, the batch goes to the disk spool (``spool.py``) and is
 replayed, oldest first, once the bus answers again. A spool file is deleted only after the
 bus acknowledged it, so delivery is at-least-once; consumers dedupe by
@@ -29,12 +31,12 @@ import random
 import threading
 import time
 import weakref
-from collections import deque
 from collections.abc import Callable, Iterator
 
 from membrane_otel._internal import counters
 from membrane_otel._internal.ratelog import RateLimitedLogger
 from membrane_otel._internal.tables import DEFAULT_BUS_URL
+from membrane_otel._internal.worker import Worker
 from membrane_otel.membrane._bus_wire import (
     Ack,
     BusError,
@@ -78,7 +80,12 @@ def _no_instrumentation() -> Iterator[None]:
 
 
 class BusClient:
-    """Publishes envelopes to the membrane bus from a background thread, spooling on failure."""
+    """Publishes envelopes to the membrane bus from a background thread, spooling on failure.
+
+    Its queue is the one worker shape (``_internal/worker.py``): ``publish()`` enqueues for
+    the worker; :meth:`deliver` sends from a thread that is already a background one (the
+    membrane exporter's batch processor), so that path has no second queue.
+    """
 
     def __init__(
         self,
@@ -121,49 +128,44 @@ class BusClient:
         # once at INFO instead of a warning per minute.
         self._quiet_unreachable = quiet_unreachable
         self._clock = clock
-        self._problems = RateLimitedLogger(_log, clock=clock)
         self._init_state()
         ref = weakref.ref(self)
-        counters.register_gauge("queue_depth", lambda: len(c._queue) if (c := ref()) else 0)
-        if hasattr(os, "register_at_fork"):
+        if hasattr(os, "register_at_fork"):  # before the worker's own hook: reset, then restart
             os.register_at_fork(after_in_child=lambda: _after_fork(ref))
+        self._worker: Worker[Envelope] = Worker(
+            "bus",
+            self._send_batch,
+            max_queue=queue_size,
+            batch_size=batch_size,
+            interval_s=self._interval,
+            drop_counter="dropped_count",
+            late_counter="dropped_count",
+            gauge="queue_depth",
+            prepare=self._prepare,
+            abandon=self._spill,
+            on_stop=self._close,
+            clock=clock,
+        )
         if register_atexit:
             atexit.register(_shutdown_at_exit, ref)
-        self._start()
 
     def _init_state(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
-        self._queue: deque[Envelope] = deque()
-        self._inflight: list[Envelope] | None = None
-        self._flush_req = 0
-        self._flush_done = 0
-        self._flush_deadline: float | None = None
-        self._last_tick_ok = False
-        self._stopping = False
-        self._shutdown_deadline: float | None = None
+        self._problems = RateLimitedLogger(_log, clock=self._clock)
+        # The transport is one socket: the worker and deliver() take turns with it.
+        self._round_lock = threading.RLock()
         self._backoff = 0.0
         self._next_attempt = 0.0
         self._last_unreachable = False
         self._said_where = False
-        self._spool_dirty = True  # look at the spool on the first tick: an earlier run may have left files
+        self._down = False  # this round found the bus down: spool, do not try again
+        self._behind = False  # the spool is not replayed yet: newer envelopes queue behind it
+        self._spool_dirty = True  # look at the spool on the first round: an earlier run may have left files
         self._spool_checked_at = float("-inf")
-        self._thread: threading.Thread | None = None
-
-    def _start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="membrane-bus-flusher", daemon=True)
-        self._thread.start()
 
     def _after_fork(self) -> None:
-        # The child must not send the parent's queued envelopes (the parent will) nor write
-        # on the parent's socket; it starts empty, with its own thread.
-        stopped = self._stopping
+        # The child must not write on the parent's socket; the worker restarts empty.
         self._transport.reset_after_fork()
-        self._problems = RateLimitedLogger(_log, clock=self._clock)
         self._init_state()
-        if stopped:
-            self._stopping = True
-        else:
-            self._start()
 
     # -- the application side --------------------------------------------------------------
 
@@ -175,20 +177,29 @@ class BusClient:
                 logging.WARNING, "no-id", "membrane bus: envelope without metadata.stimulus_id dropped"
             )
             return
-        with self._cond:
-            if self._stopping:
-                dropped_late = True
-            else:
-                dropped_late = False
-                if len(self._queue) >= self._queue_size:
-                    self._queue.popleft()
-                    counters.incr("dropped_count")
-                self._queue.append(envelope)
-                if len(self._queue) >= self._batch_size:
-                    self._cond.notify()
-        if dropped_late:
-            counters.incr("dropped_count")
+        if not self._worker.put(envelope) and self._worker.stopped:
             self._problems.log(logging.WARNING, "late", "membrane bus client is shut down; envelope dropped")
+
+    def deliver(self, envelopes: list[Envelope], timeout_millis: float | None = None) -> bool:
+        """Send now, from the calling background thread; what cannot be sent is spooled.
+
+        True when every envelope reached the bus. Spooled envelopes are safe: the worker
+        replays them, in order, when the bus answers again.
+        """
+        good = [e for e in envelopes if _stimulus_id(e) is not None]
+        if len(good) < len(envelopes):
+            counters.incr("bus_rejected", len(envelopes) - len(good))
+        if not good:
+            return True
+        if self._worker.stopped:
+            counters.incr("dropped_count", len(good))
+            return False
+        deadline = None if timeout_millis is None else self._clock() + timeout_millis / 1000
+        with self._round_lock:
+            ok = self._prepare(deadline)
+            for i in range(0, len(good), self._batch_size):
+                ok = self._send_batch(good[i : i + self._batch_size], deadline) and ok
+            return ok
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         """Send (or, failing that, spool) everything queued so far.
@@ -196,117 +207,76 @@ class BusClient:
         True when it was delivered to the bus, False when it had to be spooled or the
         timeout passed first. Spooled envelopes are safe; they go out when the bus returns.
         """
-        deadline = self._clock() + timeout_millis / 1000.0
-        with self._cond:
-            if self._stopping:
-                return not self._queue
-            self._flush_req += 1
-            req = self._flush_req
-            self._flush_deadline = deadline
-            self._cond.notify_all()
-            while self._flush_done < req:
-                remaining = deadline - self._clock()
-                if remaining <= 0:
-                    return False
-                self._cond.wait(remaining)
-            return self._last_tick_ok
+        return self._worker.force_flush(timeout_millis)
 
     @property
     def running(self) -> bool:
         """Whether the flusher thread is alive and the client not shut down."""
-        thread = self._thread
-        return thread is not None and thread.is_alive() and not self._stopping
+        return self._worker.running
 
     def shutdown(self, timeout_millis: int = 30_000) -> None:
         """Flush what can be sent, spool the rest, stop the flusher. Idempotent."""
-        with self._cond:
-            if self._stopping:
-                return
-            self._stopping = True
-            # Sending may use 90% of the time; spooling what is left needs the rest.
-            self._shutdown_deadline = self._clock() + 0.9 * timeout_millis / 1000.0
-            self._cond.notify_all()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout_millis / 1000.0)
-            if not thread.is_alive():
-                return
-        # The flusher is stuck (a bus that accepts but never answers): save what it holds.
-        # Its in-flight batch may still be delivered too, which at-least-once allows.
-        with self._cond:
-            leftovers = (self._inflight or []) + list(self._queue)
-            self._inflight = None
-            self._queue.clear()
-        self._spill(leftovers)
+        self._worker.shutdown(timeout_millis)
 
     @property
     def queue_depth(self) -> int:
-        return len(self._queue)
+        return self._worker.depth
 
-    # -- the flusher ------------------------------------------------------------------------
+    # -- the worker's round: replay the spool, then send -------------------------------------
 
-    def _run(self) -> None:
-        with _no_instrumentation():
-            while True:
-                with self._cond:
-                    wake_at = self._clock() + self._interval
-                    while not (
-                        self._stopping
-                        or len(self._queue) >= self._batch_size
-                        or self._flush_req > self._flush_done
-                    ):
-                        remaining = wake_at - self._clock()
-                        if remaining <= 0:
-                            break
-                        self._cond.wait(remaining)
-                    stopping = self._stopping
-                    target = self._flush_req
-                    forced = stopping or target > self._flush_done
-                    deadline = (
-                        self._shutdown_deadline if stopping else self._flush_deadline if forced else None
-                    )
-                try:
-                    ok = self._tick(forced=forced, deadline=deadline)
-                except Exception:  # the flusher must outlive any bug in one tick
-                    ok = False
-                    self._problems.log(logging.ERROR, "bug", "membrane bus flusher failed", exc_info=True)
-                with self._cond:
-                    self._last_tick_ok = ok
-                    self._flush_done = max(self._flush_done, target)
-                    self._cond.notify_all()
-                if stopping:
-                    self._transport.close()
-                    return
-
-    def _tick(self, *, forced: bool, deadline: float | None) -> bool:
-        """One round: replay the spool, then send the queue. Returns True if all went out."""
-        if not self._queue and not self._spool_worth_checking():
+    def _prepare(self, deadline: float | None) -> bool:
+        """Before sending: is the bus worth trying, and is the spool replayed? False if not."""
+        with self._round_lock, _no_instrumentation():
+            self._down = self._behind = False
+            if not self._worker.depth and not self._spool_worth_checking():
+                return True
+            if self._clock() < self._next_attempt:
+                # Backing off. A cheap TCP probe tells whether the bus came back; only then is a
+                # handshake worth its cost. After a refusal (401, no ack) wait the full backoff.
+                probe = self._last_unreachable or deadline is not None
+                if not (probe and self._transport.probe(self._remaining(deadline, 0.25))):
+                    self._down = True
+                    return False
+            try:
+                if not self._replay(deadline):
+                    self._behind = True  # more spooled than one slice: newer envelopes queue behind
+                    return False
+            except BusError as exc:
+                self._fail(exc)
+                return False
+            self._recovered()
             return True
-        now = self._clock()
-        if now < self._next_attempt:
-            # Backing off. A cheap TCP probe tells whether the bus came back; only then is a
-            # handshake worth its cost. After a refusal (401, no ack) wait the full backoff.
-            probe = self._last_unreachable or forced
-            if not (probe and self._transport.probe(self._remaining(deadline, 0.25))):
-                self._spill_queue()
+
+    def _send_batch(self, batch: list[Envelope], deadline: float | None) -> bool:
+        """Send one batch; spool it when the bus is down, behind, or the deadline has passed."""
+        with self._round_lock, _no_instrumentation():
+            if self._down or self._behind or self._past(deadline):
+                self._spill(batch)
                 return False
-        try:
-            if not self._replay(deadline):
-                self._spill_queue()  # more spooled than one slice: newer envelopes queue behind
+            try:
+                ack = self._transport.send(batch, self._time_left(deadline))
+            except BusError as exc:
+                self._fail(exc)
+                self._spill(batch)
                 return False
-            if not self._send_queue(deadline):
-                self._spill_queue()  # out of time (shutdown, force_flush): keep the rest safe
-                return False
-        except BusError as exc:
+            _account(batch, ack, self._problems, self._on_published)
+            self._recovered()
+            return True
+
+    def _close(self) -> None:
+        with self._round_lock:
             self._transport.close()
-            self._on_failure(exc)
-            self._spill_queue()
-            return False
+
+    def _fail(self, exc: BusError) -> None:
+        self._transport.close()
+        self._down = True
+        self._on_failure(exc)
+
+    def _recovered(self) -> None:
         if self._backoff:
             self._problems.log(logging.INFO, "recovered", "membrane bus at %s is reachable again", self.url)
         self._backoff = 0.0
         self._next_attempt = 0.0
-        return True
 
     def _past(self, deadline: float | None) -> bool:
         return deadline is not None and self._clock() >= deadline
@@ -331,7 +301,11 @@ class BusClient:
             return True
         slice_end = self._clock() + max(self._interval, 0.2)
         while True:
-            if self._clock() >= slice_end or self._past(deadline) or len(self._queue) > self._queue_size // 2:
+            if (
+                self._clock() >= slice_end
+                or self._past(deadline)
+                or self._worker.depth > self._queue_size // 2
+            ):
                 return False
             batch = self.spool.claim_oldest()
             if batch is None:
@@ -345,29 +319,6 @@ class BusClient:
                 raise
             self.spool.ack(batch)
             _account(batch.envelopes, ack, self._problems, self._on_published)
-
-    def _send_queue(self, deadline: float | None) -> bool:
-        """Send the queue batch by batch; False when the deadline cut it short."""
-        while True:
-            if self._past(deadline):
-                return False
-            with self._cond:
-                if not self._queue:
-                    return True
-                n = min(self._batch_size, len(self._queue))
-                batch = [self._queue.popleft() for _ in range(n)]
-                self._inflight = batch
-            try:
-                ack = self._transport.send(batch, self._time_left(deadline))
-            except BusError:
-                with self._cond:
-                    mine, self._inflight = self._inflight, None
-                if mine:  # else shutdown() already saved it
-                    self._spill(mine)
-                raise
-            with self._cond:
-                self._inflight = None
-            _account(batch, ack, self._problems, self._on_published)
 
     def _on_failure(self, exc: BusError) -> None:
         self._last_unreachable = isinstance(exc, BusUnavailable)
@@ -392,12 +343,6 @@ class BusClient:
             exc,
             self.spool.directory,
         )
-
-    def _spill_queue(self) -> None:
-        with self._cond:
-            pending = list(self._queue)
-            self._queue.clear()
-        self._spill(pending)
 
     def _spill(self, envelopes: list[Envelope]) -> None:
         for i in range(0, len(envelopes), self._batch_size):

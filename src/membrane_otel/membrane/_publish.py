@@ -53,9 +53,14 @@ class MembranePublisher:
         # False when nobody chose a bus (the default URL): spooling is then the normal state.
         self.bus_chosen = True
 
-    def submit_logs(self, logs: Sequence[LogData]) -> int:
-        """Publish the envelopes of the records meant for the membrane; returns how many."""
+    def submit_logs(self, logs: Sequence[LogData], *, direct: bool = False) -> int:
+        """Publish the envelopes of the records meant for the membrane; returns how many.
+
+        ``direct``: the caller is a background thread already (the membrane exporter's batch
+        processor), so the envelopes are sent from it, not queued a second time.
+        """
         sent = 0
+        out: list[dict[str, Any]] = []
         for log in logs:
             if not wants_envelope(log, self._l2):
                 continue
@@ -90,8 +95,14 @@ class MembranePublisher:
                 held = {"held_back": decision.held_back_type, "held_back_fingerprint": decision.held_back}
                 if any(held.values()):
                     with_metadata(env, **{k: v for k, v in held.items() if v})
-            self.publish(env)
+            out.append(env)
             sent += 1
+        if direct and hasattr(self._bus, "deliver"):
+            if out:
+                self._bus.deliver(out)
+        else:
+            for envelope in out:
+                self.publish(envelope)
         return sent
 
     def publish(self, envelope: dict[str, Any]) -> None:
