@@ -15,8 +15,9 @@ error costs a handful of lines a second. Every error is a line or a count on one
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Protocol
 
 from membrane_otel._internal import counters
@@ -64,3 +65,22 @@ class Coalescer:
     def clear(self) -> None:
         with self._lock:
             self._open.clear()
+
+
+class RenderCache:
+    """Traceback text by captured exception (frames, type, message, chain): an error that
+    repeats is rendered once, and one rendering serves the console and the OTel record."""
+
+    def __init__(self, size: int = 512) -> None:
+        self._size = size
+        self._texts: dict[Hashable, str] = {}
+
+    def text(self, captured: Hashable, render: Callable[[], str]) -> str:
+        text = self._texts.get(captured)
+        if text is None:
+            text = render()
+            if len(self._texts) >= self._size:
+                with contextlib.suppress(StopIteration, KeyError, RuntimeError):
+                    del self._texts[next(iter(self._texts))]  # the oldest: first in, first out
+            self._texts[captured] = text
+        return text

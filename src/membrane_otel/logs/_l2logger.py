@@ -37,7 +37,7 @@ from membrane_otel._internal import counters
 from membrane_otel._internal.ratelog import RateLimitedLogger
 from membrane_otel._internal.tables import BODY_MAX_BYTES, truncate
 from membrane_otel._internal.worker import Worker
-from membrane_otel.logs._coalesce import Coalescer
+from membrane_otel.logs._coalesce import Coalescer, RenderCache
 from membrane_otel.logs._errors import (
     CapturedException,
     capture_exception,
@@ -78,6 +78,7 @@ class _Pending:
     key: str  # fingerprint + dedupe key: what makes two errors the same one
     exception: CapturedException | None
     context: otel_context.Context
+    stack: str | None = None  # already rendered on the caller's thread (for the console)
     last_ns: int = 0
     occurrences: int = 1
 
@@ -112,6 +113,7 @@ class _Renderer:
         self._coalescer.close(item)
         if item.occurrences > 1:
             counters.incr("dropped_logs", item.occurrences - 1)
+            counters.incr("dropped.l2", item.occurrences - 1)
 
     def _render(self, batch: list[_Pending], deadline: float | None) -> bool:
         self._coalescer.close_all(batch)  # from here on, twins start a new line
@@ -133,8 +135,10 @@ class _Renderer:
 def _emit(item: _Pending) -> None:
     attrs = item.attributes
     if item.exception is not None:
-        # The same text traceback.format_exception would print, rendered here, off-thread.
-        attrs["exception.stacktrace"] = truncate_stack(redact_secrets(item.exception.render()))
+        # The same text traceback.format_exception would print, rendered here, off-thread,
+        # unless the console already needed it on the caller's thread.
+        stack = item.stack if item.stack is not None else item.exception.render()
+        attrs["exception.stacktrace"] = truncate_stack(redact_secrets(stack))
     if item.occurrences > 1:
         attrs["membrane.occurrences"] = item.occurrences
         attrs["membrane.first_ts_ns"] = item.time_ns
@@ -152,6 +156,7 @@ def _emit(item: _Pending) -> None:
     )
 
 
+_renders = RenderCache()
 _renderer: _Renderer | None = None
 _renderer_lock = threading.Lock()
 
@@ -186,6 +191,8 @@ class L2Handler(logging.Handler):
 
         self.script_name = script_name
         self.script_path = script_path
+        # Set when a console handler follows this one on the same logger (setup_l2_logger).
+        self.share_render = False
         self._static: dict[str, Any] = {
             "membrane.l2": True,
             "membrane.signal_type": "script_error",
@@ -210,10 +217,16 @@ class L2Handler(logging.Handler):
         message = truncate(message, BODY_LIMIT)
         attrs = dict(self._static)
         captured: CapturedException | None = None
+        stack: str | None = None
         exc = record.exc_info[1] if record.exc_info else None
         if exc is not None:
             # Plain data only (no frames, no locals): a few µs; rendering happens later.
             captured = capture_exception(exc)
+            if self.share_render and record.exc_text is None:
+                # The console handler after us would render this traceback now anyway: render
+                # it once (or take the text of the same error rendered before) for both.
+                stack = _renders.text(captured, captured.render)
+                record.exc_text = stack[:-1] if stack.endswith("\n") else stack
             error_type = captured.type_name
             attrs["exception.type"] = error_type
             attrs["exception.message"] = redact_secrets(captured.message)
@@ -240,6 +253,7 @@ class L2Handler(logging.Handler):
                 key=f"{fingerprint}:{key}:{record.levelno}:{message}",
                 exception=captured,
                 context=otel_context.get_current(),
+                stack=stack,
             )
         )
 
@@ -275,6 +289,15 @@ def setup_l2_logger(
     for handler in list(logger.handlers):
         if getattr(handler, "_membrane_l2", False):
             logger.removeHandler(handler)
+    if l2_level is None:
+        from membrane_otel.settings import get_settings
+
+        l2_level = get_settings().l2_level
+    # The L2 handler goes first: it renders a traceback once for itself and the console.
+    l2 = L2Handler(script_name, script_path, l2_level)
+    l2._membrane_l2 = True  # type: ignore[attr-defined]
+    l2.share_render = console
+    logger.addHandler(l2)
     if console:
         stream = logging.StreamHandler(sys.stderr)
         # Redacted like every other exit: the console prints exception messages and tracebacks.
@@ -283,11 +306,4 @@ def setup_l2_logger(
         stream.setFormatter(RedactingFormatter(_CONSOLE_FORMAT))
         stream._membrane_l2 = True  # type: ignore[attr-defined]
         logger.addHandler(stream)
-    if l2_level is None:
-        from membrane_otel.settings import get_settings
-
-        l2_level = get_settings().l2_level
-    l2 = L2Handler(script_name, script_path, l2_level)
-    l2._membrane_l2 = True  # type: ignore[attr-defined]
-    logger.addHandler(l2)
     return logger
