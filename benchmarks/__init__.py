@@ -140,42 +140,48 @@ def variant(
 def ratio(
     label: str,
     value: float | None,
-    target: float | None,
-    op: Op,
+    target: float | None = None,
+    op: Op = "<=",
     source: str = "",
     spread: tuple[float, float] | None = None,
 ) -> dict[str, Any]:
-    """A headline ratio and the target it is read against (``value op target`` = met).
+    """A ratio a row measured, judged against the target table (``benchmarks/targets.py``).
 
-    ``spread`` is the 10th–90th percentile of the same ratio taken round by round: how much
-    the figure moved during the run.
+    Only a label in that table has a target (``value op target`` = met); the ``target`` and
+    ``source`` a row passes are ignored, so a row cannot judge itself against a goal that
+    is not one. ``spread`` is the 10th–90th percentile of the same ratio taken round by
+    round (or run by run): how much the figure moved during the run.
     """
+    from benchmarks.targets import lookup
+
+    goal = lookup(label)
     met: bool | None = None
-    if value is not None and target is not None:
-        met = value <= target if op == "<=" else value >= target
+    if value is not None and goal is not None:
+        met = value <= goal.target if goal.op == "<=" else value >= goal.target
     return {
         "label": label,
         "value": value,
-        "target": target,
-        "op": op,
+        "target": goal.target if goal else None,
+        "op": goal.op if goal else op,
         "met": met,
-        "source": source,
+        "source": goal.goal.split(":")[0] if goal else "",
         "spread": list(spread) if spread else None,
     }
 
 
-def round_spread(a: Sequence[int], b: Sequence[int], per_round: int) -> tuple[float, float]:
-    """10th–90th percentile over rounds of median(a) / median(b), one value per round.
+def round_spread(a: Sequence[int], b: Sequence[int], per_round: int, q: float = 0.5) -> tuple[float, float]:
+    """10th–90th percentile over rounds of quantile_q(a) / quantile_q(b), one value per round
+    (``q`` 0.5: the medians; 0.99: the p99s).
 
     ``interleave`` appends each round's segment in order, so round ``i`` of a variant is
     its samples ``[i * per_round, (i + 1) * per_round)``.
     """
     values = []
     for i in range(min(len(a), len(b)) // per_round):
-        sa = sorted(a[i * per_round : (i + 1) * per_round])
-        sb = sorted(b[i * per_round : (i + 1) * per_round])
-        if sb[len(sb) // 2]:
-            values.append(sa[len(sa) // 2] / sb[len(sb) // 2])
+        qa = percentile(a[i * per_round : (i + 1) * per_round], q)
+        qb = percentile(b[i * per_round : (i + 1) * per_round], q)
+        if qb:
+            values.append(qa / qb)
     return percentile(values, 0.1), percentile(values, 0.9)
 
 

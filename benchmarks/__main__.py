@@ -6,7 +6,10 @@ report: ``docs/PERFORMANCE.md`` + ``docs/performance.png`` in full mode, or
 ``.bench/PERFORMANCE.quick.md`` + ``.bench/performance.quick.png`` in quick mode (CI), and
 the raw results as ``.bench/results.<mode>.json``.
 
-Exit status: 1 when a benchmark broke (its row says why), never because of a speed figure.
+Exit status: 1 when a benchmark broke (its row says why), or, in quick mode, when a figure is
+more than ``QUICK_TOLERANCE`` (3×) off its target in ``benchmarks/targets.py`` — broken, not
+merely slow on a busy machine. 2 when ``--full`` would write ``docs/`` from a tree with
+uncommitted changes (the report must describe a commit).
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ ROWS: dict[str, str] = {
     "emit": "benchmarks.bench_emit",
     "memory": "benchmarks.bench_memory",
     "redact": "benchmarks.bench_redact",
+    "storm": "benchmarks.bench_storm",
+    "startup": "benchmarks.bench_startup",
 }
 TIMEOUT_S = {"quick": 120, "full": 1200}
 
@@ -142,6 +147,28 @@ def _headline(result: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
+def far_off(results: list[dict[str, Any]]) -> list[str]:
+    """Figures more than QUICK_TOLERANCE times off their target (the quick run's check)."""
+    from benchmarks.targets import QUICK_TOLERANCE, lookup, off_by
+
+    out = []
+    for res in results:
+        for r in res["ratios"]:
+            goal = lookup(r["label"])
+            if goal is None or r["value"] is None or res["status"] != "ok":
+                continue
+            off = off_by(float(r["value"]), goal)
+            if off > QUICK_TOLERANCE:
+                op = "≤" if goal.op == "<=" else "≥"
+                out.append(f"{r['label']} = {r['value']:.3g}, target {op} {goal.target:g} ({off:.1f}x off)")
+    return out
+
+
+def dirty_tree() -> str:
+    """``git status --porcelain`` of the repository ('' when clean, or when git is missing)."""
+    return _git("status", "--porcelain")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
     mode = parser.add_mutually_exclusive_group(required=True)
@@ -163,6 +190,14 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown row(s): {', '.join(unknown)}")
     keys = [k for k in ROWS if not wanted or k in wanted]  # always in report order
+    writes_docs = args.mode == "full" and len(keys) == len(ROWS) and args.out_dir is None
+    if writes_docs and (dirty := dirty_tree()):
+        print(
+            "bench full: refusing to write docs/PERFORMANCE.md from a tree with uncommitted changes "
+            f"(commit or stash first):\n{dirty}",
+            file=sys.stderr,
+        )
+        return 2
     started, load_before = time.monotonic(), _load()
     results = []
     for key in keys:
@@ -204,7 +239,10 @@ def main(argv: list[str] | None = None) -> int:
             f"bench {args.mode}: BROKEN benchmark(s): {', '.join(broken)} (see the report)", file=sys.stderr
         )
         return 1
-    return 0
+    off = far_off(results) if args.mode == "quick" else []
+    for line in off:
+        print(f"bench quick: figure far off its target: {line}", file=sys.stderr)
+    return 1 if off else 0
 
 
 if __name__ == "__main__":

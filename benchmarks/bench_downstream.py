@@ -37,6 +37,7 @@ from benchmarks import (
     port_open,
     process,
     ratio,
+    round_spread,
     row,
     stop,
     tail,
@@ -204,7 +205,7 @@ def run(quick: bool) -> dict[str, Any]:
                 p99 = {name: _pct(v, 0.99) for name, v in samples.items()}
                 profile = (
                     workers["dead"].ask(f"profile {per_round} {GAP_S}")
-                    if p99["dead"] > 1.2 * p99["healthy"]
+                    if p99["dead"] > 1.1 * p99["healthy"]
                     else ""
                 )
             finally:
@@ -224,13 +225,22 @@ def run(quick: bool) -> dict[str, Any]:
             variant("dead: bus and OTLP endpoint on closed ports", samples["dead"]),
         ],
         ratios=[
-            ratio("p99 dead / p99 healthy", pct("dead", 0.99) / pct("healthy", 0.99), 1.2, "<=", "issue 9"),
-            ratio("p50 dead / p50 healthy", pct("dead", 0.5) / pct("healthy", 0.5), 1.2, "<=", "issue 9"),
+            ratio(
+                "p99 dead / p99 healthy",
+                pct("dead", 0.99) / pct("healthy", 0.99),
+                spread=round_spread(samples["dead"], samples["healthy"], per_round, 0.99),
+            ),
+            ratio(
+                "p50 dead / p50 healthy (context)",
+                pct("dead", 0.5) / pct("healthy", 0.5),
+                spread=round_spread(samples["dead"], samples["healthy"], per_round),
+            ),
         ],
         note=f"logger.exception through setup_l2_logger with OTEL_LOGS_EXPORTER=ledger,membrane,otlp and "
         f"throttling off, one error every {GAP_S * 1000:.0f} ms, in two sibling worker processes driven in "
-        "alternating rounds. 'p99 unchanged' is read as a ratio ≤ 1.2 (p99 of a few thousand calls on a "
-        "shared machine moves by more than that from run to run). Pipeline counters per worker are below.",
+        "alternating rounds. 'p99 unchanged' is read as a ratio ≤ 1.1; the spread (10th–90th "
+        "percentile of the round-by-round p99 ratio) shows how far the p99 of a few thousand calls "
+        "moves on a shared machine. Pipeline counters per worker are below.",
         context={
             name: {**{k: m.get(k, 0) for k in keys}, "calls over 1 ms": slow[name]}
             for name, m in metrics.items()

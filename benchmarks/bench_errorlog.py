@@ -174,6 +174,20 @@ def run(quick: bool) -> dict[str, Any]:
                 },
                 overhead_ns=timer_overhead_ns(2000),
             )
+            from membrane_otel.logs._errors import stack_fingerprint
+
+            try:
+                _raise(6, 0)
+            except ValueError as exc:
+                tb = exc.__traceback__
+            fingerprint = interleave(
+                {"fingerprint": timed(lambda: stack_fingerprint(tb))},
+                rounds=rounds,
+                per_round=per_round * 4,
+                warmup=warmup,
+                overhead_ns=timer_overhead_ns(2000),
+            )["fingerprint"]
+            fingerprint_med = sorted(fingerprint)[len(fingerprint) // 2] / 1000
             line = redaction_line()
             redact = interleave(
                 {"redact": timed(lambda: redact_secrets(line))},
@@ -197,6 +211,7 @@ def run(quick: bool) -> dict[str, Any]:
                     variant("L2 handler alone, no console (context)", samples["l2_only"]),
                     variant("OTel LoggingHandler alone, no console (context)", samples["otel_only"]),
                     variant("redact_secrets, 1 KB line", redact),
+                    variant("stack_fingerprint of a 7-frame traceback", fingerprint),
                 ],
                 ratios=[
                     ratio("setup_l2_logger / OTel LoggingHandler", vs_otel, 1.0, "<=", "issue 4", spread),
@@ -219,6 +234,7 @@ def run(quick: bool) -> dict[str, Any]:
                         "setup_l2_logger / FileHandler (context)", med["membrane"] / med["file"], None, "<="
                     ),
                     ratio("redaction of 1 KB / 20 µs budget", redact_med / 20.0, 1.0, "<=", "issue 4"),
+                    ratio("fingerprint / 5 µs budget", fingerprint_med / 5.0),
                 ],
                 note="Every variant also has the same console handler (to /dev/null); the exception is "
                 "raised 7 frames deep and only the logging call is timed. Both OTel variants export "
@@ -237,6 +253,7 @@ def run(quick: bool) -> dict[str, Any]:
                     "redaction of 1 KB / 20 µs budget": lambda: profile_top(
                         lambda: redact_secrets(line), 2000
                     ),
+                    "fingerprint / 5 µs budget": lambda: profile_top(lambda: stack_fingerprint(tb), 2000),
                 },
             )
         finally:

@@ -125,6 +125,11 @@ def _one(pipeline: str, kind: str, secs: float) -> dict[str, Any]:
     out["cpu_us_per_error"] = out["cpu_s"] * 1e6 / max(1, out["n"])
     out["unaccounted"] = out["n"] - out["delivered"] - out["dropped"]
     out["delivered_pct"] = 100.0 * out["delivered"] / max(1, out["n"])
+    # Saturation: what the pipeline delivers per second of a producer at full speed, and the
+    # CPU each delivered error cost (a line standing for n errors delivers n).
+    out["delivered_per_s"] = out["delivered"] / secs
+    out["drop_pct"] = 100.0 * out["dropped"] / max(1, out["n"])
+    out["cpu_us_per_delivered"] = out["cpu_s"] * 1e6 / max(1, out["delivered"])
     return out
 
 
@@ -169,6 +174,16 @@ def run(quick: bool) -> dict[str, Any]:
             )
             variants.append(
                 variant(
+                    f"{name}, {title}: saturation, delivered per second",
+                    median=_med(rs, "delivered_per_s"),
+                    unit="/s",
+                    n=len(rs),
+                    note=f"drop {_med(rs, 'drop_pct'):.1f} %, "
+                    f"CPU per delivered error {_med(rs, 'cpu_us_per_delivered'):.0f} µs",
+                )
+            )
+            variants.append(
+                variant(
                     f"{name}, {title}: caller-thread latency",
                     median=_med(rs, "caller_median_ns") / 1000,
                     p99=_med(rs, "caller_p99_ns") / 1000,
@@ -207,7 +222,17 @@ def run(quick: bool) -> dict[str, Any]:
         for name, rs in (("otel", otel), ("membrane", ours)):
             context[f"{kind}.{name}"] = {
                 k: round(_med(rs, k), 1)
-                for k in ("n", "lines", "delivered_pct", "dropped", "unaccounted", "cpu_us_per_error")
+                for k in (
+                    "n",
+                    "lines",
+                    "delivered_pct",
+                    "delivered_per_s",
+                    "drop_pct",
+                    "dropped",
+                    "unaccounted",
+                    "cpu_us_per_error",
+                    "cpu_us_per_delivered",
+                )
             }
     return row(
         "storm",

@@ -10,14 +10,14 @@ from membrane_otel._internal import counters
 from membrane_otel._internal.worker import Worker, one_deadline
 
 
-def _collecting(name: str, **kw: object) -> tuple[Worker[int], list[int]]:
+def _collecting(name: str) -> tuple[Worker[int], list[int]]:
     seen: list[int] = []
 
     def handle(batch: list[int], deadline: float | None) -> bool:
         seen.extend(batch)
         return True
 
-    return Worker(name, handle, **{"max_queue": 100, "batch_size": 10, "interval_s": 60.0, **kw}), seen  # type: ignore[arg-type]
+    return Worker(name, handle, max_queue=100, batch_size=10, interval_s=60.0), seen
 
 
 def test_flush_hands_everything_over_in_order() -> None:
