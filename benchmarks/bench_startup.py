@@ -5,7 +5,8 @@ built once under ``.bench/startup-venvs/`` (rebuilt when ``pyproject.toml`` chan
 
 * upstream: ``opentelemetry-distro[otlp]`` at the instrumentation version we depend on — what
   the OTel docs tell a user to install;
-* this distro: ``membrane-otel`` installed from this checkout (not editable).
+* this distro: ``membrane-otel`` installed from this checkout (editable, so the venv follows
+  the source; the editable finder costs a little at start-up, which counts against us).
 
 Both are started the same way, alternating one for one, from an empty working directory
 with no ``OTEL_*`` settings, each with its own defaults. Wall time is the headline; the
@@ -81,7 +82,7 @@ def run(quick: bool) -> dict[str, Any]:
     version = metadata.version("opentelemetry-instrumentation")
     try:
         upstream = _venv("upstream", [f"opentelemetry-distro[otlp]=={version}"], build=not quick)
-        ours = _venv("membrane", [str(ROOT)], build=not quick)
+        ours = _venv("membrane", ["-e", str(ROOT)], build=not quick)
     except (subprocess.SubprocessError, OSError) as exc:
         return row("startup", title, status="skipped", note=f"could not build the clean venvs: {exc}")
     if upstream is None or ours is None:

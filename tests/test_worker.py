@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import os
+import socket
+import subprocess
+import sys
+import textwrap
 import threading
 import time
+from pathlib import Path
 
 from membrane_otel._internal import counters
 from membrane_otel._internal.worker import Worker, one_deadline
+from tests._helpers import clean_env, read_ledger
 
 
 def _collecting(name: str) -> tuple[Worker[int], list[int]]:
@@ -120,3 +127,47 @@ def test_a_forked_child_starts_empty_with_its_own_thread() -> None:
     assert os.waitstatus_to_exitcode(status) == 0
     assert w.force_flush(5000) and seen == [1]
     w.shutdown(5000)
+
+
+SHUTDOWN_APP = """
+import json, logging, sys, time
+import membrane_otel
+from membrane_otel import setup_l2_logger
+membrane_otel.configure()
+log = setup_l2_logger("hang", "scripts/hang.py", console=False)
+for i in range(50):
+    log.error("failure %d", i)
+t0 = time.monotonic()
+membrane_otel.shutdown(2000)
+took = time.monotonic() - t0
+print(json.dumps({"took": took, "metrics": membrane_otel.get_metrics()}))
+"""
+
+
+def test_shutdown_spends_one_deadline_across_every_stage(tmp_path: Path) -> None:
+    """A bus that accepts TCP and never answers: shutdown(2000) returns in about 2 s, not per stage,
+    and the 50 errors are in the ledger, their envelopes spooled or counted."""
+    with socket.socket() as blackhole:
+        blackhole.bind(("127.0.0.1", 0))
+        blackhole.listen(64)  # never accept()ed: the kernel completes TCP handshakes, nobody speaks
+        env = clean_env(
+            tmp_path,
+            MEMBRANE_BUS_URL=f"ws://127.0.0.1:{blackhole.getsockname()[1]}/api/ws",
+            OTEL_TRACES_EXPORTER="none",
+            MEMBRANE_THROTTLE="0",
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(SHUTDOWN_APP)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    m = report["metrics"]
+    assert report["took"] < 3.5, report["took"]
+    lines = [ln for ln in read_ledger(tmp_path / "ledger.jsonl") if ln["event"] == "script_error"]
+    assert len(lines) == 50, (m, [ln["event"] for ln in read_ledger(tmp_path / "ledger.jsonl")][:60])
+    assert m["envelopes"] == 50, m
+    assert m["published"] + m["spool_writes"] + m["dropped_count"] >= 1

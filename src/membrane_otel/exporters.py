@@ -124,6 +124,10 @@ class MembraneLogExporter(LogRecordExporter):
             return LogRecordExportResult.FAILURE
         return LogRecordExportResult.SUCCESS
 
+    def abandon(self, batch: Sequence[ReadableLogRecord]) -> None:
+        """Records a shutdown could not wait for: to the disk spool, replayed on the next run."""
+        self._publisher.submit_logs([log_from_sdk(r) for r in batch], direct=True, spool_only=True)
+
     def shutdown(self, timeout_millis: float = 30000) -> None:
         self._publisher.shutdown(timeout_millis)
 

@@ -67,6 +67,12 @@ class _Batcher(Generic[T]):
             interval_s=schedule_delay_millis / 1000,
             drop_counter=drop_counter,
             overflow=overflow,
+            # What a stuck exporter still holds at shutdown: its own safe place (the membrane
+            # exporter spools it), else counted as dropped.
+            abandon=getattr(export, "abandon", None),
+            # The batch the exporter is stuck on stays with it: its own timeouts end the wait
+            # and it spools what it could not send; handing it over too would count it twice.
+            abandon_inflight=False,
             clock=clock,
         )
 

@@ -69,6 +69,14 @@ def one_deadline(deadline: float) -> Iterator[None]:
         _shared.remove(deadline)
 
 
+def shared_remaining_ms() -> float | None:
+    """What the flush/shutdown in progress leaves, or None when none is in progress.
+
+    An exporter whose ``export()`` has no timeout of its own (the membrane exporter sending
+    to the bus) reads this, so a shutdown's deadline reaches into its sockets too."""
+    return remaining_ms(min(_shared)) if _shared else None
+
+
 def clamp_ms(timeout_millis: float) -> float:
     """``timeout_millis``, cut to what the shared deadline (if any) leaves."""
     if not _shared:
@@ -95,6 +103,7 @@ class Worker(Generic[T]):
         prepare: Callable[[float | None], bool] | None = None,
         abandon: Callable[[list[T]], None] | None = None,
         on_drop: Callable[[T], None] | None = None,
+        abandon_inflight: bool = True,
         on_stop: Callable[[], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -112,6 +121,7 @@ class Worker(Generic[T]):
         self._prepare = prepare
         self._abandon = abandon
         self._on_drop = on_drop
+        self._abandon_inflight = abandon_inflight
         self._on_stop = on_stop
         self._clock = clock
         self.last_export_seconds = 0.0
@@ -227,10 +237,13 @@ class Worker(Generic[T]):
             thread.join(max(0.0, deadline - self._clock()))
             if not thread.is_alive():
                 return self._last_ok
-        # A stuck handler (a bus that accepts but never answers): hand over what it holds.
+        # A stuck handler (a bus that accepts but never answers): hand over what it holds
+        # (and, with abandon_inflight, the batch it is stuck on: at-least-once beats lost).
         with self._cond:
-            leftovers = (self._inflight or []) + list(self._queue)
-            self._inflight = None
+            inflight = (self._inflight or []) if self._abandon_inflight else []
+            leftovers = inflight + list(self._queue)
+            if self._abandon_inflight:
+                self._inflight = None
             self._queue.clear()
         self._give_up(leftovers)
         return False

@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterator
 from membrane_otel._internal import counters
 from membrane_otel._internal.ratelog import RateLimitedLogger
 from membrane_otel._internal.tables import DEFAULT_BUS_URL
-from membrane_otel._internal.worker import Worker
+from membrane_otel._internal.worker import Worker, shared_remaining_ms
 from membrane_otel.membrane._bus_wire import (
     Ack,
     BusError,
@@ -194,12 +194,18 @@ class BusClient:
         if self._worker.stopped:
             counters.incr("dropped_count", len(good))
             return False
+        if timeout_millis is None:
+            timeout_millis = shared_remaining_ms()  # a shutdown in progress bounds the sockets too
         deadline = None if timeout_millis is None else self._clock() + timeout_millis / 1000
         with self._round_lock:
             ok = self._prepare(deadline)
             for i in range(0, len(good), self._batch_size):
                 ok = self._send_batch(good[i : i + self._batch_size], deadline) and ok
             return ok
+
+    def save(self, envelopes: list[Envelope]) -> None:
+        """Straight to the disk spool (no time left to send): replayed when the bus answers."""
+        self._spill([e for e in envelopes if _stimulus_id(e) is not None])
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         """Send (or, failing that, spool) everything queued so far.

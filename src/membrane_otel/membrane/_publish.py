@@ -53,11 +53,12 @@ class MembranePublisher:
         # False when nobody chose a bus (the default URL): spooling is then the normal state.
         self.bus_chosen = True
 
-    def submit_logs(self, logs: Sequence[LogData], *, direct: bool = False) -> int:
+    def submit_logs(self, logs: Sequence[LogData], *, direct: bool = False, spool_only: bool = False) -> int:
         """Publish the envelopes of the records meant for the membrane; returns how many.
 
         ``direct``: the caller is a background thread already (the membrane exporter's batch
-        processor), so the envelopes are sent from it, not queued a second time.
+        processor), so the envelopes are sent from it, not queued a second time. ``spool_only``:
+        no time is left (a shutdown gave up on them), so they go straight to the disk spool.
         """
         sent = 0
         out: list[dict[str, Any]] = []
@@ -97,7 +98,9 @@ class MembranePublisher:
                     with_metadata(env, **{k: v for k, v in held.items() if v})
             out.append(env)
             sent += 1
-        if direct and hasattr(self._bus, "deliver"):
+        if spool_only and hasattr(self._bus, "save"):
+            self._bus.save(out)
+        elif direct and hasattr(self._bus, "deliver"):
             if out:
                 self._bus.deliver(out)
         else:
