@@ -75,12 +75,15 @@ def interleave(
     warmup: int,
     settle: Mapping[str, Callable[[], object]] | None = None,
     overhead_ns: int = 0,
+    process_cpu: dict[str, list[int]] | None = None,
 ) -> dict[str, list[int]]:
     """Run ``variants`` in rotating rounds; every call's ns, per variant.
 
     ``settle[name]`` runs (untimed) after each of that variant's segments, so a variant's
     background work (a queue being drained) is finished before the next variant's segment
-    and does not land on another variant's clock.
+    and does not land on another variant's clock. ``process_cpu``, when given, receives per
+    variant the whole process's CPU ns (all threads) per call of each segment, its settle
+    included: what the work costs wherever it runs, beside what the caller's thread waited.
     """
     names = list(variants)
     settle = settle or {}
@@ -96,10 +99,15 @@ def interleave(
         for name in names[k:] + names[:k]:
             fn = variants[name]
             out = samples[name]
+            before = os.times()
             for _ in range(per_round):
                 out.append(max(0, fn() - overhead_ns))
             if name in settle:
                 settle[name]()
+            if process_cpu is not None:
+                after = os.times()
+                used = (after.user + after.system) - (before.user + before.system)
+                process_cpu.setdefault(name, []).append(int(used * 1e9 / per_round))
     return samples
 
 

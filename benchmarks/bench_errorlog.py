@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -159,9 +160,11 @@ def run(quick: bool) -> dict[str, Any]:
             "l2_only": exception_call(l2_only),
             "otel_only": exception_call(otel_only),
         }
+        cpu: dict[str, list[int]] = {}
         try:
             samples = interleave(
                 variants,
+                process_cpu=cpu,
                 rounds=rounds,
                 per_round=per_round,
                 warmup=warmup,
@@ -210,6 +213,11 @@ def run(quick: bool) -> dict[str, Any]:
                     variant("console + logging.FileHandler", samples["file"]),
                     variant("L2 handler alone, no console (context)", samples["l2_only"]),
                     variant("OTel LoggingHandler alone, no console (context)", samples["otel_only"]),
+                    variant(
+                        "setup_l2_logger: process CPU per call, all threads (segment + drain)",
+                        cpu["membrane"],
+                    ),
+                    variant("console + OTel LoggingHandler: process CPU per call, all threads", cpu["otel"]),
                     variant("redact_secrets, 1 KB line", redact),
                     variant("stack_fingerprint of a 7-frame traceback", fingerprint),
                 ],
@@ -232,6 +240,10 @@ def run(quick: bool) -> dict[str, Any]:
                     ),
                     ratio(
                         "setup_l2_logger / FileHandler (context)", med["membrane"] / med["file"], None, "<="
+                    ),
+                    ratio(
+                        "setup_l2_logger / OTel LoggingHandler, process CPU all threads (context)",
+                        statistics.median(cpu["membrane"]) / statistics.median(cpu["otel"]),
                     ),
                     ratio("redaction of 1 KB / 20 µs budget", redact_med / 20.0, 1.0, "<=", "issue 4"),
                     ratio("fingerprint / 5 µs budget", fingerprint_med / 5.0),

@@ -578,6 +578,8 @@ _VOLATILE = frozenset(
     (
         "ts",
         "ts_unix",
+        "first_ts",
+        "last_ts",
         "timestamp",
         "duration_ms",
         "otel_trace_id",
