@@ -101,3 +101,37 @@ def test_a_full_speed_storm_accounts_for_every_error(tmp_path: Path) -> None:
 def _l2_drops(m: dict[str, int]) -> int:
     # Drops in the L2 renderer's queue happen before the SDK sees the record.
     return int(m.get("dropped.l2", 0))
+
+
+SECRET_APP = """
+from membrane_otel import setup_l2_logger
+log = setup_l2_logger("sec", "scripts/sec.py", console=False)
+def fail():
+    token = "sess-9f8e7d6c"  # a secret of the user's own form, in the source line of the stack too
+    raise RuntimeError(f"login with {token} refused")
+for _ in range(3):  # identical: coalesced, still redacted
+    try:
+        fail()
+    except RuntimeError:
+        log.exception("session sess-9f8e7d6c expired")
+import membrane_otel
+membrane_otel.shutdown()
+"""
+
+
+def test_user_patterns_redact_l2_errors_in_message_exception_and_stack(tmp_path: Path) -> None:
+    """The L2 path redacts with MEMBRANE_REDACT_PATTERNS itself (the processor skips a second pass)."""
+    env = clean_env(tmp_path, MEMBRANE_REDACT_PATTERNS='["sess-[0-9a-f]+"]', OTEL_TRACES_EXPORTER="none")
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(SECRET_APP)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    text = (tmp_path / "ledger.jsonl").read_text()
+    assert "sess-9f8e7d6c" not in text
+    (line,) = [ln for ln in read_ledger(tmp_path / "ledger.jsonl") if ln["event"] == "script_error"]
+    assert line["message"] == "session <REDACTED> expired" and line["occurrences"] == 3
+    assert "<REDACTED>" in line["exception.message"] and "<REDACTED>" in line["exception.stacktrace"]

@@ -47,7 +47,8 @@ from membrane_otel.logs._errors import (
     stack_fingerprint,
     truncate_stack,
 )
-from membrane_otel.logs._redact import redact_secrets
+from membrane_otel.logs._processors import REDACTED_UPSTREAM
+from membrane_otel.logs._redact import configured_redactor
 
 BODY_LIMIT = BODY_MAX_BYTES
 _diag = RateLimitedLogger(logging.getLogger("membrane_otel.logs._l2logger"))
@@ -138,22 +139,28 @@ def _emit(item: _Pending) -> None:
         # The same text traceback.format_exception would print, rendered here, off-thread,
         # unless the console already needed it on the caller's thread.
         stack = item.stack if item.stack is not None else item.exception.render()
-        attrs["exception.stacktrace"] = truncate_stack(redact_secrets(stack))
+        attrs["exception.stacktrace"] = truncate_stack(configured_redactor()(stack))
     if item.occurrences > 1:
         attrs["membrane.occurrences"] = item.occurrences
         attrs["membrane.first_ts_ns"] = item.time_ns
         attrs["membrane.last_ts_ns"] = item.last_ns
-    get_logger(item.logger_name).emit(
-        LogRecord(
-            timestamp=item.time_ns,
-            observed_timestamp=time.time_ns(),
-            context=item.context,
-            severity_number=std_to_otel(item.levelno),
-            severity_text=_severity_text(item.levelno),
-            body=item.message,
-            attributes=attrs,
+    # Message, exception text and stack were redacted with the configured rules (here and on
+    # the caller's thread); the logs processor need not do it a second time.
+    token = REDACTED_UPSTREAM.set(True)
+    try:
+        get_logger(item.logger_name).emit(
+            LogRecord(
+                timestamp=item.time_ns,
+                observed_timestamp=time.time_ns(),
+                context=item.context,
+                severity_number=std_to_otel(item.levelno),
+                severity_text=_severity_text(item.levelno),
+                body=item.message,
+                attributes=attrs,
+            )
         )
-    )
+    finally:
+        REDACTED_UPSTREAM.reset(token)
 
 
 _renders = RenderCache()
@@ -213,7 +220,8 @@ class L2Handler(logging.Handler):
             self.handleError(record)
 
     def _capture(self, record: logging.LogRecord) -> None:
-        message = redact_secrets(record.getMessage())
+        redact = configured_redactor()
+        message = redact(record.getMessage())
         message = truncate(message, BODY_LIMIT)
         attrs = dict(self._static)
         captured: CapturedException | None = None
@@ -229,7 +237,7 @@ class L2Handler(logging.Handler):
                 record.exc_text = stack[:-1] if stack.endswith("\n") else stack
             error_type = captured.type_name
             attrs["exception.type"] = error_type
-            attrs["exception.message"] = redact_secrets(captured.message)
+            attrs["exception.message"] = redact(captured.message)
             attrs["membrane.fingerprint"] = captured.fingerprint
         else:
             error_type = record.levelname.title()

@@ -8,6 +8,7 @@ as produced. It is cheap by design: no rendering, no I/O.
 
 from __future__ import annotations
 
+import contextvars
 import os
 from collections.abc import Callable
 from typing import Any
@@ -78,6 +79,12 @@ def configured_value_redactor() -> Redact:
     return configured_redactor().redact_value
 
 
+# Set while a producer that has already redacted a record with the configured redactor emits
+# it (the L2 logger's renderer): redacting it again would double the work of an error storm.
+# A context variable, not an attribute, so that no record can claim it for itself.
+REDACTED_UPSTREAM: contextvars.ContextVar[bool] = contextvars.ContextVar("membrane_redacted", default=False)
+
+
 class MembraneLogProcessor(LogRecordProcessor):
     """Stamp a record id, redact, count. Must be the first logs processor."""
 
@@ -86,7 +93,7 @@ class MembraneLogProcessor(LogRecordProcessor):
 
     def on_emit(self, log_record: ReadWriteLogRecord) -> None:
         record = log_record.log_record
-        redact = self._redact
+        redact = _identity if REDACTED_UPSTREAM.get() else self._redact
         redacted = 0
         if isinstance(record.body, str | list | dict):
             body = redact(record.body)

@@ -173,8 +173,9 @@ def log_line(log: LogData) -> dict[str, Any]:
         if event == "script_error":
             # How many identical errors this line stands for (logs/_coalesce.py), and when.
             line["occurrences"] = occurrences(log)
-            line["first_ts"] = iso(int(a.get("membrane.first_ts_ns") or log.time_ns))
-            line["last_ts"] = iso(int(a.get("membrane.last_ts_ns") or log.time_ns))
+            first, last = a.get("membrane.first_ts_ns"), a.get("membrane.last_ts_ns")
+            line["first_ts"] = iso(int(first)) if first else line["ts"]
+            line["last_ts"] = iso(int(last)) if last else line["ts"]
     elif log.body not in (None, ""):
         put(line, "body", log.body)
     # Inlined _put: this loop runs for every attribute of every record (the bridge's hot path).
