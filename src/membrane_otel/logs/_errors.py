@@ -101,6 +101,9 @@ def _file_key(filename: str) -> str:
     return key
 
 
+_by_codes: dict[tuple[CodeType, ...], str] = {}
+
+
 def _hash_sites(sites: Sequence[tuple[str, str]]) -> str:
     joined = "|".join(f"{_file_key(f)}::{fn}" for f, fn in sites)
     return hashlib.sha1(joined.encode("utf-8", "surrogatepass"), usedforsecurity=False).hexdigest()
@@ -123,17 +126,25 @@ def stack_fingerprint(
     call site.
     """
     if tb is not None:
-        sites: list[tuple[str, str]] = []
+        codes: list[CodeType] = []
         while tb is not None:
-            code = tb.tb_frame.f_code
-            sites.append((code.co_filename, code.co_name))
+            codes.append(tb.tb_frame.f_code)
             tb = tb.tb_next
-        return _hash_sites(sites[-FINGERPRINT_FRAMES:])
+        # A code object stands for its file and function: the same five give the same hash,
+        # so an error raised again (a storm, a retry loop) is fingerprinted by one lookup.
+        key = tuple(codes[-FINGERPRINT_FRAMES:])
+        hit = _by_codes.get(key)
+        if hit is None:
+            hit = _hash_sites([(c.co_filename, c.co_name) for c in key])
+            if len(_by_codes) >= 4096:  # bounded, like the file keys
+                _by_codes.clear()
+            _by_codes[key] = hit
+        return hit
     if frames is not None:
         return _hash_sites([(f[0], f[-1]) for f in frames[-FINGERPRINT_FRAMES:]])
     if stack is None:
         stack = _outside_frame(sys._getframe(1))
-    sites = []
+    sites: list[tuple[str, str]] = []
     frame: FrameType | None = stack
     while frame is not None and len(sites) < FINGERPRINT_FRAMES:
         code = frame.f_code
