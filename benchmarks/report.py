@@ -124,7 +124,7 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any], png_name: str)
         f"Only the {len(TARGETS)} targets of `benchmarks/targets.py` are judged (the table below the chart "
         "says which goal each comes from); every other ratio is context. Where work moves off the "
         "caller's thread, the row shows the whole process's CPU beside the caller's latency (rows "
-        "`storm`, `startup`, `emit`), so a background thread that cannot keep up is not reported as met.",
+        "`errorlog`, `storm`, `startup`, `emit`), so a background thread that cannot keep up is not reported as met.",
         "",
         "Ratios are the headline (the variants of a row ran side by side in one run, interleaved); "
         "absolute times are context and depend on the machine. Figures are median / p99; the small "

@@ -140,3 +140,27 @@ def test_quick_check_fails_a_figure_more_than_3x_off(tmp_path: Path) -> None:
     assert far_off([ok]) == []
     (line,) = far_off([ok, bad])
     assert "storm errors unaccounted for, same (count)" in line
+
+
+def test_full_run_refuses_a_dirty_tree() -> None:
+    """`python -m benchmarks --full` will not write docs/PERFORMANCE.md from uncommitted changes."""
+    import subprocess
+    import sys
+
+    from benchmarks import ROOT, clean_env
+
+    marker = ROOT / "bench-dirty-marker.tmp"  # untracked: makes the tree dirty if it was clean
+    marker.write_text("x")
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "benchmarks", "--full"],
+            cwd=ROOT,
+            env=clean_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        marker.unlink()
+    assert done.returncode == 2
+    assert "uncommitted changes" in done.stderr and "bench-dirty-marker.tmp" in done.stderr
