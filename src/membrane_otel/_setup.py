@@ -329,7 +329,7 @@ def _shutdown_stages(deadline: float) -> None:
                 stop()
         except Exception:  # shutting down twice, or a provider that never started
             pass
-    from membrane_otel.membrane import _publish as membrane
-
-    if membrane._publisher is not None:
+    # Not imported means never built: importing it now (at exit) would only cost start-up time.
+    membrane = sys.modules.get("membrane_otel.membrane._publish")
+    if membrane is not None and membrane._publisher is not None:
         membrane._publisher.shutdown(remaining_ms(deadline))

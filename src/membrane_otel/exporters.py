@@ -4,14 +4,21 @@
 like any other exporter. Each converts the SDK's records with the adapter in
 :mod:`membrane_otel.translate._records` and runs the one translation in :mod:`membrane_otel.translate._core`.
 They run on the batch processor's thread, never the application's.
+
+What they need only to export (the translation and its envelope models, the bus client) is
+imported on first use, on that thread: ``opentelemetry-instrument python app.py`` loads these
+classes before the application's first line, and a user pays that start-up on every run.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from opentelemetry.instrumentation.log_utils import std_to_otel
 from opentelemetry.sdk._logs import ReadableLogRecord, ReadWriteLogRecord
 from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
 from opentelemetry.sdk.trace import ReadableSpan
@@ -19,11 +26,14 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from membrane_otel._internal import counters
 from membrane_otel._internal.ratelog import RateLimitedLogger
+from membrane_otel._internal.tables import STIMULUS_EVENT
 from membrane_otel.ledger._writer import ledger_for
 from membrane_otel.settings import get_settings
 from membrane_otel.spans._console_tree import ConsoleTreeSpanExporter
-from membrane_otel.translate._core import STIMULUS_EVENT, log_line, otel_severity, span_line
 from membrane_otel.translate._records import LogData, log_from_sdk, span_from_sdk
+
+if TYPE_CHECKING:
+    from membrane_otel.membrane._publish import MembranePublisher
 
 __all__ = ["ConsoleTreeSpanExporter", "LedgerLogExporter", "LedgerSpanExporter", "MembraneLogExporter"]
 
@@ -41,6 +51,8 @@ class LedgerSpanExporter(SpanExporter):
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         try:
+            from membrane_otel.translate._core import span_line
+
             lines = [span_line(span_from_sdk(s)) for s in spans]
             self._ledger.append_many(lines)
         except Exception as exc:
@@ -73,6 +85,8 @@ class LedgerLogExporter(LogRecordExporter):
 
     def export(self, batch: Sequence[ReadableLogRecord | LogData]) -> LogRecordExportResult:
         try:
+            from membrane_otel.translate._core import log_line
+
             lines = [log_line(r if isinstance(r, LogData) else log_from_sdk(r)) for r in batch]
             self._ledger.append_many(lines)
         except Exception as exc:
@@ -99,10 +113,20 @@ class MembraneLogExporter(LogRecordExporter):
     name = "membrane"
 
     def __init__(self) -> None:
-        from membrane_otel.membrane._publish import get_publisher
+        settings = get_settings()
+        self._l2 = std_to_otel(settings.l2_level).value
+        self._built: MembranePublisher | None = None
+        # The bus client starts on the first export, unless an earlier run left envelopes
+        # in the spool: those are replayed now, as they always were.
+        if _has_entries(settings.spool_dir):
+            self._publisher()
 
-        self._publisher = get_publisher()
-        self._l2 = otel_severity(get_settings().l2_level)
+    def _publisher(self) -> MembranePublisher:
+        if self._built is None:
+            from membrane_otel.membrane._publish import get_publisher
+
+            self._built = get_publisher()
+        return self._built
 
     def accepts(self, record: ReadWriteLogRecord) -> bool:
         """Whether a record could become an envelope, judged cheaply before it is queued:
@@ -117,7 +141,7 @@ class MembraneLogExporter(LogRecordExporter):
 
     def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
         try:
-            self._publisher.submit_logs([log_from_sdk(r) for r in batch], direct=True)
+            self._publisher().submit_logs([log_from_sdk(r) for r in batch], direct=True)
         except Exception as exc:
             counters.incr("export_failed", len(batch))
             _log.error("membrane export failed: %r", exc)
@@ -126,10 +150,19 @@ class MembraneLogExporter(LogRecordExporter):
 
     def abandon(self, batch: Sequence[ReadableLogRecord]) -> None:
         """Records a shutdown could not wait for: to the disk spool, replayed on the next run."""
-        self._publisher.submit_logs([log_from_sdk(r) for r in batch], direct=True, spool_only=True)
+        self._publisher().submit_logs([log_from_sdk(r) for r in batch], direct=True, spool_only=True)
 
     def shutdown(self, timeout_millis: float = 30000) -> None:
-        self._publisher.shutdown(timeout_millis)
+        if self._built is not None:
+            self._built.shutdown(timeout_millis)
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return self._publisher.force_flush(timeout_millis)
+        return self._built.force_flush(timeout_millis) if self._built is not None else True
+
+
+def _has_entries(directory: Path) -> bool:
+    try:
+        with os.scandir(directory) as it:
+            return any(True for _ in it)
+    except OSError:
+        return False

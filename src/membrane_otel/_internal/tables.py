@@ -33,6 +33,8 @@ DEFAULT_SPOOL_MAX_BYTES = 256 * 1024 * 1024
 # ------------------------------------------------------------------------ ledger keys
 
 ID_KEYS = ("task_id", "persona_id", "session_id")
+# The event name of a membrane stimulus record (the one event that becomes an envelope).
+STIMULUS_EVENT = "membrane.stimulus"
 # Keys a ledger line owns; a payload field of the same name is kept as payload_<name>.
 RESERVED = frozenset(
     ("event", "ts", "ts_unix", "otel_trace_id", "otel_span_id", "record_id", "seq", "prev_hash", "hash")

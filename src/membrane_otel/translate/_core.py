@@ -21,6 +21,7 @@ from membrane_otel._internal.tables import (
     ID_KEYS,
     SEED_LEVEL_NAMES,
     SEV_ERROR,
+    STIMULUS_EVENT,
     iso,
     otel_to_severity,
     severity_to_urgency,
@@ -32,7 +33,6 @@ from membrane_otel.membrane._envelope import CONTENT_LIMIT, Envelope, wire_dict
 from membrane_otel.translate._records import LogData, SpanData
 from membrane_otel.translate._shape import put
 
-STIMULUS_EVENT = "membrane.stimulus"
 # Attributes a log line does not copy as payload: the ids have their own keys, the rest is plumbing.
 _NOT_PAYLOAD = frozenset(
     (*ID_KEYS, "membrane.record_id", "membrane.l2", "membrane.first_ts_ns", "membrane.last_ts_ns")
