@@ -225,6 +225,7 @@ def collector_metric(ports: ob.CollectorPorts, name: str, **labels: str) -> floa
 _VOLATILE_LINE = frozenset(
     {
         "ts", "ts_unix", "timestamp", "duration_ms", "seq", "prev_hash", "hash", "record_id",
+        "first_ts", "last_ts",  # when the error (and its coalesced twins) happened
         "otel_trace_id", "otel_span_id", "otel_parent_span_id",
         "trace_id", "parent_id",  # the HRM event ids (hrm.event_id / hrm.parent_event_id)
     }
