@@ -39,7 +39,6 @@ TARGETS: tuple[Target, ...] = (
         "<=",
         "issue 4: logger.exception costs the caller no more than plain OTel",
     ),
-    Target("errorlog", "redaction of 1 KB / 20 µs budget", 1.0, "<=", "issue 4: redaction ≤ 20 µs per KB"),
     Target("errorlog", "fingerprint / 5 µs budget", 1.0, "<=", "issue 17: a stack fingerprint ≤ 5 µs"),
     Target(
         "downstream",
@@ -131,6 +130,21 @@ TARGETS: tuple[Target, ...] = (
         1.1,
         "<=",
         "issue 17: `opentelemetry-instrument python -c pass` with this distro ≤ 1.1× the upstream distro",
+    ),
+)
+
+TARGETS += (
+    # Redaction has a row of its own (issue 14); the errorlog row's redaction figure is context.
+    Target("redact", "clean 1 KB line / 20 µs budget", 1.0, "<=", "issue 4/14: redaction ≤ 20 µs per KB"),
+    Target(
+        "redact", "1 KB line with secrets / 20 µs budget", 1.0, "<=", "issue 4/14: redaction ≤ 20 µs per KB"
+    ),
+    Target(
+        "redact",
+        "worst hostile 100 KB input / 10 ms budget",
+        1.0,
+        "<=",
+        "issue 14: no input makes redaction run away (≤ 10 ms for 100 KB)",
     ),
 )
 
