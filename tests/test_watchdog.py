@@ -138,7 +138,15 @@ def test_escalation_to_critical_is_a_new_trigger_and_never_repeats(meter: Any) -
 def test_new_drops_failures_and_spooling_alert_until_a_quiet_interval(meter: Any) -> None:
     """Counters that grew since the last check raise alerts; a check with no growth resolves them."""
     read, events = Figures(dropped_logs=0, export_failed=0, spool_writes=0), Events()
-    dog = PipelineWatchdog(read_metrics=read, emit=events, meter_provider=meter[0])
+    # The spool's depth and the bus choice are injected: the process-wide publisher of other
+    # tests must not decide whether the spooling alert may resolve.
+    dog = PipelineWatchdog(
+        read_metrics=read,
+        emit=events,
+        meter_provider=meter[0],
+        spool_waiting=lambda: 0,
+        bus_chosen=lambda: True,
+    )
     dog.check_once()
     read.values.update(dropped_logs=5, export_failed=2, spool_writes=40)
     dog.check_once()
