@@ -149,7 +149,7 @@ def _headline(result: dict[str, Any]) -> str:
 
 def far_off(results: list[dict[str, Any]]) -> list[str]:
     """Figures more than QUICK_TOLERANCE times off their target (the quick run's check)."""
-    from benchmarks.targets import QUICK_TOLERANCE, lookup, off_by
+    from benchmarks.targets import QUICK_TOLERANCE, lookup, off_by, quick_bound
 
     out = []
     for res in results:
@@ -157,10 +157,16 @@ def far_off(results: list[dict[str, Any]]) -> list[str]:
             goal = lookup(r["label"])
             if goal is None or r["value"] is None or res["status"] != "ok":
                 continue
-            off = off_by(float(r["value"]), goal)
+            bound = quick_bound(goal)
+            off = off_by(float(r["value"]), bound)
             if off > QUICK_TOLERANCE:
                 op = "≤" if goal.op == "<=" else "≥"
-                out.append(f"{r['label']} = {r['value']:.3g}, target {op} {goal.target:g} ({off:.1f}x off)")
+                standing = (
+                    "" if goal.open_at is None else f", open in issue {goal.open_issue} at {goal.open_at:g}"
+                )
+                out.append(
+                    f"{r['label']} = {r['value']:.3g}, target {op} {goal.target:g}{standing} ({off:.1f}x off)"
+                )
     return out
 
 

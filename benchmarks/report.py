@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from benchmarks.targets import QUICK_TOLERANCE, TARGETS
+from benchmarks.targets import QUICK_TOLERANCE, TARGETS, lookup
 
 STATUS_TEXT = {"pending": "pending", "skipped": "skipped", "error": "BROKEN"}
 
@@ -98,7 +98,11 @@ def _summary(results: list[dict[str, Any]]) -> tuple[int, int, list[str], list[s
                 met += 1
             else:
                 op = "≤" if r["op"] == "<=" else "≥"
-                missed.append(f"{r['label']} = {fmt_ratio(r)} (target {op} {r['target']:g})")
+                known = lookup(r["label"])
+                tracked = (
+                    "" if known is None or known.open_issue is None else f"; open in issue {known.open_issue}"
+                )
+                missed.append(f"{r['label']} = {fmt_ratio(r)} (target {op} {r['target']:g}{tracked})")
     # A target of a row that ran but did not produce it (skipped, broken) is said so, not dropped.
     ran = {res["key"]: res["status"] for res in results}
     for t in TARGETS:

@@ -24,6 +24,12 @@ class Target:
     target: float
     op: Op
     goal: str
+    # A target still missed while its issue is open: where the figure stands today (measured,
+    # with the issue number). The report still says "missed"; the quick run then guards the
+    # figure against getting worse than QUICK_TOLERANCE times that standing, so a known miss
+    # keeps a regression check instead of turning every CI run red or being dropped.
+    open_at: float | None = None
+    open_issue: int | None = None
 
 
 TARGETS: tuple[Target, ...] = (
@@ -60,6 +66,8 @@ TARGETS: tuple[Target, ...] = (
         0.5,
         ">=",
         "issue 7/13: the bridge (publisher on) ingests OTLP/HTTP at ≥ half the rate of a bare decode",
+        open_at=0.17,
+        open_issue=13,
     ),
     Target(
         "ingest",
@@ -67,6 +75,8 @@ TARGETS: tuple[Target, ...] = (
         0.5,
         ">=",
         "issue 7/13: the bridge (publisher on) ingests OTLP/gRPC at ≥ half the rate of a bare decode",
+        open_at=0.16,
+        open_issue=13,
     ),
     Target(
         "e2e", "embedded logger.error p99 / 1 s", 1.0, "<=", "issue 9: an error is in the ledger within 1 s"
@@ -137,7 +147,13 @@ TARGETS += (
     # Redaction has a row of its own (issue 14); the errorlog row's redaction figure is context.
     Target("redact", "clean 1 KB line / 20 µs budget", 1.0, "<=", "issue 4/14: redaction ≤ 20 µs per KB"),
     Target(
-        "redact", "1 KB line with secrets / 20 µs budget", 1.0, "<=", "issue 4/14: redaction ≤ 20 µs per KB"
+        "redact",
+        "1 KB line with secrets / 20 µs budget",
+        1.0,
+        "<=",
+        "issue 4/14: redaction ≤ 20 µs per KB",
+        open_at=5.6,
+        open_issue=14,
     ),
     Target(
         "redact",
@@ -153,6 +169,14 @@ BY_LABEL: dict[str, Target] = {t.label: t for t in TARGETS}
 
 def lookup(label: str) -> Target | None:
     return BY_LABEL.get(label)
+
+
+def quick_bound(target: Target) -> Target:
+    """What the quick run holds a figure to: its target, or, while its issue is open, the figure
+    it stands at today (so the check still catches a regression)."""
+    if target.open_at is None:
+        return target
+    return Target(target.row, target.label, target.open_at, target.op, target.goal)
 
 
 def off_by(value: float, target: Target) -> float:
