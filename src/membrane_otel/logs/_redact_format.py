@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 from membrane_otel.logs._redact import Redactor, configured_redactor
 
+_MEMORY_MAX = 64  # distinct tracebacks remembered per formatter; cleared when full
+
 
 class RedactingFormatter(logging.Formatter):
     """``logging.Formatter``, then the redactor over the result."""
@@ -29,10 +31,39 @@ class RedactingFormatter(logging.Formatter):
     ) -> None:
         super().__init__(fmt, datefmt, style, **kwargs)
         self._redactor = redactor
+        self._memory: dict[str, str] = {}
+        self._memory_of: Redactor | None = None
 
     def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
-        return (self._redactor or configured_redactor())(text)
+        # logging.Formatter.format, with each part redacted on its own: the line (message and
+        # every field the format names) each time, the traceback and stack through a small
+        # memory, because in an error storm they are the same text every time while the
+        # line's timestamp is not. Every part of the output has been through the redactor.
+        redactor = self._redactor or configured_redactor()
+        record.message = record.getMessage()
+        if self.usesTime():
+            record.asctime = self.formatTime(record, self.datefmt)
+        text = redactor(self.formatMessage(record))
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            text = text + ("" if text.endswith("\n") else "\n") + self._remembered(redactor, record.exc_text)
+        if record.stack_info:
+            stack = self.formatStack(record.stack_info)
+            text = text + ("" if text.endswith("\n") else "\n") + self._remembered(redactor, stack)
+        return text
+
+    def _remembered(self, redactor: Redactor, text: str) -> str:
+        if redactor is not self._memory_of:
+            self._memory.clear()
+            self._memory_of = redactor
+        done = self._memory.get(text)
+        if done is None:
+            done = redactor(text)
+            if len(self._memory) >= _MEMORY_MAX:
+                self._memory.clear()
+            self._memory[text] = done
+        return done
 
 
 def redacted_record(record: logging.LogRecord, redactor: Redactor | None = None) -> logging.LogRecord:
