@@ -331,14 +331,7 @@ class BusClient:
         self._backoff = min(self._max_backoff, max(self._interval, self._backoff * 2))
         self._next_attempt = self._clock() + self._backoff * random.uniform(0.9, 1.1)
         if self._quiet_unreachable and self._last_unreachable:
-            if not self._said_where:
-                self._said_where = True
-                _log.info(
-                    "no membrane bus at %s (MEMBRANE_BUS_URL not set): envelopes are kept in %s "
-                    "and sent when a bus is there (`membrane-otel spool status`)",
-                    self.url,
-                    self.spool.directory,
-                )
+            self._say_where()
             return
         key = type(exc).__name__ + (str(exc.status) if isinstance(exc, BusRefused) else "")
         self._problems.log(
@@ -350,7 +343,23 @@ class BusClient:
             self.spool.directory,
         )
 
+    def _say_where(self) -> None:
+        """Once: where envelopes wait when nobody chose a bus (INFO, not a warning). "Once" counts
+        from when INFO is listened to: a spool left by an earlier run is replayed at start-up,
+        before the application has had a chance to turn our logger up."""
+        if not self._said_where and _log.isEnabledFor(logging.INFO):
+            self._said_where = True
+            _log.info(
+                "no membrane bus at %s (MEMBRANE_BUS_URL not set): envelopes are kept in %s "
+                "and sent when a bus is there (`membrane-otel spool status`)",
+                self.url,
+                self.spool.directory,
+            )
+
     def _spill(self, envelopes: list[Envelope]) -> None:
+        if self._quiet_unreachable and envelopes:
+            # Also when no attempt was made (a shutdown past its deadline spools directly).
+            self._say_where()
         for i in range(0, len(envelopes), self._batch_size):
             chunk = envelopes[i : i + self._batch_size]
             try:

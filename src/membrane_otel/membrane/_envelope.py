@@ -84,6 +84,9 @@ class EnvelopeMetadata(BaseModel):
     held_back_fingerprint: int | None = Field(None, ge=0)
     otel_trace_id: str | None = None
     otel_span_id: str | None = None
+    # How many identical errors this envelope stands for (coalesced before the expensive work).
+    # Declared last, where it stood as an extra key, so the wire JSON keeps its order.
+    occurrences: int | None = Field(None, ge=1)
 
 
 class Envelope(BaseModel):
@@ -123,7 +126,7 @@ class Envelope(BaseModel):
 # or refuses as it always did.
 
 _NONE = type(None)
-_INT_FIELDS = ("timestamp_ms", "line", "held_back", "held_back_fingerprint")
+_INT_FIELDS = ("timestamp_ms", "line", "held_back", "held_back_fingerprint", "occurrences")
 # Declared metadata key → (its place in the declared order, the exact types taken as they are).
 _METADATA: dict[str, tuple[int, tuple[type, ...]]] = {
     name: (i, (int, _NONE) if name in _INT_FIELDS else (str, _NONE))

@@ -297,9 +297,9 @@ def _envelope_fields(log: LogData, default_scope: str) -> dict[str, Any]:
             "error_type": a.get("exception.type"),
             "stack_trace": a.get("exception.stacktrace"),
             "node_id": a.get("membrane.node_id"),
-            "occurrences": occurrences(log),
             "otel_trace_id": log.trace_id,
             "otel_span_id": log.span_id,
+            "occurrences": occurrences(log),
         }
         fields = dict(
             scope=a.get("membrane.scope", default_scope),
