@@ -36,7 +36,9 @@ def test_identical_errors_become_one_line_that_counts_them() -> None:
                 logger.exception("the same failure")
     lines = got.ledger_lines("script_error")
     after = counters.snapshot()
-    assert 1 <= len(lines) < 500
+    # Coalesced: 500 errors raised back to back fit in a few L2 windows, so at most a tenth
+    # of them become lines of their own (uncoalesced, this would be 500).
+    assert 1 <= len(lines) <= 50, len(lines)
     assert sum(ln["occurrences"] for ln in lines) == 500
     assert all(ln["first_ts"] <= ln["last_ts"] for ln in lines)
     assert after["l2_errors"] - before.get("l2_errors", 0) == 500
