@@ -107,3 +107,48 @@ def test_a_dead_process_file_is_adopted_once(tmp_path: Path) -> None:
     assert [d["i"] for d in first.pop(10)] == list(range(5))
     assert not orphan.exists()
     assert os.listdir(tmp_path / "overflow") == [first.path.name]
+
+
+ERROR_BURST = """
+import json, logging
+import membrane_otel
+membrane_otel.configure()
+log = logging.getLogger("burst")
+for i in range(3_000):
+    log.error("distinct failure %d", i)
+membrane_otel.shutdown()
+print(json.dumps(membrane_otel.get_metrics()))
+"""
+
+
+def test_an_error_burst_past_the_membrane_queue_reaches_the_bus_whole(tmp_path: Path) -> None:
+    """3,000 errors in a loop, a 50-record queue, the throttle off: every envelope reaches the
+    real bus, in order, none dropped — the membrane queue overflows to disk like the ledger's."""
+    from tests._bus_helpers import BusProcess, Subscriber
+
+    with BusProcess() as bus, Subscriber(bus.url) as sub:
+        env = clean_env(
+            tmp_path,
+            OTEL_TRACES_EXPORTER="none",
+            MEMBRANE_BUS_URL=bus.url,
+            MEMBRANE_QUEUE_SIZE="50",
+            MEMBRANE_THROTTLE="0",
+            MEMBRANE_WATCHDOG="0",
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(ERROR_BURST)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        m = json.loads(done.stdout.strip().splitlines()[-1])
+        received = sub.wait_for_count(3_000, timeout=60)
+    assert m["dropped_logs"] == 0 and m["dropped_count"] == 0
+    assert m.get("overflow_writes.logs.membrane", 0) > 0  # the burst did outgrow the queue
+    bodies = [e["content"] for e in received]
+    assert len(bodies) == 3_000
+    numbers = [int(str(b).rsplit(" ", 1)[-1]) for b in bodies]
+    assert numbers == list(range(3_000))  # the disk buffer drains in order
+    assert len([ln for ln in read_ledger(tmp_path / "ledger.jsonl") if ln.get("level") == "ERROR"]) == 3_000

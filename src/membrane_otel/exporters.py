@@ -87,7 +87,7 @@ class LedgerLogExporter(LogRecordExporter):
         try:
             from membrane_otel.translate._core import log_line
 
-            lines = [log_line(r if isinstance(r, LogData) else log_from_sdk(r)) for r in batch]
+            lines = [log_line(r) for r in _neutral(batch)]
             self._ledger.append_many(lines)
         except Exception as exc:
             counters.incr("export_failed", len(batch))
@@ -107,10 +107,13 @@ class MembraneLogExporter(LogRecordExporter):
     """Error and stimulus records → ``membrane.inject`` envelopes → bus (or spool).
 
     It runs on its batch processor's thread and sends from there (``BusClient.deliver``):
-    one queue between the application and the bus, not two.
+    one queue between the application and the bus, not two. Errors and stimuli are not
+    sampled here either: what a full queue cannot hold goes to the same kind of disk buffer
+    as the ledger's and comes back as neutral records, in order (the throttle then decides).
     """
 
     name = "membrane"
+    overflow_to_disk = True
 
     def __init__(self) -> None:
         settings = get_settings()
@@ -139,18 +142,18 @@ class MembraneLogExporter(LogRecordExporter):
             return True
         return lr.severity_number is not None and lr.severity_number.value >= self._l2
 
-    def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
+    def export(self, batch: Sequence[ReadableLogRecord | LogData]) -> LogRecordExportResult:
         try:
-            self._publisher().submit_logs([log_from_sdk(r) for r in batch], direct=True)
+            self._publisher().submit_logs(_neutral(batch), direct=True)
         except Exception as exc:
             counters.incr("export_failed", len(batch))
             _log.error("membrane export failed: %r", exc)
             return LogRecordExportResult.FAILURE
         return LogRecordExportResult.SUCCESS
 
-    def abandon(self, batch: Sequence[ReadableLogRecord]) -> None:
+    def abandon(self, batch: Sequence[ReadableLogRecord | LogData]) -> None:
         """Records a shutdown could not wait for: to the disk spool, replayed on the next run."""
-        self._publisher().submit_logs([log_from_sdk(r) for r in batch], direct=True, spool_only=True)
+        self._publisher().submit_logs(_neutral(batch), direct=True, spool_only=True)
 
     def shutdown(self, timeout_millis: float = 30000) -> None:
         if self._built is not None:
@@ -158,6 +161,11 @@ class MembraneLogExporter(LogRecordExporter):
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return self._built.force_flush(timeout_millis) if self._built is not None else True
+
+
+def _neutral(batch: Sequence[ReadableLogRecord | LogData]) -> list[LogData]:
+    """SDK records and records back from the disk buffer, alike."""
+    return [r if isinstance(r, LogData) else log_from_sdk(r) for r in batch]
 
 
 def _has_entries(directory: Path) -> bool:

@@ -79,7 +79,9 @@ class Settings(BaseModel):
         logging.ERROR, description="MEMBRANE_L2_LEVEL: records at or above become envelopes (name or number)."
     )
     queue_size: int = Field(
-        1000, ge=1, description="MEMBRANE_QUEUE_SIZE: records queued before the oldest drop."
+        1000,
+        ge=1,
+        description="MEMBRANE_QUEUE_SIZE: records queued per exporter; beyond it events and errors go to disk, the rest drop oldest.",
     )
     flush_interval_ms: int = Field(
         250, ge=1, description="MEMBRANE_FLUSH_INTERVAL_MS: background flush period."

@@ -145,6 +145,7 @@ class DiskBuffer(Generic[T]):
             _log.error("overflow buffer %s: %s; record dropped", self.path, exc)
             return False
         counters.incr("overflow_writes")
+        counters.incr(f"overflow_writes.{self.name}")
         return True
 
     def pop(self, n: int) -> list[T]:
