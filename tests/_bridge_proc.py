@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import http.client
-import json
 import os
 import re
 import signal
@@ -19,6 +18,7 @@ import psutil  # type: ignore[import-untyped]  # psutil ships no type hints
 from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
 
 from tests._bus_helpers import CLI, cli_env, wait_for
+from tests._helpers import read_ledger
 from tests.test_bridge_otlp import sdk_logs
 
 TOKEN = "hostile-test-token"
@@ -106,9 +106,7 @@ class BridgeProcess:
             self.proc.stdout.close()
 
     def ledger_lines(self) -> list[dict[str, Any]]:
-        if not self.ledger.exists():
-            return []
-        return [json.loads(ln) for ln in self.ledger.read_text().splitlines() if ln.strip()]
+        return read_ledger(self.ledger)
 
     def __enter__(self) -> BridgeProcess:
         return self.start()

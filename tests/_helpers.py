@@ -49,9 +49,13 @@ def run_instrumented(
 
 
 def read_ledger(path: Path) -> list[dict[str, Any]]:
+    """The ledger's complete lines: a line still being written (no newline yet) is not read, so
+    a test polling a live writer never parses half a record."""
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    text = path.read_text()
+    complete = text[: text.rfind("\n") + 1]
+    return [json.loads(line) for line in complete.splitlines() if line.strip()]
 
 
 def wait_for(fn: Callable[[], T | None], timeout: float = 10.0, interval: float = 0.02) -> T:

@@ -45,6 +45,7 @@ from membrane_otel.settings import load_settings
 from membrane_otel.translate._core import log_line, span_line
 from membrane_otel.translate._records import log_from_sdk, span_from_sdk
 from tests._bus_helpers import CLI, BusProcess, cli_env, read_record, self_signed_cert, wait_for
+from tests._helpers import read_ledger
 from tests.test_bridge_otlp import sdk_logs, sdk_spans, to_otlp_json
 
 PB = "application/x-protobuf"
@@ -85,9 +86,7 @@ class Running:
     server: Any
 
     def lines(self) -> list[dict[str, Any]]:
-        if not self.ledger.exists():
-            return []
-        return [json.loads(ln) for ln in self.ledger.read_text().splitlines() if ln.strip()]
+        return read_ledger(self.ledger)
 
 
 Start = Callable[..., Running]

@@ -3,7 +3,6 @@ secrets are redacted whoever the client."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ from membrane_otel.bridge import Bridge
 from membrane_otel.bridge._otlp import decode_logs, decode_traces
 from membrane_otel.bridge._seen import SeenIds
 from membrane_otel.ledger._writer import Ledger
+from tests._helpers import read_ledger
 
 GH_TOKEN = "ghp_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8"
 
@@ -35,7 +35,7 @@ def request(*services: str, n: int = 1, body: str = "boom", attrs: dict[str, str
 
 
 def lines(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(ln) for ln in path.read_text().splitlines()] if path.exists() else []
+    return read_ledger(path)
 
 
 def test_identical_records_from_two_services_are_two_records(tmp_path: Path) -> None:
