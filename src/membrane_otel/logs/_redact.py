@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
     from typing import Any, TypeVar
 
-    from membrane_otel.logs._redact_rules import RuleSet
+    from membrane_otel.logs._redact_engine import RuleSet
 
     _V = TypeVar("_V")
 
@@ -75,7 +75,7 @@ def _builtin_rules() -> tuple[RuleSet, RuleSet]:
     if _rules is None:
         from membrane_otel.logs import _redact_forms as forms
         from membrane_otel.logs import _redact_tokens as tokens
-        from membrane_otel.logs._redact_rules import RuleSet
+        from membrane_otel.logs._redact_engine import RuleSet
 
         _rules = (RuleSet(forms.FORM_RULES + tokens.TOKEN_RULES), RuleSet(forms.NON_ASCII_RULES))
     return _rules
@@ -94,7 +94,8 @@ def _key_rule(keys: Iterable[str]) -> RuleSet | None:
     words = sorted({k.lower() for k in keys if k}, key=len, reverse=True)
     if not words:
         return None
-    from membrane_otel.logs._redact_rules import RuleSet, ci, kv, replace_keyed
+    from membrane_otel.logs._redact_engine import RuleSet
+    from membrane_otel.logs._redact_rules import ci, kv, replace_keyed
 
     pattern = kv("(?<![a-z0-9])(?:" + "|".join(re.escape(w) for w in words) + ")")
     return RuleSet((ci("extra_keys", pattern, replace_keyed),))

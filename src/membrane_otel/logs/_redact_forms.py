@@ -14,6 +14,7 @@ from membrane_otel.logs._redact_rules import (
     SEP,
     TOKEN_NOT_CURSOR,
     VALUE,
+    Out,
     Rule,
     ci,
     gated,
@@ -40,12 +41,12 @@ _ARG = re.compile(r"""\s*(?:b?(['"])(?P<q>[^'"\r\n]*)\1|(?P<bare>[^,()\s]+))\s*"
 _AUTH_MECHANISMS = frozenset(("PLAIN", "LOGIN", "CRAM-MD5", "DIGEST-MD5", "XOAUTH2", "OAUTHBEARER", "GSSAPI"))
 
 
-def _replace_call_args(m: re.Match[str], text: str) -> str:
+def _replace_call_args(m: re.Match[str], text: str) -> Out:
     """Every argument after the first (the user, the sid) of a credentials call goes."""
     args = text[m.start("args") : m.end("args")]
     pieces = args.split(",")
     if len(pieces) < 2:
-        return text[m.start() : m.end()]
+        return None
     out = [pieces[0]]
     changed = False
     for piece in pieces[1:]:
@@ -64,26 +65,26 @@ def _replace_call_args(m: re.Match[str], text: str) -> str:
         else:
             out.append(piece)
     if not changed:
-        return text[m.start() : m.end()]
+        return None
     return text[m.start() : m.start("args")] + ",".join(out) + text[m.end("args") : m.end()]
 
 
-def _replace_auth_line(m: re.Match[str], text: str) -> str:
+def _replace_auth_line(m: re.Match[str], text: str) -> Out:
     words = m.group("rest").split(" ")
     keep = [w for w in words if w in _AUTH_MECHANISMS or w == "default"]
     if len(keep) == len(words):
-        return text[m.start() : m.end()]
+        return None
     return text[m.start() : m.start("rest")] + " ".join([*keep, PLACEHOLDER])
 
 
-def _replace_login_line(m: re.Match[str], text: str) -> str:
+def _replace_login_line(m: re.Match[str], text: str) -> Out:
     return text[m.start() : m.start("cred")] + PLACEHOLDER
 
 
 _DSN_STOPS = tuple(" \t\r\n\"'=(,;<>[{")
 
 
-def _replace_dsn(m: re.Match[str], text: str) -> str | tuple[int, str]:
+def _replace_dsn(m: re.Match[str], text: str) -> Out:
     """``user:pw@tcp(host)/db``, ``user:pw@host:5432``: find ``user:`` before the ``@``."""
     at = m.start()
     floor = max(0, at - 128)  # bounded: userinfo is short, so a hostile line stays linear
@@ -91,16 +92,16 @@ def _replace_dsn(m: re.Match[str], text: str) -> str | tuple[int, str]:
     start = floor + 1 + max(map(window.rfind, _DSN_STOPS))
     userinfo = text[start:at]
     if "/" in userinfo or ":" not in userinfo:  # URLs are url_userinfo's; "bob@x" names a user
-        return text[m.start() : m.end()]
+        return None
     user, _, password = userinfo.partition(":")
     if not user or not password or user.lower() in ("mailto", "http", "https") or is_masked(password):
-        return text[m.start() : m.end()]
+        return None
     if not all(c.isalnum() or c in "_.-" for c in user):
-        return text[m.start() : m.end()]
+        return None
     return start, f"{user}:{PLACEHOLDER}@"
 
 
-def _replace_word_or_phrase(m: re.Match[str], text: str) -> str:
+def _replace_word_or_phrase(m: re.Match[str], text: str) -> Out:
     """``пароль: x`` is a pair (any value); ``contraseña es x`` a phrase (a value that looks like one)."""
     sep = m.group("sep")
     if any(c in sep for c in ":=："):
@@ -127,16 +128,19 @@ _QUERY_SECRETS = (
     "client_secret",
 )
 
+# The calls whose arguments after the first are credentials ("auth(" covers basicauth( too).
+_CALLS = ("client(", "credentials(", "auth(", "login(", "connect(", "authenticate(")
+
 # A segment of 24 characters or more, tried only at the separators ("/" is prepended to the
 # path): a class at every position would cost 24 steps a character on a hostile path.
 _LONG_SEGMENT = re.compile(r"[/.][^/.]{24}")
 
 
-def _replace_hook_path(m: re.Match[str], text: str) -> str:
+def _replace_hook_path(m: re.Match[str], text: str) -> Out:
     """A webhook URL's path is its secret; "hooks/pre-commit" is a file."""
     path = m.group("path")
     if not any(d in path for d in "0123456789") and _LONG_SEGMENT.search("/" + path) is None:
-        return text[m.start() : m.end()]
+        return None
     return text[m.start() : m.start("path")] + PLACEHOLDER
 
 
@@ -199,6 +203,8 @@ _FORM_RULES: tuple[Rule, ...] = (
         "=(?<=" + "|".join(sorted({name[-2:] + "=" for name in _QUERY_SECRETS})) + ")"
         "(?:" + "|".join(f"(?<=[?&;]{name}=)" for name in _QUERY_SECRETS) + r")(?P<uv>[^&#\s\"'<>]+)",
         replace_value,
+        # Gated on "name=" (found in the one pass), not on "=" (in every key=value line).
+        needs=tuple(f"{name}=" for name in _QUERY_SECRETS),
     ),
     # Webhook URLs carry their secret in the path.
     ci(
@@ -212,6 +218,7 @@ _FORM_RULES: tuple[Rule, ...] = (
         r"\((?:(?<=client\()|(?<=credentials\()|(?<=auth\()|(?<=login\()|(?<=connect\()|(?<=authenticate\()"
         r"|(?<=basicauth\()|(?<=httpbasicauth\()|(?<=digestauth\())(?P<args>[^()\r\n]{0,512})\)",
         _replace_call_args,
+        needs=_CALLS,
     ),
     # Docker's {"auth": "<base64 user:password>"} and other bare "auth" keys holding a blob.
     ci("auth_blob", r"auth(?<![a-z0-9_\-]auth)" + KEY_END + SEP + VALUE, replace_auth_blob),
@@ -306,7 +313,7 @@ FORM_RULES = gated(
         "K": ("pem_private_key",),
         "hook": ("webhook_path",),
         "@": ("dsn_userinfo", "url_userinfo"),
-        "(": ("call_args", "pair_tuple"),
+        "(": ("pair_tuple",),
         "-u": ("cli_user", "cli_user_long"),
         "identif": ("sql_identified", "identify_line"),
     },

@@ -16,12 +16,15 @@ import base64
 import binascii
 import dataclasses
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from membrane_otel.logs._redact_keys import CURSOR_TOKENS, KEY_PREFIXES, PLACEHOLDER, is_masked, lowered
+from membrane_otel.logs._redact_keys import CURSOR_TOKENS, KEY_PREFIXES, PLACEHOLDER, is_masked
 
-Repl = Callable[["re.Match[str]", str], "str | tuple[int, str] | tuple[int, str, int]"]
+# None keeps the match; a string replaces it; (start, new) replaces from ``start`` (before the
+# match: the secret began earlier) to its end; (start, new, end) replaces text[start:end].
+Out = str | tuple[int, str] | tuple[int, str, int] | None
+Repl = Callable[["re.Match[str]", str], Out]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,116 +52,6 @@ def gated(rules: tuple[Rule, ...], gates: dict[str, tuple[str, ...]]) -> tuple[R
     rules on one ``in`` check, shared (rules with the same literal cost one scan, not one each)."""
     by_rule = {name: (word,) for word, names in gates.items() for name in names}
     return tuple(dataclasses.replace(r, needs=by_rule[r.name]) if r.name in by_rule else r for r in rules)
-
-
-class RuleSet:
-    """Rules run in order, planned once per combination of gates.
-
-    Every gate (``needs``) is checked once per text, up front, on the text as given: a
-    replacement only removes text and adds ``<REDACTED>``, so a gate it would close only costs
-    a search that finds nothing. The gates that hold form a mask; the rules they let through
-    are remembered per mask, so a text pays one flat loop over the rules that can match, not a
-    gate lookup for each of ~50 rules.
-    """
-
-    __slots__ = ("_gates", "_plans", "rules")
-
-    def __init__(self, rules: tuple[Rule, ...]) -> None:
-        self.rules = rules
-        gates = tuple(dict.fromkeys(r.needs for r in rules if r.needs))
-        # A gate with a capital ("J" of "eyJ") is looked for in the text, others in low.
-        self._gates = tuple((needs, needs[0].islower() or not needs[0].isalpha()) for needs in gates)
-        self._plans: dict[int, tuple[tuple[Callable[[str], re.Match[str] | None], bool, Rule], ...]] = {}
-
-    def _plan(self, mask: int) -> tuple[tuple[Callable[[str], re.Match[str] | None], bool, Rule], ...]:
-        held = {needs for i, (needs, _) in enumerate(self._gates) if mask >> i & 1}
-        plan = tuple((r.regex.search, r.lower, r) for r in self.rules if not r.needs or r.needs in held)
-        self._plans[mask] = plan
-        return plan
-
-    def run(self, text: str, low: str) -> tuple[str, str]:
-        """Apply the rules in order to ``text`` (``low`` is ``lowered(text)``)."""
-        mask, bit = 0, 1
-        for needs, on_low in self._gates:
-            subject = low if on_low else text
-            for word in needs:
-                if word in subject:
-                    mask |= bit
-                    break
-            bit <<= 1
-        plan = self._plans.get(mask) or self._plan(mask)
-        for search, lower, rule in plan:
-            # The no-match case inline (most rules, most texts): one search, no call.
-            found = search(low if lower else text)
-            if found is None:
-                continue
-            new = apply(rule, text, low, found)
-            if new is not text:
-                text = new
-                low = lowered(text)
-        return text, low
-
-
-# A text with more matches of one rule than this is hostile or a dump: the rest of it, from
-# that match on, is withheld whole. Fails closed, and bounds the time any input can take.
-MAX_MATCHES = 256
-
-
-def apply(rule: Rule, text: str, low: str, first: re.Match[str] | None = None) -> str:
-    """``text`` with every match of ``rule`` replaced (a no-match costs one regex search).
-
-    ``first`` is the rule's first match when the caller already searched (not searched again:
-    on a hostile input one search can cost a pass over the whole text).
-    A replacement may also be ``(start, new, end)`` when the secret runs past the match
-    (a PEM block to its END line, found with ``str.find``)."""
-    regex = rule.regex
-    subject = low if rule.lower else text
-    if first is None:
-        first = regex.search(subject)
-        if first is None:
-            return text
-    repl, lead = rule.repl, rule.lead
-    parts: list[str] = []
-    last = 0
-    count = 0
-    for m in _matches(regex, subject, first):
-        start, end = m.start() - lead, m.end()
-        if start < last:  # overlapping a previous replacement: already done
-            continue
-        count += 1
-        if count > MAX_MATCHES:
-            parts.append(text[last:start])
-            parts.append(PLACEHOLDER)
-            last = len(text)
-            break
-        if isinstance(repl, str):
-            new = repl
-        else:
-            out = repl(m, text)
-            if isinstance(out, tuple):
-                if len(out) == 3:
-                    start, new, end = out
-                else:
-                    start, new = out
-                if start < last:
-                    continue
-            else:
-                new = out
-        parts.append(text[last:start])
-        parts.append(new)
-        last = end
-    if not parts:
-        return text
-    parts.append(text[last:])
-    return "".join(parts)
-
-
-def _matches(regex: re.Pattern[str], subject: str, first: re.Match[str]) -> Iterator[re.Match[str]]:
-    """``first``, then the matches after it (``finditer`` from its end, as ``finditer`` itself
-    would go on: an empty match steps one character)."""
-    yield first
-    end = first.end()
-    yield from regex.finditer(subject, end + 1 if end == first.start() else end)
 
 
 # ------------------------------------------------------------------ key = value building blocks
@@ -194,12 +87,12 @@ def _value_span(m: re.Match[str]) -> tuple[int, int]:
     return -1, -1
 
 
-def replace_value(m: re.Match[str], text: str) -> str:
+def replace_value(m: re.Match[str], text: str) -> Out:
     """Replace whichever value group matched, keeping the key, separator and quotes."""
     vs, ve = _value_span(m)
     if vs < 0 or is_masked(text[vs:ve]) or _is_masked_call(text, vs, ve):
-        return text[m.start() : m.end()]
-    return text[m.start() : vs] + PLACEHOLDER + text[ve : m.end()]
+        return None
+    return vs, PLACEHOLDER, ve
 
 
 def _is_masked_call(text: str, vs: int, ve: int) -> bool:
@@ -223,20 +116,20 @@ def _path_or_cursor(m: re.Match[str], text: str) -> bool:
     return False
 
 
-def replace_keyed(m: re.Match[str], text: str) -> str:
+def replace_keyed(m: re.Match[str], text: str) -> Out:
     if _path_or_cursor(m, text):
-        return text[m.start() : m.end()]
+        return None
     return replace_value(m, text)
 
 
-def replace_pwd(m: re.Match[str], text: str) -> str:
+def replace_pwd(m: re.Match[str], text: str) -> Out:
     """``PWD=/home/x`` is the shell's working directory, not a password."""
     vs, ve = _value_span(m)
     key_start, floor = m.start(), max(0, m.start() - 8)
     while key_start > floor and (text[key_start - 1].isalnum() or text[key_start - 1] == "_"):
         key_start -= 1
     if text[key_start : m.start() + 3] in ("PWD", "OLDPWD") and text[vs : vs + 1] in ("/", "~"):
-        return text[m.start() : m.end()]
+        return None
     return replace_keyed(m, text)
 
 
@@ -247,10 +140,10 @@ _AUTH_STATUS = frozenset(
 )
 
 
-def replace_authorization(m: re.Match[str], text: str) -> str:
+def replace_authorization(m: re.Match[str], text: str) -> Out:
     vs, ve = m.span("cred")
     if m.start("scheme") < 0 and text[vs:ve].lower().rstrip(".!") in _AUTH_STATUS:
-        return text[m.start() : m.end()]
+        return None
     return replace_value(m, text)
 
 
@@ -267,28 +160,28 @@ def _looks_like_password(value: str) -> bool:
     return any(c in "!@#$%^&*+=~|/<>{}[]" for c in core) and not core.startswith("<")
 
 
-def replace_phrase(m: re.Match[str], text: str) -> str:
+def replace_phrase(m: re.Match[str], text: str) -> Out:
     vs, ve = m.span("uv")
     if not _looks_like_password(text[vs:ve]) or is_masked(text[vs:ve]):
-        return text[m.start() : m.end()]
-    return text[m.start() : vs] + PLACEHOLDER + text[ve : m.end()]
+        return None
+    return vs, PLACEHOLDER, ve
 
 
-def replace_userinfo(m: re.Match[str], text: str) -> str:
+def replace_userinfo(m: re.Match[str], text: str) -> Out:
     user = m.group("user")
     if m.start("password") < 0:
         # ssh://git@host names a user, not a credential; a long or token-named one is a token.
         low = user.lower()
         if len(user) < 20 and not any(w in low for w in ("token", "key", "secret", "pass", "pat")):
-            return text[m.start() : m.end()]
+            return None
         return f"://{PLACEHOLDER}@"
     if is_masked(m.group("password")):
-        return text[m.start() : m.end()]
+        return None
     # redis://:secret@host has no user: keep it empty rather than invent one.
     return f"://{PLACEHOLDER if user else ''}:{PLACEHOLDER}@"
 
 
-def replace_pem(m: re.Match[str], text: str) -> tuple[int, str, int]:
+def replace_pem(m: re.Match[str], text: str) -> Out:
     """The block to its END line (``str.find``, linear), or to the end of a truncated text."""
     label = m.group("label")
     end_marker = f"-----END {label}-----"
@@ -308,21 +201,21 @@ def _is_basic_blob(value: str) -> bool:
     return b":" in decoded
 
 
-def replace_auth_blob(m: re.Match[str], text: str) -> str:
+def replace_auth_blob(m: re.Match[str], text: str) -> Out:
     vs, ve = _value_span(m)
     value = text[vs:ve]
     if vs < 0 or is_masked(value):
-        return text[m.start() : m.end()]
+        return None
     if _is_basic_blob(value) or (len(value) >= 16 and " " not in value):
-        return text[m.start() : vs] + PLACEHOLDER + text[ve : m.end()]
-    return text[m.start() : m.end()]
+        return vs, PLACEHOLDER, ve
+    return None
 
 
-def replace_basic(m: re.Match[str], text: str) -> str:
+def replace_basic(m: re.Match[str], text: str) -> Out:
     vs, ve = m.span("cred")
     if not _is_basic_blob(text[vs:ve]):
-        return text[m.start() : m.end()]
-    return text[m.start() : vs] + PLACEHOLDER + text[ve : m.end()]
+        return None
+    return vs, PLACEHOLDER, ve
 
 
 # Cursor keys end in "token" too; one lookbehind each, behind the literal.

@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable
 
 from membrane_otel.logs._redact_keys import PLACEHOLDER
-from membrane_otel.logs._redact_rules import Rule, gated
+from membrane_otel.logs._redact_rules import Out, Rule, gated
 
 # Prefix → the shortest body after it that counts as a token.
 PREFIXES: dict[str, int] = {
@@ -65,11 +65,11 @@ def _chars(chars: Iterable[str]) -> str:
 def _prefixed(anchor: str) -> Rule:
     prefixes = _ANCHORS[anchor]
 
-    def repl(m: re.Match[str], text: str) -> str | tuple[int, str]:
+    def repl(m: re.Match[str], text: str) -> Out:
         start = _word_start(text, m.start())
         # The word before the separator is the prefix; like gitleaks' \b, it must start a word.
         if start == m.start() or text[start - 1 : start] in ("_", "-"):
-            return text[m.start() : m.end()]
+            return None
         token = text[start : m.end()]
         for prefix in prefixes:
             if token.startswith(prefix):
@@ -77,7 +77,7 @@ def _prefixed(anchor: str) -> Rule:
                 if body >= PREFIXES[prefix] and (prefix != "secret_" or any(c.isdigit() for c in token)):
                     return start, PLACEHOLDER
                 break
-        return text[m.start() : m.end()]
+        return None
 
     # The two characters before the separator must end a known prefix ("pm" of npm_): one
     # fixed-width lookbehind, so the many "_" of snake_case cost a compare each. Issued tokens
@@ -96,7 +96,8 @@ def _prefixed(anchor: str) -> Rule:
         + f"(?<=(?:{trie}){re.escape(anchor)})"
         + rf"(?=[a-z_\-.]{{0,64}}[A-Z0-9])[A-Za-z0-9_\-.]{{{_MIN_BODY},}}"
     )
-    return Rule(f"token{anchor}", re.compile(pattern), repl)
+    # Gated on the prefixes themselves (the separator alone is in every other word).
+    return Rule(f"token{anchor}", re.compile(pattern), repl, needs=prefixes)
 
 
 def _twilio(sid: str) -> Rule:
@@ -111,7 +112,7 @@ def _twilio(sid: str) -> Rule:
     )
 
 
-def _aws_pair(m: re.Match[str], text: str) -> str:
+def _aws_pair(m: re.Match[str], text: str) -> Out:
     # The secret half of an id/secret pair written together ("AKIA…:wJalr…", "AKIA… wJalr…").
     return PLACEHOLDER + (m.group("sep") or "") + (PLACEHOLDER if m.group("secret") else "")
 
