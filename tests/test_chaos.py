@@ -270,8 +270,15 @@ print(json.dumps({"app_s": app_s, "metrics": membrane_otel.get_metrics()}))
 
 def test_a_full_queue_drops_the_oldest_and_counts_every_one(tmp_path: Path) -> None:
     """A 100-record queue under a fast producer drops, and produced == exported + dropped exactly."""
+    # The exporter is woken only by a full batch (1,000, more than the queue holds) or a minute's
+    # interval: the queue surely overflows, whatever the machine's speed (warnings drop oldest).
     env = clean_env(
-        tmp_path, MEMBRANE_QUEUE_SIZE="100", OTEL_LOGS_EXPORTER="ledger", OTEL_TRACES_EXPORTER="none"
+        tmp_path,
+        MEMBRANE_QUEUE_SIZE="100",
+        MEMBRANE_BATCH_SIZE="1000",
+        MEMBRANE_FLUSH_INTERVAL_MS="60000",
+        OTEL_LOGS_EXPORTER="ledger",
+        OTEL_TRACES_EXPORTER="none",
     )
     report = run_app(FULL_QUEUE, env, tmp_path)
     m = report["metrics"]
