@@ -30,3 +30,14 @@ def pytest_terminal_summary(terminalreporter: object, exitstatus: int, config: o
     if summary:
         terminalreporter.write_sep("-", "secret redaction")  # type: ignore[attr-defined]
         terminalreporter.write_line(summary)  # type: ignore[attr-defined]
+
+
+def pytest_sessionfinish(session: object, exitstatus: int) -> None:
+    """Stop the in-process pipeline while pytest's streams are still open: a bus client still
+    retrying the unreachable bus above would otherwise log into a closed stream at exit."""
+    import sys
+
+    if "membrane_otel._setup" in sys.modules:
+        from membrane_otel import shutdown
+
+        shutdown(3000)
