@@ -112,6 +112,14 @@ def test_token_required_means_401_without_it() -> None:
             assert err.value.response.status_code == 401
         with connect(bus.url, additional_headers={"Authorization": "Bearer sekrit"}) as ws:
             assert _ask(ws, json.dumps(envelope(1)))["type"] == "ack"
+        # The scheme is case-insensitive (RFC 9110), as on the bridge: one check for both.
+        for scheme in ("bearer", "BEARER"):
+            with connect(bus.url, additional_headers={"Authorization": f"{scheme} sekrit"}) as ws:
+                assert _ask(ws, json.dumps(envelope(2)))["type"] == "ack"
+        for bad in ("Basic sekrit", "Bearer sekrit2", "sekrit", "Bearer"):
+            with pytest.raises(InvalidStatus) as err:
+                connect(bus.url, additional_headers={"Authorization": bad}, open_timeout=5)
+            assert err.value.response.status_code == 401
         with urllib.request.urlopen(f"http://127.0.0.1:{bus.port}/health", timeout=5) as resp:
             assert resp.status == 200  # health stays open for probes
 

@@ -15,7 +15,6 @@ answer is here, so both speak the same limits and statuses:
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import threading
@@ -28,6 +27,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from membrane_otel._internal import counters
+from membrane_otel._internal.auth import bearer_ok
 from membrane_otel._internal.ratelog import RateLimitedLogger
 from membrane_otel.bridge._body import BadBody, BodyTooLarge, UnsupportedEncoding, decode_content
 from membrane_otel.bridge._core import Bridge, BusBehind, LedgerUnavailable
@@ -47,16 +47,6 @@ class Answer:
     response: Message | None = None  # an OTLP Export*ServiceResponse on success
     json_body: Any = None  # /ingest's JSON answer
     headers: dict[str, str] = field(default_factory=dict)
-
-
-def bearer_ok(header: str | None, token: str | None) -> bool:
-    """``Authorization: Bearer <token>`` (scheme case-insensitive), compared in constant time."""
-    if not token:
-        return True
-    scheme, _, credential = (header or "").strip().partition(" ")
-    if scheme.lower() != "bearer":
-        credential = ""
-    return hmac.compare_digest(credential.strip().encode(), token.encode())
 
 
 class Ingest:

@@ -26,7 +26,6 @@ tests count on, and handy for "what did the bus actually receive?").
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 import os
@@ -43,6 +42,8 @@ from websockets.asyncio.server import ServerConnection
 from websockets.asyncio.server import serve as ws_serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+
+from membrane_otel._internal.auth import bearer_ok
 
 __all__ = ["BusServer", "serve", "serve_async", "validate_envelope"]
 
@@ -130,9 +131,8 @@ class BusServer:
         if path != WS_PATH:
             return connection.respond(404, f"not found; the bus is at {WS_PATH}\n")
         if self._token is not None:
-            given = request.headers.get("Authorization", "")
-            # Constant-time compare: the token must not leak through response timing.
-            if not hmac.compare_digest(given.encode(), f"Bearer {self._token}".encode()):
+            # One check for the bus and the bridge: scheme case-insensitive, constant time.
+            if not bearer_ok(request.headers.get("Authorization"), self._token):
                 resp = connection.respond(401, "missing or wrong bearer token\n")
                 resp.headers["WWW-Authenticate"] = 'Bearer realm="membrane-bus"'
                 return resp
