@@ -87,6 +87,8 @@ _DSN_STOPS = tuple(" \t\r\n\"'=(,;<>[{")
 def _replace_dsn(m: re.Match[str], text: str) -> Out:
     """``user:pw@tcp(host)/db``, ``user:pw@host:5432``: find ``user:`` before the ``@``."""
     at = m.start()
+    if text.endswith(PLACEHOLDER, 0, at):
+        return None  # the URL rule already took this userinfo
     floor = max(0, at - 128)  # bounded: userinfo is short, so a hostile line stays linear
     window = text[floor:at]
     start = floor + 1 + max(map(window.rfind, _DSN_STOPS))
