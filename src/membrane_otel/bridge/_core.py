@@ -125,23 +125,23 @@ class _Scrub:
             return done
         return self._redactor.redact_value(value) if isinstance(value, dict | list) else value
 
+    def pair(self, key: str, value: Any) -> Any:
+        """One attribute's value, redacted (the bridge's OTLP decoder calls this per distinct one)."""
+        sensitive = self._keys.get(key)
+        if sensitive is None:
+            sensitive = self._keys[key] = self._redactor.is_sensitive_key(key)
+        if sensitive:  # a value under a secret's name (password=…) is masked whole, as the SDK does
+            return self._redactor.redact_value({key: value})[key]
+        if type(value) is str:  # most values: the cache inline
+            done = self._texts.get(value)
+            if done is None:
+                done = self._texts[value] = self._redactor(value)
+            return done
+        return self.value(value)
+
     def attributes(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        keys, texts, redactor = self._keys, self._texts, self._redactor
-        for key, value in attrs.items():
-            sensitive = keys.get(key)
-            if sensitive is None:
-                sensitive = keys[key] = redactor.is_sensitive_key(key)
-            if sensitive:  # a value under a secret's name (password=…) is masked whole, as the SDK does
-                out[key] = redactor.redact_value({key: value})[key]
-            elif type(value) is str:  # most values: the cache inline (this runs per attribute)
-                done = texts.get(value)
-                if done is None:
-                    done = texts[value] = redactor(value)
-                out[key] = done
-            else:
-                out[key] = self.value(value)
-        return out
+        pair = self.pair
+        return {key: pair(key, value) for key, value in attrs.items()}
 
 
 class BusBehind(RuntimeError):
@@ -202,10 +202,13 @@ class Bridge:
         good: list[LogData] = []
         lines: list[dict[str, Any]] = []
         twins: dict[str, int] = {}
-        scrub = _Scrub(self._redactor)
+        scrub = decoded.scrub if isinstance(decoded.scrub, _Scrub) else None
+        redacted = scrub is not None  # the decoder redacted the attributes already
+        if scrub is None:
+            scrub = _Scrub(self._redactor)
         for log in decoded.records:
             try:
-                self._prepare_log(log, trusted, twins, scrub)
+                self._prepare_log(log, trusted, twins, scrub, redacted)
                 lines.append(log_line(log))
             except Exception as exc:  # one bad record must not cost the batch
                 out.reject(f"log record {log.event_name or log.severity_text or ''!r}: {exc!r}")
@@ -258,14 +261,20 @@ class Bridge:
         counters.incr("bridge_envelopes", out.received)
         return out
 
+    def scrubber(self) -> _Scrub:
+        """The configured redactor over one request (the OTLP decoder redacts as it reads)."""
+        return _Scrub(self._redactor)
+
     # -- helpers -------------------------------------------------------------------------
 
-    def _prepare_log(self, log: LogData, trusted: bool, twins: dict[str, int], scrub: _Scrub) -> None:
-        """Redact, drop an untrusted client's own record id, tell twins apart."""
+    def _prepare_log(
+        self, log: LogData, trusted: bool, twins: dict[str, int], scrub: _Scrub, redacted: bool = False
+    ) -> None:
+        """Redact (unless ``redacted``), drop an untrusted client's own record id, tell twins apart."""
         attrs = log.attributes
         if not trusted and "membrane.record_id" in attrs:
             attrs = {k: v for k, v in attrs.items() if k != "membrane.record_id"}
-        log.attributes = attrs = scrub.attributes(attrs)
+        log.attributes = attrs = attrs if redacted else scrub.attributes(attrs)
         log.body = scrub.value(log.body)
         if "membrane.record_id" in attrs:
             return

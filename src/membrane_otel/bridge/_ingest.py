@@ -87,8 +87,11 @@ class Ingest:
                         raise TooMany(f"OTLP/JSON body holds more than {limits.max_json_objects} objects")
                 else:
                     count_records(body, limits.max_records)
-                decode = decode_traces if kind == "traces" else decode_logs
-                decoded = decode(body, json_body=as_json, max_depth=limits.max_depth)
+                if kind == "traces":
+                    decoded = decode_traces(body, json_body=as_json, max_depth=limits.max_depth)
+                else:  # redacted as it is read: each distinct attribute once
+                    scrub = self.bridge.scrubber()
+                    decoded = decode_logs(body, json_body=as_json, max_depth=limits.max_depth, scrub=scrub)
                 del body, raw
                 if len(decoded.records) + decoded.rejected > limits.max_records:
                     raise TooMany(f"request holds more than {limits.max_records} records (max_records)")

@@ -22,13 +22,15 @@ import binascii
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
+from membrane_otel.bridge._flat import FlatLogsRequest
 from membrane_otel.bridge._salvage import salvage
 from membrane_otel.translate._records import EventData, LogData, SpanData, StatusName
 
@@ -54,6 +56,12 @@ class MalformedRequest(ValueError):
     """The body is not a valid OTLP export request (HTTP 400)."""
 
 
+class Scrub(Protocol):
+    """What the decoder needs of the bridge's redactor (:class:`membrane_otel.bridge._core._Scrub`)."""
+
+    def pair(self, key: str, value: Any) -> Any: ...
+
+
 @dataclass(slots=True)
 class Decoded:
     """Records read from one request, and what could not be read (for ``partial_success``)."""
@@ -61,6 +69,8 @@ class Decoded:
     records: list[Any] = field(default_factory=list)
     rejected: int = 0
     errors: list[str] = field(default_factory=list)
+    # The redactor the records' attributes already went through (None: not redacted yet).
+    scrub: Any = None
 
     def reject(self, why: str) -> None:
         self.rejected += 1
@@ -210,6 +220,77 @@ def logs_from_request(req: ExportLogsServiceRequest, max_depth: int = DEFAULT_DE
     return out
 
 
+# Attribute values that one record may share with another (a list or dict is its own).
+_SHARED = frozenset((str, int, float, bool, type(None)))
+
+
+def _pair(raw: bytes, max_depth: int, scrub: Scrub | None) -> tuple[str, Any]:
+    """One encoded ``KeyValue`` → ``(key, value)``, validated and redacted."""
+    try:
+        kv = KeyValue.FromString(raw)
+    except (DecodeError, RuntimeError) as exc:  # RecursionError is a RuntimeError
+        raise ValueError(f"attribute not valid protobuf (invalid UTF-8 or nested too deep): {exc}") from None
+    ((key, value),) = _attrs((kv,), max_depth).items()
+    return key, value if scrub is None else scrub.pair(key, value)
+
+
+def logs_from_flat(body: bytes, max_depth: int = DEFAULT_DEPTH, scrub: Scrub | None = None) -> Decoded | None:
+    """:func:`logs_from_request` of a protobuf body, read through :mod:`._flat`: each distinct
+    encoded attribute of the request is converted (and redacted, with ``scrub``) once.
+    None when the body does not parse even so (the caller reads it the slow way)."""
+    try:
+        req = FlatLogsRequest.FromString(body)
+    except (DecodeError, RuntimeError, ValueError):
+        return None
+    out = Decoded(scrub=scrub)
+    append = out.records.append
+    pairs: dict[bytes, tuple[str, Any]] = {}  # bounded by the body: its keys are slices of it
+    lookup = pairs.get
+    for rl in req.resource_logs:
+        try:
+            resource = _attrs(rl.resource.attributes, max_depth)
+        except ValueError as exc:
+            for sl in rl.scope_logs:
+                for _ in sl.log_records:
+                    out.reject(f"log record: resource: {exc}")
+            continue
+        for sl in rl.scope_logs:
+            scope = sl.scope.name
+            for r in sl.log_records:
+                tid, sid = r.trace_id, r.span_id
+                if (tid and len(tid) != 16) or (sid and len(sid) != 8):
+                    out.reject(f"log record: trace_id/span_id of {len(tid)}/{len(sid)} bytes, expected 16/8")
+                    continue
+                try:
+                    attrs: dict[str, Any] = {}
+                    for raw in r.attributes:
+                        hit = lookup(raw)
+                        if hit is None:
+                            hit = _pair(raw, max_depth, scrub)
+                            if type(hit[1]) in _SHARED:  # a list or dict stays the record's own
+                                pairs[raw] = hit
+                        attrs[hit[0]] = hit[1]
+                    value = r.body
+                    text = value.string_value
+                    append(
+                        LogData(
+                            r.time_unix_nano or r.observed_time_unix_nano,
+                            r.severity_number,
+                            r.severity_text,
+                            text if text else _value(value, max_depth),
+                            attrs,
+                            r.event_name or None,
+                            tid.hex() if tid else None,
+                            sid.hex() if sid else None,
+                            resource,
+                            scope,
+                        )
+                    )
+                except ValueError as exc:
+                    out.reject(f"log record: {exc}")
+    return out
+
+
 # --------------------------------------------------------------------------- bodies
 
 
@@ -297,11 +378,18 @@ def decode_traces(body: bytes, *, json_body: bool, max_depth: int = DEFAULT_DEPT
     return spans_from_request(req, max_depth)
 
 
-def decode_logs(body: bytes, *, json_body: bool, max_depth: int = DEFAULT_DEPTH) -> Decoded:
+def decode_logs(
+    body: bytes, *, json_body: bool, max_depth: int = DEFAULT_DEPTH, scrub: Scrub | None = None
+) -> Decoded:
+    """A logs request's records; with ``scrub``, protobuf records come back redacted by it
+    (``Decoded.scrub`` says so)."""
     req = ExportLogsServiceRequest()
     if json_body:
         parse_json(body, req)
         return logs_from_request(req, max_depth)
+    flat = logs_from_flat(body, max_depth, scrub)
+    if flat is not None:
+        return flat
     try:
         parse_protobuf(body, req)
     except MalformedRequest as exc:

@@ -27,14 +27,15 @@ _CHAIN_KEYS = ("seq", "prev_hash", "hash")
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
 
 
-def _dumps(obj: Mapping[str, Any]) -> str:
+def _dumps(obj: Mapping[str, Any]) -> bytes:
+    """A line's JSON as UTF-8 bytes (what is hashed and written: no str round trip)."""
     if _orjson_dumps is not None:
         try:
             encoded: bytes = _orjson_dumps(obj, default=str)
-            return encoded.decode("utf-8")
+            return encoded
         except TypeError:  # an int beyond 64 bits, a non-str key: the stdlib handles those
             pass
-    return _encode(obj)
+    return _encode(obj).encode()
 
 
 def _load_orjson() -> Any:

@@ -321,14 +321,18 @@ class Ledger:
                     import hashlib  # here, not at import: the shell emitter passes its own
 
                     sha256 = self._sha256 = hashlib.sha256
+                link = prev.encode()
                 for body in bodies:
                     seq += 1
-                    head = body[:-1] + "," if body != "{}" else "{"
-                    chained = f'{head}"seq":{seq},"prev_hash":"{prev}"'.encode()
-                    digest = sha256(chained).hexdigest()
+                    chained = (
+                        b'%b,"seq":%d,"prev_hash":"%b"' % (body[:-1], seq, link)
+                        if body != b"{}"
+                        else b'{"seq":%d,"prev_hash":"%b"' % (seq, link)
+                    )
+                    link = sha256(chained).hexdigest().encode()
                     out.append(chained)
-                    out.append(b',"hash":"%s"}\n' % digest.encode())
-                    prev = digest
+                    out.append(b',"hash":"%b"}\n' % link)
+                prev = link.decode()
                 data = b"".join(out)
                 size = st.st_size
                 if self.max_bytes and size > 0 and size + len(data) > self.max_bytes:

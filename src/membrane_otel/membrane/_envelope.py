@@ -140,26 +140,54 @@ _SEVERITIES = frozenset(("info", "warn", "error", "critical"))
 _PLAIN = frozenset((str, int, bool, _NONE))  # what the JSON dump leaves as it is
 
 
-def _plain_metadata(md: Any) -> dict[str, Any] | None:
-    if type(md) is not dict:
-        return None
-    out = {}
+_Plan = tuple[tuple[str, ...], bool]  # the int-valued keys (checked ≥ 0), whether any is None
+_md_plans: dict[tuple[tuple[str, ...], tuple[type, ...]], _Plan | None] = {}
+_UNSEEN: Any = object()
+
+
+def _metadata_plan(keys: tuple[str, ...], types: tuple[type, ...]) -> _Plan | None:
+    """What a metadata dict of these keys holding values of these types needs checked, or
+    None when the model must see it. The same keys and types come again and again."""
     last = -1
-    for name, value in md.items():
+    ints = []
+    present = set()
+    for name, kind in zip(keys, types, strict=True):
         spec = _METADATA.get(name)
         if spec is None:
             return None  # an extra key: the model puts extras after the declared ones
-        if value is None:
+        if kind is _NONE:
             continue  # exclude_none
-        place, types = spec
-        if type(value) not in types or place < last or (type(value) is int and value < 0):
+        place, allowed = spec
+        if kind not in allowed or place < last:
             return None  # to coerce, refuse, or put in the declared order: the model's job
         last = place
-        out[name] = value
-    for name in _REQUIRED_METADATA:
-        if not out.get(name) and out.get(name) != 0:
+        present.add(name)
+        if kind is int:
+            ints.append(name)
+    if not present.issuperset(_REQUIRED_METADATA):
+        return None
+    return tuple(ints), _NONE in types
+
+
+def _plain_metadata(md: Any) -> dict[str, Any] | None:
+    if type(md) is not dict:
+        return None
+    shape = (tuple(md), tuple(map(type, md.values())))
+    plan = _md_plans.get(shape, _UNSEEN)
+    if plan is _UNSEEN:
+        plan = _metadata_plan(*shape)
+        if len(_md_plans) >= 1024:  # a flood of odd shapes must not grow it
+            _md_plans.clear()
+        _md_plans[shape] = plan
+    if plan is None:
+        return None
+    ints, has_none = plan
+    for name in ints:
+        if md[name] < 0:
             return None
-    return out
+    if not (md["stimulus_id"] and md["origin"] and md["signal_type"]):
+        return None  # required, and not empty (min_length=1 / the model's checks)
+    return {k: v for k, v in md.items() if v is not None} if has_none else dict(md)
 
 
 def wire_dict(fields: dict[str, Any], *, legacy: bool = False) -> dict[str, Any] | None:

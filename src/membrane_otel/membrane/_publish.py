@@ -60,12 +60,12 @@ class MembranePublisher:
         processor), so the envelopes are sent from it, not queued a second time. ``spool_only``:
         no time is left (a shutdown gave up on them), so they go straight to the disk spool.
         """
-        sent = 0
+        sent = wanted = 0
         out: list[dict[str, Any]] = []
         for log in logs:
             if not wants_envelope(log, self._l2):
                 continue
-            counters.incr("envelopes")
+            wanted += 1
             try:
                 # The wire dict directly: the model is built only when a value needs validating.
                 env = log_envelope_wire(log, default_scope=self._settings.scope, legacy=self._legacy)
@@ -98,6 +98,8 @@ class MembranePublisher:
                     with_metadata(env, **{k: v for k, v in held.items() if v})
             out.append(env)
             sent += 1
+        if wanted:
+            counters.incr("envelopes", wanted)
         if spool_only and hasattr(self._bus, "save"):
             self._bus.save(out)
         elif direct and hasattr(self._bus, "deliver"):

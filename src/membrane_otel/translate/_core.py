@@ -19,6 +19,7 @@ from opentelemetry.instrumentation.log_utils import std_to_otel
 
 from membrane_otel._internal.tables import (
     ID_KEYS,
+    RESERVED,
     SEED_LEVEL_NAMES,
     SEV_ERROR,
     STIMULUS_EVENT,
@@ -46,8 +47,43 @@ def otel_severity(py_level: int) -> int:
 
 def severity_and_urgency(severity_number: int) -> tuple[str, float]:
     """OTel severity → the seeds' categorical severity and its urgency (ERROR → error, 0.7)."""
-    name = otel_to_severity(severity_number)
-    return name, severity_to_urgency(name)
+    known = _SEVERITIES.get(severity_number)
+    if known is None:
+        name = otel_to_severity(severity_number)
+        known = (name, severity_to_urgency(name))
+        if len(_SEVERITIES) < 64:  # a client's odd numbers must not grow it
+            _SEVERITIES[severity_number] = known
+    return known
+
+
+_SEVERITIES: dict[int, tuple[str, float]] = {}
+
+# What the translation computes again and again from the same few inputs, remembered
+# (bounded: a flood of distinct inputs clears them). The translation runs once per record
+# on the bridge's hot path, and a batch repeats its scripts and its timestamps' seconds.
+_MEMO_MAX = 4096
+_slugs: dict[str, str] = {}
+_last_second: tuple[int | None, str] = (None, "")  # the last whole second iso() formatted, and its text
+
+
+def _slug(text: str) -> str:
+    done = _slugs.get(text)
+    if done is None:
+        if len(_slugs) >= _MEMO_MAX:
+            _slugs.clear()
+        done = _slugs[text] = slug(text)
+    return done
+
+
+def _iso(ns: int) -> str:
+    """``iso(ns)``, formatting each whole second once (records of a batch share most of them)."""
+    global _last_second
+    seconds, rest = divmod(ns, 1_000_000_000)
+    known, head = _last_second  # one read: another thread may swap it meanwhile
+    if known != seconds:
+        head = iso(seconds * 1_000_000_000)[:-4]  # "…T12:00:00." without "000Z"
+        _last_second = (seconds, head)
+    return f"{head}{rest // 1_000_000:03d}Z"
 
 
 # The last resource seen and its digest: every record of one resource block shares one dict,
@@ -160,7 +196,7 @@ def log_line(log: LogData) -> dict[str, Any]:
         event = log.event_name
     else:
         event = "script_error" if log.severity_number >= SEV_ERROR else "log"
-    line: dict[str, Any] = {"event": event, "ts": iso(log.time_ns), "ts_unix": round(log.time_ns / 1e9, 6)}
+    line: dict[str, Any] = {"event": event, "ts": _iso(log.time_ns), "ts_unix": round(log.time_ns / 1e9, 6)}
     for key in ID_KEYS:
         if key in a:
             line[key] = a[key]
@@ -174,21 +210,45 @@ def log_line(log: LogData) -> dict[str, Any]:
             # How many identical errors this line stands for (logs/_coalesce.py), and when.
             line["occurrences"] = occurrences(log)
             first, last = a.get("membrane.first_ts_ns"), a.get("membrane.last_ts_ns")
-            line["first_ts"] = iso(int(first)) if first else line["ts"]
-            line["last_ts"] = iso(int(last)) if last else line["ts"]
+            line["first_ts"] = _iso(int(first)) if first else line["ts"]
+            line["last_ts"] = _iso(int(last)) if last else line["ts"]
     elif log.body not in (None, ""):
         put(line, "body", log.body)
-    # Inlined _put: this loop runs for every attribute of every record (the bridge's hot path).
-    for key, value in a.items():
-        if key in _NOT_PAYLOAD or key == "membrane.occurrences":
-            continue
-        if key in line or key == "service":  # never overwrite the line's own fields
-            line[f"payload_{key}"] = value
-        else:
-            put(line, key, value)
+    # The payload: every attribute but plumbing, under its own name unless the line owns it.
+    plan = _payload_plan(tuple(line), tuple(a))
+    if plan[0]:
+        line.update(zip(plan[1], map(a.__getitem__, plan[0]), strict=True))
     line["service"] = log.resource.get("service.name")
     line["record_id"] = record_id(log)
     return line
+
+
+# (the line's keys so far, the attribute keys) → (attributes copied, the keys they go under)
+_plans: dict[tuple[tuple[str, ...], tuple[str, ...]], tuple[tuple[str, ...], tuple[str, ...]]] = {}
+
+
+def _payload_plan(
+    line_keys: tuple[str, ...], attr_keys: tuple[str, ...]
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Which attributes a line copies, and under which keys: worked out once per shape (the
+    records of a producer share their keys), then applied with one ``dict.update``."""
+    cache_key = (line_keys, attr_keys)
+    plan = _plans.get(cache_key)
+    if plan is None:
+        taken = set(line_keys)
+        pairs = []
+        for key in attr_keys:
+            if key in _NOT_PAYLOAD or key == "membrane.occurrences":
+                continue
+            # Never overwrite the line's own fields (nor one an earlier attribute took).
+            dst = f"payload_{key}" if key in taken or key == "service" or key in RESERVED else key
+            taken.add(dst)
+            pairs.append((key, dst))
+        plan = (tuple(k for k, _ in pairs), tuple(d for _, d in pairs))
+        if len(_plans) >= _MEMO_MAX:
+            _plans.clear()
+        _plans[cache_key] = plan
+    return plan
 
 
 def occurrences(log: LogData) -> int:
@@ -282,7 +342,7 @@ def _envelope_fields(log: LogData, default_scope: str) -> dict[str, Any]:
         script = str(a.get("membrane.script_name") or log.resource.get("service.name") or log.scope or "app")
         content = f"{script}: {body}"
         metadata = {
-            "stimulus_id": f"script_log_{slug(script)}_{ts_ms}_{rid[-12:]}",
+            "stimulus_id": f"script_log_{_slug(script)}_{ts_ms}_{rid[-12:]}",
             "origin": "script_logger",
             "timestamp_ms": ts_ms,
             "signal_type": str(a.get("membrane.signal_type", "script_error")),
@@ -304,7 +364,7 @@ def _envelope_fields(log: LogData, default_scope: str) -> dict[str, Any]:
         fields = dict(
             scope=a.get("membrane.scope", default_scope),
             source=str(a.get("membrane.source") or f"script:{script}"),
-            channel=str(a.get("membrane.channel") or f"signals.script.{slug(script)}"),
+            channel=str(a.get("membrane.channel") or f"signals.script.{_slug(script)}"),
             content=truncate(content, CONTENT_LIMIT, marker="..."),
             severity=severity,
             features_raw={"urgency": urgency, "novelty": 0.25, "trust": 0.9},
@@ -312,7 +372,10 @@ def _envelope_fields(log: LogData, default_scope: str) -> dict[str, Any]:
             provenance={"service": log.resource.get("service.name"), "logger": log.scope},
             metadata={k: v for k, v in metadata.items() if v is not None},
         )
-    if log.trace_id:
+    if log.trace_id and (
+        # An error's metadata holds them already (dropped when None: so is a None here).
+        log.event_name == STIMULUS_EVENT or "otel_trace_id" not in fields["metadata"]
+    ):
         fields["metadata"] = {
             **fields["metadata"],
             "otel_trace_id": log.trace_id,
