@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from membrane_otel.membrane._envelope import Envelope
 from membrane_otel.translate._core import (
     log_envelope,
@@ -185,3 +187,49 @@ def test_span_line_keeps_the_seed_trace_event_fields() -> None:
 def test_envelope_model_round_trip() -> None:
     """The wire form validates back into the model."""
     Envelope.model_validate(log_envelope(_error_log()).to_json_dict())
+
+
+def _line_as_before(log: LogData) -> dict[str, object]:
+    """The payload as log_line put it attribute by attribute before its keys were planned per
+    shape (issue 13): the plan must give the same keys, values and order."""
+    from membrane_otel._internal.tables import RESERVED
+
+    line = log_line(dataclasses.replace(log, attributes={}))  # the line's own keys (none of ID_KEYS here)
+    line.pop("service")
+    line.pop("record_id")
+    skip = {"task_id", "persona_id", "session_id", "membrane.record_id", "membrane.l2"}
+    skip |= {"membrane.first_ts_ns", "membrane.last_ts_ns", "membrane.occurrences"}
+    for key, value in log.attributes.items():
+        if key in skip:
+            continue
+        if key in line or key == "service":
+            line[f"payload_{key}"] = value
+        else:
+            line[f"payload_{key}" if key in RESERVED else key] = value
+    return line
+
+
+def test_payload_keys_never_overwrite_the_lines_own_or_each_other() -> None:
+    odd = {
+        "event": 1,
+        "payload_event": 2,
+        "service": 3,
+        "payload_service": 4,
+        "seq": 5,
+        "level": 6,
+        "message": 7,
+        "ts": 8,
+        "x": 9,
+        "record_id": 10,
+    }
+    for event_name in (None, "task_started"):
+        log = _error_log(**odd)
+        log.event_name = event_name
+        line = log_line(log)
+        expected = _line_as_before(log)
+        payload = {k: v for k, v in line.items() if k not in ("service", "record_id")}
+        assert list(payload.items()) == list(expected.items()), event_name
+        assert line["service"] == "svc" and line["record_id"] == "r1"
+        assert line["payload_event"] == 2 or line["payload_payload_event"] == 2
+        # The same shape again (the plan remembered): the same line.
+        assert log_line(log) == line

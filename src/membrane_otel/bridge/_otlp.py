@@ -230,8 +230,9 @@ def _pair(raw: bytes, max_depth: int, scrub: Scrub | None) -> tuple[str, Any]:
         kv = KeyValue.FromString(raw)
     except (DecodeError, RuntimeError) as exc:  # RecursionError is a RuntimeError
         raise ValueError(f"attribute not valid protobuf (invalid UTF-8 or nested too deep): {exc}") from None
-    ((key, value),) = _attrs((kv,), max_depth).items()
-    return key, value if scrub is None else scrub.pair(key, value)
+    v = kv.value
+    value = v.string_value or _value(v, max_depth)  # as _attrs reads it
+    return kv.key, value if scrub is None else scrub.pair(kv.key, value)
 
 
 def logs_from_flat(body: bytes, max_depth: int = DEFAULT_DEPTH, scrub: Scrub | None = None) -> Decoded | None:

@@ -291,10 +291,12 @@ class Ledger:
             fresh: list[Mapping[str, Any]] = []
             batch_ids: list[str] = []
             seen: set[str] = set()
+            recent = self._recent
+            window = self._window
             for rec in records:
-                rid = rec.get("record_id") if self._window else None
-                if isinstance(rid, str):
-                    if rid in self._recent or rid in seen:
+                rid = rec.get("record_id") if window else None
+                if type(rid) is str or isinstance(rid, str):
+                    if rid in recent or rid in seen:
                         continue
                     seen.add(rid)
                     batch_ids.append(rid)
@@ -305,7 +307,7 @@ class Ledger:
             bodies = [
                 _dumps(
                     rec
-                    if not any(k in rec for k in _CHAIN_KEYS)
+                    if "seq" not in rec and "prev_hash" not in rec and "hash" not in rec  # _CHAIN_KEYS
                     else {k: v for k, v in rec.items() if k not in _CHAIN_KEYS}
                 )
                 for rec in fresh
@@ -356,8 +358,10 @@ class Ledger:
             finally:
                 fcntl.flock(lock_fd, fcntl.LOCK_UN)
             # Only now: a batch that failed to write must not be skipped when retried.
-            for rid in batch_ids:
-                self._remember(rid)
+            # (Each id is new: it was neither in recent nor twice in the batch.)
+            recent.update(dict.fromkeys(batch_ids))
+            while len(recent) > window:
+                del recent[next(iter(recent))]
         if self.checkpointer is not None:  # outside every lock: it may emit an OTel record
             self.checkpointer(seq, prev, len(bodies))
         return len(bodies)

@@ -73,10 +73,16 @@ class Transport(Protocol):
     """How batches reach the bus; ``WsTransport`` in production, anything alike in tests."""
 
     def send(
-        self, envelopes: Sequence[Envelope], timeout: float | None, *, encoded: Sequence[bytes] | None = None
+        self,
+        envelopes: Sequence[Envelope],
+        timeout: float | None,
+        *,
+        encoded: Sequence[bytes] | None = None,
+        frame: bytes | None = None,
     ) -> Ack:
         """Deliver one batch and wait for its ack, within ``timeout`` s (None: the defaults).
-        ``encoded``: each envelope's :func:`encode_envelope` bytes, when the caller has them."""
+        ``encoded``: each envelope's :func:`encode_envelope` bytes, or ``frame``: the batch's
+        :func:`encode_frame` bytes, when the caller has them."""
         ...
 
     def probe(self, timeout: float) -> bool:
@@ -154,7 +160,12 @@ class WsTransport:
             raise BusRefused(f"not a membrane bus: {exc}") from exc
 
     def send(
-        self, envelopes: Sequence[Envelope], timeout: float | None, *, encoded: Sequence[bytes] | None = None
+        self,
+        envelopes: Sequence[Envelope],
+        timeout: float | None,
+        *,
+        encoded: Sequence[bytes] | None = None,
+        frame: bytes | None = None,
     ) -> Ack:
         from websockets.exceptions import ConnectionClosed
 
@@ -165,7 +176,8 @@ class WsTransport:
         ws = self._ws
         # The bridge's outbox has encoded each envelope to size it: joining those bytes is the
         # same frame as encoding the list (compact JSON), without encoding it all again.
-        frame = b"[" + b",".join(encoded) + b"]" if encoded is not None else encode_frame(envelopes)
+        if frame is None:
+            frame = b"[" + b",".join(encoded) + b"]" if encoded is not None else encode_frame(envelopes)
         try:
             ws.send(frame, text=True)  # a text frame, as the bus expects, without decoding
             if not self._require_ack:

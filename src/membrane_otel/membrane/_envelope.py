@@ -134,10 +134,10 @@ _METADATA: dict[str, tuple[int, tuple[type, ...]]] = {
 }
 _REQUIRED_METADATA = ("stimulus_id", "origin", "timestamp_ms", "signal_type")
 _FEATURES = ("urgency", "novelty", "trust")
-_SCOPES = frozenset(s.value for s in Scope)
+SCOPES = _SCOPES = frozenset(s.value for s in Scope)
 _ORIGINS = frozenset(o.value for o in OriginType)
 _SEVERITIES = frozenset(("info", "warn", "error", "critical"))
-_PLAIN = frozenset((str, int, bool, _NONE))  # what the JSON dump leaves as it is
+PLAIN = _PLAIN = frozenset((str, int, bool, _NONE))  # what the JSON dump leaves as it is
 
 
 _Plan = tuple[tuple[str, ...], bool]  # the int-valued keys (checked ≥ 0), whether any is None
@@ -169,11 +169,10 @@ def _metadata_plan(keys: tuple[str, ...], types: tuple[type, ...]) -> _Plan | No
     return tuple(ints), _NONE in types
 
 
-def _plain_metadata(md: Any) -> dict[str, Any] | None:
-    if type(md) is not dict:
-        return None
+def _metadata_checked(md: dict[str, Any]) -> _Plan | None:
+    """The plan of a metadata dict when its values pass it, else None."""
     shape = (tuple(md), tuple(map(type, md.values())))
-    plan = _md_plans.get(shape, _UNSEEN)
+    plan: _Plan | None = _md_plans.get(shape, _UNSEEN)
     if plan is _UNSEEN:
         plan = _metadata_plan(*shape)
         if len(_md_plans) >= 1024:  # a flood of odd shapes must not grow it
@@ -181,13 +180,27 @@ def _plain_metadata(md: Any) -> dict[str, Any] | None:
         _md_plans[shape] = plan
     if plan is None:
         return None
-    ints, has_none = plan
-    for name in ints:
+    for name in plan[0]:
         if md[name] < 0:
             return None
     if not (md["stimulus_id"] and md["origin"] and md["signal_type"]):
         return None  # required, and not empty (min_length=1 / the model's checks)
-    return {k: v for k, v in md.items() if v is not None} if has_none else dict(md)
+    return plan
+
+
+def plain_metadata(md: dict[str, Any]) -> bool:
+    """True when the model would dump ``md`` (no None values) as it is, same keys, same order."""
+    plan = _metadata_checked(md)
+    return plan is not None and not plan[1]
+
+
+def _plain_metadata(md: Any) -> dict[str, Any] | None:
+    if type(md) is not dict:
+        return None
+    plan = _metadata_checked(md)
+    if plan is None:
+        return None
+    return {k: v for k, v in md.items() if v is not None} if plan[1] else dict(md)
 
 
 def wire_dict(fields: dict[str, Any], *, legacy: bool = False) -> dict[str, Any] | None:

@@ -105,6 +105,8 @@ class MembranePublisher:
         elif direct and hasattr(self._bus, "deliver"):
             if out:
                 self._bus.deliver(out)
+        elif hasattr(self._bus, "publish_many"):  # the bridge's outbox: a request's envelopes at once
+            self._bus.publish_many(out)
         else:
             for envelope in out:
                 self.publish(envelope)

@@ -30,7 +30,7 @@ from membrane_otel._internal.tables import (
     truncate,
 )
 from membrane_otel.logs._redact_spans import redact_span_data
-from membrane_otel.membrane._envelope import CONTENT_LIMIT, Envelope, wire_dict
+from membrane_otel.membrane._envelope import CONTENT_LIMIT, PLAIN, SCOPES, Envelope, plain_metadata, wire_dict
 from membrane_otel.translate._records import LogData, SpanData
 from membrane_otel.translate._shape import put
 
@@ -282,7 +282,26 @@ def log_envelope_wire(
     """``log_envelope(log).to_json_dict(legacy=legacy)``, the same dict, without the model's
     round trip when the record's values need no validation (the bridge's hot path: see
     :func:`~membrane_otel.membrane._envelope.wire_dict`). Raises ValidationError alike."""
-    fields = _envelope_fields(log, default_scope)
+    if log.event_name == STIMULUS_EVENT:
+        fields = _envelope_fields(log, default_scope)
+    else:
+        fields = _error_fields(log, default_scope)
+        md = fields["metadata"]
+        # What an error's fields can hold that the model would coerce or refuse comes from
+        # the client's attributes (the rest the translation itself makes valid): checked
+        # here, so that the wire dict is the fields in order (as wire_dict would make it).
+        if (
+            type(fields["scope"]) is str
+            and fields["scope"] in SCOPES
+            and fields["source"]
+            and fields["channel"]
+            and type(fields["provenance"]["service"]) in PLAIN
+            and plain_metadata(md)
+        ):
+            if legacy:
+                citizen = md.get("node_id") or f"code_substrate_{fields['source']}"
+                return {"type": "membrane.inject", "citizen_id": citizen, **fields}
+            return {"type": "membrane.inject", **fields}
     data = wire_dict(fields, legacy=legacy)
     return data if data is not None else Envelope(**fields).to_json_dict(legacy=legacy)
 
@@ -338,47 +357,55 @@ def _envelope_fields(log: LogData, default_scope: str) -> dict[str, Any]:
             metadata=metadata,
         )
     else:
-        severity, urgency = severity_and_urgency(log.severity_number)
-        script = str(a.get("membrane.script_name") or log.resource.get("service.name") or log.scope or "app")
-        content = f"{script}: {body}"
-        metadata = {
-            "stimulus_id": f"script_log_{_slug(script)}_{ts_ms}_{rid[-12:]}",
-            "origin": "script_logger",
-            "timestamp_ms": ts_ms,
-            "signal_type": str(a.get("membrane.signal_type", "script_error")),
-            "dedupe_key": a.get("membrane.dedupe_key"),
-            "stack_fingerprint": a.get("membrane.fingerprint"),
-            "script_name": script,
-            "script_path": a.get("membrane.script_path") or a.get("code.file.path"),
-            "module": a.get("code.namespace"),
-            "function": a.get("code.function") or a.get("code.function.name"),
-            "line": a.get("code.lineno") or a.get("code.line.number"),
-            "level": SEED_LEVEL_NAMES.get(log.severity_text or "", log.severity_text),
-            "error_type": a.get("exception.type"),
-            "stack_trace": a.get("exception.stacktrace"),
-            "node_id": a.get("membrane.node_id"),
-            "otel_trace_id": log.trace_id,
-            "otel_span_id": log.span_id,
-            "occurrences": occurrences(log),
-        }
-        fields = dict(
-            scope=a.get("membrane.scope", default_scope),
-            source=str(a.get("membrane.source") or f"script:{script}"),
-            channel=str(a.get("membrane.channel") or f"signals.script.{_slug(script)}"),
-            content=truncate(content, CONTENT_LIMIT, marker="..."),
-            severity=severity,
-            features_raw={"urgency": urgency, "novelty": 0.25, "trust": 0.9},
-            origin="internal",
-            provenance={"service": log.resource.get("service.name"), "logger": log.scope},
-            metadata={k: v for k, v in metadata.items() if v is not None},
-        )
-    if log.trace_id and (
-        # An error's metadata holds them already (dropped when None: so is a None here).
-        log.event_name == STIMULUS_EVENT or "otel_trace_id" not in fields["metadata"]
-    ):
+        return _error_fields(log, default_scope)
+    if log.trace_id:
         fields["metadata"] = {
             **fields["metadata"],
             "otel_trace_id": log.trace_id,
             "otel_span_id": log.span_id,
         }
+    return fields
+
+
+def _error_fields(log: LogData, default_scope: str) -> dict[str, Any]:
+    """The keyword arguments of the envelope of an error record, in the wire's order, every
+    value the translation makes itself of its declared type (see :func:`log_envelope_wire`)."""
+    a = log.attributes
+    rid = record_id(log)
+    ts_ms = log.time_ns // 1_000_000
+    body = log.body if isinstance(log.body, str) else json.dumps(log.body, default=str)
+    severity, urgency = severity_and_urgency(log.severity_number)
+    script = str(a.get("membrane.script_name") or log.resource.get("service.name") or log.scope or "app")
+    content = f"{script}: {body}"
+    metadata = {
+        "stimulus_id": f"script_log_{_slug(script)}_{ts_ms}_{rid[-12:]}",
+        "origin": "script_logger",
+        "timestamp_ms": ts_ms,
+        "signal_type": str(a.get("membrane.signal_type", "script_error")),
+        "dedupe_key": a.get("membrane.dedupe_key"),
+        "stack_fingerprint": a.get("membrane.fingerprint"),
+        "script_name": script,
+        "script_path": a.get("membrane.script_path") or a.get("code.file.path"),
+        "module": a.get("code.namespace"),
+        "function": a.get("code.function") or a.get("code.function.name"),
+        "line": a.get("code.lineno") or a.get("code.line.number"),
+        "level": SEED_LEVEL_NAMES.get(log.severity_text or "", log.severity_text),
+        "error_type": a.get("exception.type"),
+        "stack_trace": a.get("exception.stacktrace"),
+        "node_id": a.get("membrane.node_id"),
+        "otel_trace_id": log.trace_id,
+        "otel_span_id": log.span_id,
+        "occurrences": occurrences(log),
+    }
+    fields = dict(
+        scope=a.get("membrane.scope", default_scope),
+        source=str(a.get("membrane.source") or f"script:{script}"),
+        channel=str(a.get("membrane.channel") or f"signals.script.{_slug(script)}"),
+        content=truncate(content, CONTENT_LIMIT, marker="..."),
+        severity=severity,
+        features_raw={"urgency": urgency, "novelty": 0.25, "trust": 0.9},
+        origin="internal",
+        provenance={"service": log.resource.get("service.name"), "logger": log.scope},
+        metadata={k: v for k, v in metadata.items() if v is not None},
+    )
     return fields
