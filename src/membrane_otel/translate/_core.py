@@ -397,15 +397,16 @@ def _error_fields(log: LogData, default_scope: str) -> dict[str, Any]:
         "otel_span_id": log.span_id,
         "occurrences": occurrences(log),
     }
-    fields = dict(
-        scope=a.get("membrane.scope", default_scope),
-        source=str(a.get("membrane.source") or f"script:{script}"),
-        channel=str(a.get("membrane.channel") or f"signals.script.{_slug(script)}"),
-        content=truncate(content, CONTENT_LIMIT, marker="..."),
-        severity=severity,
-        features_raw={"urgency": urgency, "novelty": 0.25, "trust": 0.9},
-        origin="internal",
-        provenance={"service": log.resource.get("service.name"), "logger": log.scope},
-        metadata={k: v for k, v in metadata.items() if v is not None},
-    )
-    return fields
+    return {
+        "scope": a.get("membrane.scope", default_scope),
+        "source": str(a.get("membrane.source") or f"script:{script}"),
+        "channel": str(a.get("membrane.channel") or f"signals.script.{_slug(script)}"),
+        "content": content
+        if len(content) <= CONTENT_LIMIT
+        else truncate(content, CONTENT_LIMIT, marker="..."),
+        "severity": severity,
+        "features_raw": {"urgency": urgency, "novelty": 0.25, "trust": 0.9},
+        "origin": "internal",
+        "provenance": {"service": log.resource.get("service.name"), "logger": log.scope},
+        "metadata": {k: v for k, v in metadata.items() if v is not None},
+    }
