@@ -252,7 +252,9 @@ class RuleSet:
     def run(self, text: str, low: str) -> tuple[str, str]:
         """Apply the rules in order to ``text`` (``low`` is ``lowered(text)``)."""
         mask = self.mask(text, low)
-        plan = self._plans.get(mask) or self._plan(mask)
+        plan = self._plans.get(mask)
+        if plan is None:  # (an empty plan is remembered too: the usual one for a clean text)
+            plan = self._plan(mask)
         ascii_text = text.isascii()
         for search, lower, rule in plan:
             # The no-match case inline (most rules, most texts): one search, no call.
