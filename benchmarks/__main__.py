@@ -161,9 +161,8 @@ def far_off(results: list[dict[str, Any]]) -> list[str]:
             off = off_by(float(r["value"]), bound)
             if off > QUICK_TOLERANCE:
                 op = "≤" if goal.op == "<=" else "≥"
-                standing = (
-                    "" if goal.open_at is None else f", open in issue {goal.open_issue} at {goal.open_at:g}"
-                )
+                where = "a known miss" if goal.open_issue is None else f"open in issue {goal.open_issue}"
+                standing = "" if goal.open_at is None else f", {where} at {goal.open_at:g}"
                 out.append(
                     f"{r['label']} = {r['value']:.3g}, target {op} {goal.target:g}{standing} ({off:.1f}x off)"
                 )

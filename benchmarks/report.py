@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from benchmarks.targets import QUICK_TOLERANCE, TARGETS, lookup
+from benchmarks.targets import QUICK_TOLERANCE, TARGETS, Target, lookup
 
 STATUS_TEXT = {"pending": "pending", "skipped": "skipped", "error": "BROKEN"}
 
@@ -99,9 +99,7 @@ def _summary(results: list[dict[str, Any]]) -> tuple[int, int, list[str], list[s
             else:
                 op = "≤" if r["op"] == "<=" else "≥"
                 known = lookup(r["label"])
-                tracked = (
-                    "" if known is None or known.open_issue is None else f"; open in issue {known.open_issue}"
-                )
+                tracked = "" if known is None else _standing(known)
                 missed.append(f"{r['label']} = {fmt_ratio(r)} (target {op} {r['target']:g}{tracked})")
     # A target of a row that ran but did not produce it (skipped, broken) is said so, not dropped.
     ran = {res["key"]: res["status"] for res in results}
@@ -306,3 +304,10 @@ def write(results: list[dict[str, Any]], meta: dict[str, Any], markdown_path: Pa
     chart(results, png_path, f"membrane-otel benchmarks ({meta['mode']}, {meta['date']})")
     markdown_path.parent.mkdir(parents=True, exist_ok=True)
     markdown_path.write_text(markdown(results, meta, png_path.name), encoding="utf-8")
+
+
+def _standing(target: Target) -> str:
+    """How a known miss is tracked: the issue it stays open in, or its resolved issue's note."""
+    if target.open_issue is not None:
+        return f"; open in issue {target.open_issue}"
+    return "; a known miss" if target.open_at is not None else ""

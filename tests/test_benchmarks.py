@@ -164,6 +164,25 @@ def test_quick_check_holds_an_open_target_to_where_it_stands() -> None:
     assert "open in issue 13" in line
 
 
+def test_a_known_miss_of_a_resolved_issue_is_still_reported_missed() -> None:
+    """A miss named in a resolved issue's note keeps its standing: "missed" in the report, "a
+    known miss" in the list, and the quick check still catches a figure 3x worse."""
+    from benchmarks import ratio, row
+    from benchmarks.__main__ import far_off
+    from benchmarks.report import _summary
+    from benchmarks.targets import lookup
+
+    goal = lookup("1 KB line with secrets / 20 µs budget")
+    assert goal is not None and goal.open_at is not None and goal.open_issue is None
+    standing = row("redact", "r", ratios=[ratio(goal.label, goal.open_at)])
+    assert standing["ratios"][0]["met"] is False
+    _, _, missed, _ = _summary([standing])
+    assert any("a known miss" in ln for ln in missed)
+    assert far_off([standing]) == []
+    (line,) = far_off([row("redact", "r", ratios=[ratio(goal.label, goal.open_at * 4)])])
+    assert "a known miss at" in line
+
+
 def test_full_run_refuses_a_dirty_tree() -> None:
     """`python -m benchmarks --full` will not write docs/PERFORMANCE.md from uncommitted changes."""
     import subprocess
