@@ -57,8 +57,11 @@ def _venv(name: str, spec: list[str], build: bool) -> Path | None:
 
 
 def _once(venv: Path, cwd: Path) -> tuple[int, int]:
-    """``(wall ns, child CPU ns)`` of one ``opentelemetry-instrument python -c pass``."""
-    env = clean_env()
+    """``(wall ns, child CPU ns)`` of one ``opentelemetry-instrument python -c pass``.
+
+    A new user's state directory (inside ``cwd``): a developer's own spool, left by some
+    earlier run, would otherwise be replayed at every start-up of this distro."""
+    env = clean_env(XDG_STATE_HOME=str(cwd / "state"))
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter_ns()
     done = subprocess.run(

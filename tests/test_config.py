@@ -98,3 +98,56 @@ def test_unreadable_trace_file_is_one_line(tmp_path: Path) -> None:
     """A missing settings file is a one-line ConfigError."""
     with pytest.raises(ConfigError, match="MEMBRANE_TRACE_CONFIG=.*cannot be read"):
         load_settings({"MEMBRANE_TRACE_CONFIG": str(tmp_path / "nope.yaml")})
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"queue_size": 0}, "argument queue_size=0 is not valid: expected a whole number ≥ 1"),
+        ({"queue_size": "12x"}, "argument queue_size='12x' is not valid: expected a whole number"),
+        ({"watchdog_interval_s": 0}, "argument watchdog_interval_s=0 is not valid: expected a number > 0"),
+        ({"trace": "perhaps"}, "argument trace='perhaps' is not valid: expected 1/0"),
+        ({"scope": "galactic"}, "argument scope='galactic' is not valid: expected 'personal' or"),
+        ({"redact_patterns": "x"}, "argument redact_patterns='x' is not valid: expected a list of strings"),
+        ({"ledger_path": None}, "argument ledger_path=None is not valid: a value is required"),
+    ],
+)
+def test_settings_built_in_code_check_types_and_bounds(kwargs: dict[str, object], message: str) -> None:
+    """Settings(...) in code is checked as the environment is: one line naming the field."""
+    from membrane_otel.settings import Settings
+
+    with pytest.raises(ConfigError) as info:
+        Settings(**kwargs)
+    assert str(info.value).startswith(message), str(info.value)
+
+
+def test_settings_coerce_and_stay_frozen() -> None:
+    """Strings from code or environment become the field's type; a built Settings cannot change."""
+    import dataclasses
+
+    from membrane_otel.settings import Settings
+
+    s = Settings(queue_size="7", ledger_path="x.jsonl", trace="yes", bridge_url="http://h:1/")
+    assert (s.queue_size, s.ledger_path, s.trace, s.bridge_url) == (7, Path("x.jsonl"), True, "http://h:1")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.queue_size = 8  # type: ignore[misc]
+    with pytest.raises(ConfigError, match="unknown setting 'queue_sise'"):
+        load_settings({}, queue_sise=3)
+
+
+def test_configure_imports_no_validation_library(tmp_path: Path) -> None:
+    """The distro's start-up path (settings + configure) imports no pydantic: its import, plugin
+    scan and model build cost more than the rest of our start-up (benchmarks: startup row)."""
+    import subprocess
+    import sys
+
+    from tests._helpers import clean_env
+
+    code = (
+        "import sys, membrane_otel; membrane_otel.configure(); "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'pydantic', 'pydantic_core'}))"
+    )
+    env = clean_env(tmp_path, XDG_STATE_HOME=str(tmp_path / "state"))
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"

@@ -9,6 +9,7 @@ and what it accepts.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -16,142 +17,153 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-
 __all__ = ["ConfigError", "Settings", "get_settings", "load_settings"]
 
+from membrane_otel._internal.fields import FieldProblem, check_fields, converts, setting
 from membrane_otel._internal.tables import DEFAULT_BUS_URL, DEFAULT_LEDGER_MAX_BYTES, DEFAULT_SPOOL_MAX_BYTES
 
 _LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "WARN": 30, "ERROR": 40, "CRITICAL": 50}
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
 
 
 class ConfigError(ValueError):
     """A setting has a value it cannot take. ``str()`` is one line for the user."""
 
 
-class Settings(BaseModel):
-    """membrane-otel settings. Each field names its environment variable(s)."""
+class _FieldError(ConfigError):
+    """A field's value failed its type or bounds; :func:`load_settings` names the variable."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    def __init__(self, field: str, value: Any, reason: str) -> None:
+        super().__init__(f"argument {field}={value!r} is not valid: {reason}")
+        self.field, self.value, self.reason = field, value, reason
 
-    ledger_path: Path = Field(
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """membrane-otel settings. Each field names its environment variable(s).
+
+    A plain frozen dataclass checked in ``__post_init__`` (types, bounds, converters): the
+    distro reads it at every start-up, and a validation library there cost more than the
+    rest of our start-up together.
+    """
+
+    ledger_path: Path = setting(
         Path("memory/resonance_ledger.jsonl"),
         description="MEMBRANE_LEDGER_PATH (alias AGI_LEDGER_PATH): the hash-chained JSONL ledger.",
     )
-    ledger_max_bytes: int = Field(
+    ledger_max_bytes: int = setting(
         DEFAULT_LEDGER_MAX_BYTES,
         ge=0,
         description="MEMBRANE_LEDGER_MAX_BYTES: rotate above this size; 0 never.",
     )
-    spool_dir: Path = Field(
+    spool_dir: Path = setting(
         default_factory=lambda: _state_dir() / "spool",
         description="MEMBRANE_SPOOL_DIR: envelopes wait here while the bus is down "
         "(default $XDG_STATE_HOME/membrane-otel/spool, else ~/.local/state/membrane-otel/spool; "
         "refused if a symlink, another user's, or writable by others).",
     )
-    spool_max_bytes: int = Field(
+    spool_max_bytes: int = setting(
         DEFAULT_SPOOL_MAX_BYTES,
         ge=1,
         description="MEMBRANE_SPOOL_MAX_BYTES: oldest spool files dropped above.",
     )
-    bus_url: str = Field(DEFAULT_BUS_URL, description="MEMBRANE_BUS_URL: the membrane bus (ws:// or wss://).")
-    bus_token: str | None = Field(
+    bus_url: str = setting(
+        DEFAULT_BUS_URL, description="MEMBRANE_BUS_URL: the membrane bus (ws:// or wss://)."
+    )
+    bus_token: str | None = setting(
         None, description="MEMBRANE_BUS_TOKEN: bearer token for the bus.", repr=False
     )
-    bus_ca_file: Path | None = Field(None, description="MEMBRANE_BUS_CA_FILE: CA bundle for wss://.")
-    trace: bool = Field(False, description="MEMBRANE_TRACE (alias DOPEJAR_TRACE): HRM tracing on.")
-    trace_config: Path | None = Field(
+    bus_ca_file: Path | None = setting(None, description="MEMBRANE_BUS_CA_FILE: CA bundle for wss://.")
+    trace: bool = setting(False, description="MEMBRANE_TRACE (alias DOPEJAR_TRACE): HRM tracing on.")
+    trace_config: Path | None = setting(
         None,
         description="MEMBRANE_TRACE_CONFIG: YAML or TOML file with tracing.enabled/output/level "
         "(config/settings.yaml in the working directory is read when this is unset).",
     )
-    trace_output: Path | None = Field(
+    trace_output: Path | None = setting(
         None,
         description="MEMBRANE_TRACE_OUTPUT: also write HRM trace lines (the seed's TraceEvent JSON) here "
         "(the settings file's tracing.output).",
     )
-    trace_level: Literal["debug", "info", "warn"] = Field(
+    trace_level: Literal["debug", "info", "warn"] = setting(
         "info", description="MEMBRANE_TRACE_LEVEL: debug|info|warn (the seed's tracing.level)."
     )
-    l2_level: int = Field(
+    l2_level: int = setting(
         logging.ERROR, description="MEMBRANE_L2_LEVEL: records at or above become envelopes (name or number)."
     )
-    queue_size: int = Field(
+    queue_size: int = setting(
         1000,
         ge=1,
         description="MEMBRANE_QUEUE_SIZE: records queued per exporter; beyond it events and errors go to disk, the rest drop oldest.",
     )
-    flush_interval_ms: int = Field(
+    flush_interval_ms: int = setting(
         250, ge=1, description="MEMBRANE_FLUSH_INTERVAL_MS: background flush period."
     )
-    batch_size: int = Field(25, ge=1, description="MEMBRANE_BATCH_SIZE: flush early at this many records.")
-    redact_patterns: tuple[str, ...] = Field(
+    batch_size: int = setting(25, ge=1, description="MEMBRANE_BATCH_SIZE: flush early at this many records.")
+    redact_patterns: tuple[str, ...] = setting(
         (), description="MEMBRANE_REDACT_PATTERNS: extra secret regexes, a JSON array of strings."
     )
-    envelope_format: Literal["membrane", "legacy"] = Field(
+    envelope_format: Literal["membrane", "legacy"] = setting(
         "membrane",
         description="MEMBRANE_ENVELOPE_FORMAT: 'legacy' adds the seeds/000 top-level citizen_id.",
     )
-    scope: Literal["personal", "organizational", "ecosystem"] = Field(
+    scope: Literal["personal", "organizational", "ecosystem"] = setting(
         "organizational", description="MEMBRANE_SCOPE: default scope of error envelopes."
     )
-    throttle: bool = Field(
+    throttle: bool = setting(
         True, description="MEMBRANE_THROTTLE: per-type/per-fingerprint envelope throttling."
     )
-    bridge_url: str = Field(
+    bridge_url: str = setting(
         "http://127.0.0.1:8010", description="MEMBRANE_BRIDGE_URL: the bridge, for doctor."
     )
-    bridge_token: str | None = Field(None, description="MEMBRANE_BRIDGE_TOKEN: bearer token.", repr=False)
-    watchdog: bool = Field(True, description="MEMBRANE_WATCHDOG: run the pipeline watchdog.")
-    watchdog_interval_s: float = Field(
+    bridge_token: str | None = setting(None, description="MEMBRANE_BRIDGE_TOKEN: bearer token.", repr=False)
+    watchdog: bool = setting(True, description="MEMBRANE_WATCHDOG: run the pipeline watchdog.")
+    watchdog_interval_s: float = setting(
         15.0, gt=0, description="MEMBRANE_WATCHDOG_INTERVAL: seconds per check."
     )
-    throttle_type_interval_s: float = Field(
+    throttle_type_interval_s: float = setting(
         15.0,
         ge=0,
         description="MEMBRANE_THROTTLE_TYPE_INTERVAL: one envelope per signal type per this; 0 off.",
     )
-    throttle_fingerprint_interval_s: float = Field(
+    throttle_fingerprint_interval_s: float = setting(
         10.0, ge=0, description="MEMBRANE_THROTTLE_FINGERPRINT_INTERVAL: one per fingerprint per this; 0 off."
     )
 
     # -- private state and keyed checkpoints (issue 15) ----------------------------------------
-    state_dir: Path = Field(
+    state_dir: Path = setting(
         default_factory=lambda: _state_dir(),
         description="XDG_STATE_HOME: private state goes under $XDG_STATE_HOME/membrane-otel "
         "(else ~/.local/state/membrane-otel), created 0700.",
     )
-    ledger_file_mode: int = Field(
+    ledger_file_mode: int = setting(
         0o600,
         ge=0,
         le=0o777,
         description="MEMBRANE_LEDGER_FILE_MODE: octal mode of new ledger and lock files (default 0600).",
     )
-    ledger_key: str | None = Field(
+    ledger_key: str | None = setting(
         None,
         description="MEMBRANE_LEDGER_KEY: HMAC key for ledger checkpoints (none: no checkpoints).",
         repr=False,
     )
-    ledger_key_file: Path | None = Field(
+    ledger_key_file: Path | None = setting(
         None, description="MEMBRANE_LEDGER_KEY_FILE: file holding the checkpoint key (its first line)."
     )
-    checkpoint_lines: int = Field(
+    checkpoint_lines: int = setting(
         1000, ge=1, description="MEMBRANE_CHECKPOINT_LINES: a checkpoint every this many ledger lines."
     )
-    checkpoint_interval_s: float = Field(
+    checkpoint_interval_s: float = setting(
         60.0,
         gt=0,
         description="MEMBRANE_CHECKPOINT_INTERVAL: or when this many seconds passed and lines were written.",
     )
-    checkpoint_file: Path | None = Field(
+    checkpoint_file: Path | None = setting(
         None,
         description="MEMBRANE_CHECKPOINT_FILE: checkpoints are appended here too "
         "(default <ledger>.checkpoints); keep a copy off the host.",
     )
 
-    @field_validator("ledger_file_mode", mode="before")
+    @converts("ledger_file_mode", mode="before")
     @classmethod
     def _octal(cls, v: Any) -> Any:
         if isinstance(v, str):
@@ -161,27 +173,27 @@ class Settings(BaseModel):
                 raise ValueError("expected an octal file mode such as 0600 or 0640") from None
         return v
 
-    event_async: bool = Field(
+    event_async: bool = setting(
         False,
         description="MEMBRANE_EVENT_ASYNC (alias AGI_EVENT_ASYNC): buffer events written without a pipeline.",
     )
-    event_buffer_size: int = Field(
+    event_buffer_size: int = setting(
         100,
         ge=1,
         description="MEMBRANE_EVENT_BUFFER_SIZE (alias AGI_EVENT_BUFFER_SIZE): lines per async write.",
     )
-    event_flush_interval_s: float = Field(
+    event_flush_interval_s: float = setting(
         5.0,
         gt=0,
         description="MEMBRANE_EVENT_FLUSH_INTERVAL (alias AGI_EVENT_FLUSH_INTERVAL): seconds between async writes.",
     )
 
-    collector_health_url: str | None = Field(
+    collector_health_url: str | None = setting(
         None,
         description="MEMBRANE_COLLECTOR_HEALTH_URL: the Collector's health_check endpoint, for doctor and readiness.",
     )
 
-    @field_validator("l2_level", mode="before")
+    @converts("l2_level", mode="before")
     @classmethod
     def _level(cls, v: Any) -> Any:
         if isinstance(v, str):
@@ -193,14 +205,14 @@ class Settings(BaseModel):
             raise ValueError("expected DEBUG, INFO, WARNING, ERROR, CRITICAL or a number")
         return v
 
-    @field_validator("bus_url")
+    @converts("bus_url")
     @classmethod
     def _ws(cls, v: str) -> str:
         if not v.startswith(("ws://", "wss://")):
             raise ValueError("expected a ws:// or wss:// URL")
         return v
 
-    @field_validator("bridge_url", "collector_health_url")
+    @converts("bridge_url", "collector_health_url")
     @classmethod
     def _http(cls, v: str | None) -> str | None:
         if v is None:
@@ -208,6 +220,12 @@ class Settings(BaseModel):
         if not v.startswith(("http://", "https://")):
             raise ValueError("expected an http:// or https:// URL")
         return v.rstrip("/")
+
+    def __post_init__(self) -> None:
+        try:
+            check_fields(self)
+        except FieldProblem as exc:
+            raise _FieldError(exc.field, exc.value, exc.reason) from None
 
 
 # field -> environment variables, first found wins (canonical name first, then seed aliases).
@@ -250,7 +268,6 @@ ENV_VARS: dict[str, tuple[str, ...]] = {
     "event_flush_interval_s": ("MEMBRANE_EVENT_FLUSH_INTERVAL", "AGI_EVENT_FLUSH_INTERVAL"),
 }
 
-_BOOL_FIELDS = {"trace", "throttle", "watchdog", "event_async"}
 _OPTIONAL_FIELDS = {
     "bus_token",
     "bridge_token",
@@ -270,15 +287,6 @@ def _state_dir(environ: dict[str, str] | None = None) -> Path:
     return state_dir(environ)
 
 
-def _parse_bool(var: str, raw: str) -> bool:
-    s = raw.strip().lower()
-    if s in _TRUE:
-        return True
-    if s in _FALSE:
-        return False
-    raise ConfigError(f"{var}={raw!r} is not valid: expected 1/0, true/false, yes/no or on/off")
-
-
 def _read_env(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
     """Raw values from the environment, and which variable each field came from."""
     values: dict[str, Any] = {}
@@ -288,9 +296,7 @@ def _read_env(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str
             if name in environ:
                 raw = environ[name]
                 source[field] = name
-                if field in _BOOL_FIELDS:
-                    values[field] = _parse_bool(name, raw)
-                elif field == "redact_patterns":
+                if field == "redact_patterns":
                     values[field] = _parse_patterns(name, raw)
                 elif field == "state_dir":
                     values[field] = _state_dir({"XDG_STATE_HOME": raw})
@@ -394,21 +400,15 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         values["spool_dir"] = Path(values["state_dir"]) / "spool"
     for key in overrides:
         source.pop(key, None)
+    known = {f.name for f in dataclasses.fields(Settings)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"unknown setting {unknown[0]!r}: expected one of {', '.join(sorted(known))}")
     try:
         return Settings(**values)
-    except ValidationError as exc:
-        raise ConfigError(_one_line(exc, source)) from None
-
-
-def _one_line(exc: ValidationError, source: Mapping[str, str]) -> str:
-    err = exc.errors()[0]
-    field = str(err["loc"][0]) if err["loc"] else "?"
-    where = source.get(field) or (f"argument {field}" if field in Settings.model_fields else field)
-    value = err.get("input")
-    msg = err["msg"].removeprefix("Value error, ")
-    if field not in Settings.model_fields:
-        return f"unknown setting {field!r}: expected one of {', '.join(sorted(Settings.model_fields))}"
-    return f"{where}={value!r} is not valid: {msg}"
+    except _FieldError as exc:
+        where = source.get(exc.field) or f"argument {exc.field}"
+        raise ConfigError(f"{where}={exc.value!r} is not valid: {exc.reason}") from None
 
 
 _current: Settings | None = None

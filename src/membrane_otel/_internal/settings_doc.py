@@ -8,11 +8,10 @@ default, and its description (the text after ``VARIABLE…:``).
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
-
-from pydantic_core import PydanticUndefined
 
 from membrane_otel.settings import ENV_VARS, Settings
 
@@ -22,7 +21,7 @@ _MIB = 1024 * 1024
 
 
 def _default(value: Any) -> str:
-    if value is PydanticUndefined:
+    if value is dataclasses.MISSING:
         return "computed (see meaning)"
     if value is None or value == ():
         return "—"
@@ -45,18 +44,19 @@ def _meaning(description: str | None) -> str:
 def settings_table() -> str:
     """The markdown table of every setting, in the model's field order."""
     rows = ["| variable | default | meaning |", "|---|---|---|"]
-    for name, info in Settings.model_fields.items():
+    for info in dataclasses.fields(Settings):
+        name = info.name
         names = ENV_VARS.get(name, ())
         if not names:
             continue
         var = f"`{names[0]}`" + "".join(f" (alias `{alias}`)" for alias in names[1:])
-        default = PydanticUndefined if info.default_factory is not None else info.default
+        default = dataclasses.MISSING if info.default_factory is not dataclasses.MISSING else info.default
         shown = _default(default)
         if name == "l2_level":  # a logging level: its name reads better than 40
             shown = "`ERROR`"
         elif name.endswith("_mode") and isinstance(default, int):  # file modes read in octal
             shown = f"`{default:04o}`"
-        rows.append(f"| {var} | {shown} | {_meaning(info.description)} |")
+        rows.append(f"| {var} | {shown} | {_meaning(info.metadata['description'])} |")
     return "\n".join(rows)
 
 
