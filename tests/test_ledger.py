@@ -305,3 +305,25 @@ def test_torn_line_with_a_record_id_does_not_swallow_its_redelivery(tmp_path: Pa
     )
     whole = [ln for ln in path.read_text().splitlines() if ln.endswith('"}')]
     assert [json.loads(ln)["record_id"] for ln in whole] == ["keep-1", "lost-2"]
+
+
+def test_a_large_batch_costs_its_size_not_the_encoder_s_buffers(tmp_path: Path) -> None:
+    """4,000 lines of ~1 KB in one append_many: the batch's working memory stays a small
+    multiple of its bytes (orjson's results each hold a 4 KiB+ buffer; keeping them all for the
+    chain pass pinned 30 MiB here, and broke the bridge's documented memory bound)."""
+    import tracemalloc
+
+    from membrane_otel.ledger._writer import Ledger
+
+    records = [{"event": "x", "message": "y" * 900, "record_id": f"r{i}"} for i in range(4000)]
+    ledger = Ledger(tmp_path / "big.jsonl")
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        assert ledger.append_many(records) == 4000
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+        ledger.close()
+    written = (tmp_path / "big.jsonl").stat().st_size
+    assert peak < 5 * written, f"peak {peak / 2**20:.1f} MiB for {written / 2**20:.1f} MiB written"

@@ -124,7 +124,9 @@ class Outbox:
                 )
                 continue
             good.append(env)
-            encoded.append(data)
+            # An exact-size copy: orjson's own result holds a buffer of at least 4 KiB, and a
+            # request may carry thousands of envelopes.
+            encoded.append(bytes(memoryview(data)))
         if out.rejected:
             counters.incr("bridge_envelopes_rejected", len(out.rejected))
             _log.error("bridge: %d envelope(s) rejected: %s", len(out.rejected), out.rejected[0])
