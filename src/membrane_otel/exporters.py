@@ -25,6 +25,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from membrane_otel._internal import counters
+from membrane_otel._internal.atshutdown import export_imports
 from membrane_otel._internal.ratelog import RateLimitedLogger
 from membrane_otel._internal.tables import STIMULUS_EVENT
 from membrane_otel.ledger._writer import ledger_for
@@ -51,7 +52,8 @@ class LedgerSpanExporter(SpanExporter):
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         try:
-            from membrane_otel.translate._core import span_line
+            with export_imports():
+                from membrane_otel.translate._core import span_line
 
             lines = [span_line(span_from_sdk(s)) for s in spans]
             self._ledger.append_many(lines)
@@ -85,7 +87,8 @@ class LedgerLogExporter(LogRecordExporter):
 
     def export(self, batch: Sequence[ReadableLogRecord | LogData]) -> LogRecordExportResult:
         try:
-            from membrane_otel.translate._core import log_line
+            with export_imports():
+                from membrane_otel.translate._core import log_line
 
             lines = [log_line(r) for r in _neutral(batch)]
             self._ledger.append_many(lines)
@@ -126,7 +129,8 @@ class MembraneLogExporter(LogRecordExporter):
 
     def _publisher(self) -> MembranePublisher:
         if self._built is None:
-            from membrane_otel.membrane._publish import get_publisher
+            with export_imports():
+                from membrane_otel.membrane._publish import get_publisher
 
             self._built = get_publisher()
         return self._built
