@@ -66,7 +66,7 @@ def _ledger_path(args: argparse.Namespace) -> str:
     """``--ledger``, else the settings' path; a bad setting raises ValueError (ConfigError)."""
     if args.ledger:
         return str(args.ledger)
-    # Only here: the settings bring pydantic, which costs a quarter second to start.
+    # Only here: reading the settings is not needed when --ledger names the file.
     from membrane_otel.settings import load_settings
 
     return str(load_settings().ledger_path)

@@ -191,7 +191,7 @@ class EventEmitter:
         self._lock = threading.Lock()
         self._write: Callable[[dict[str, Any]], Any] | None = None
 
-    # -- pieces resolved on first use (they read settings, which imports pydantic) -----
+    # -- pieces resolved on first use (settings, the redactor: not needed to emit) -------
 
     def _redactor(self) -> Callable[[Any], Any]:
         if self._redact is None:
