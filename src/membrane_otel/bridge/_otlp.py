@@ -178,17 +178,24 @@ def spans_from_request(req: ExportTraceServiceRequest, max_depth: int = DEFAULT_
 # --------------------------------------------------------------------------- logs
 
 
+def _resource_or_reject(rl: Any, out: Decoded, max_depth: int) -> dict[str, Any] | None:
+    """A ResourceLogs' resource attributes; None (each of its records rejected) if unreadable."""
+    try:
+        return _attrs(rl.resource.attributes, max_depth)
+    except ValueError as exc:
+        for sl in rl.scope_logs:
+            for _ in sl.log_records:
+                out.reject(f"log record: resource: {exc}")
+        return None
+
+
 def logs_from_request(req: ExportLogsServiceRequest, max_depth: int = DEFAULT_DEPTH) -> Decoded:
     """Every log record of an export request as :class:`LogData`; unreadable ones are counted."""
     out = Decoded()
     append = out.records.append
     for rl in req.resource_logs:
-        try:
-            resource = _attrs(rl.resource.attributes, max_depth)
-        except ValueError as exc:
-            for sl in rl.scope_logs:
-                for _ in sl.log_records:
-                    out.reject(f"log record: resource: {exc}")
+        resource = _resource_or_reject(rl, out, max_depth)
+        if resource is None:
             continue
         for sl in rl.scope_logs:
             scope = sl.scope.name
@@ -248,12 +255,8 @@ def logs_from_flat(body: bytes, max_depth: int = DEFAULT_DEPTH, scrub: Scrub | N
     pairs: dict[bytes, tuple[str, Any]] = {}  # bounded by the body: its keys are slices of it
     lookup = pairs.get
     for rl in req.resource_logs:
-        try:
-            resource = _attrs(rl.resource.attributes, max_depth)
-        except ValueError as exc:
-            for sl in rl.scope_logs:
-                for _ in sl.log_records:
-                    out.reject(f"log record: resource: {exc}")
+        resource = _resource_or_reject(rl, out, max_depth)
+        if resource is None:
             continue
         for sl in rl.scope_logs:
             scope = sl.scope.name

@@ -1,25 +1,19 @@
-r"""How a rule set runs: one pass finds where rules can match, each rule is tried only there.
+r"""How a rule set runs: one pass finds which rules can match, only those search the text.
 
 Every rule starts with a literal (:mod:`._redact_rules`). The literals every match of a rule
-starts with are read off its compiled pattern (:func:`literal_prefixes`), and all of them are
-found together in one Aho-Corasick pass over the lowercased text (``ahocorasick_rs``: a few µs
-per KB whatever their number). A rule is then tried with ``regex.match`` at those positions
-only — no scan of the text per rule, so a clean line costs one pass plus the few rules whose
-literal it holds, and a line with secrets one match attempt per candidate.
+starts with are read off its compiled pattern (:func:`literal_prefixes`); those of two or more
+characters are found together in one Aho-Corasick pass over the lowercased text's UTF-8 bytes
+(``ahocorasick_rs``: a few µs per KB whatever their number), one-character ones with a memchr
+(``in``). A rule whose literal is a poor gate names better words in ``needs`` (a token
+family's prefixes). Only the rules whose gate holds search the text, in order; a clean line
+costs the one pass plus the few rules whose literal it holds.
 
-Rules whose only literal is one character ("=", "@", "(") run as before: a memchr (``in``)
-gate, then ``search``. A rule may also name its ``needs``: words that contain its first
-literal (a token family's prefixes, ``ghp_`` for the ``_`` it starts at): the rule is tried at
-that character of each occurrence.
-
-Exact, not approximate: a literal of a case-sensitive rule is looked for lowercased in the
-lowercased text and then compared in the text as given. Rules run in order, each on the text
-the previous ones left: positions after a replacement are shifted, those inside it dropped,
-and the replaced stretch (with a literal's length either side) is searched again, so an
-occurrence a replacement formed is found too. A rule with more candidates than
-``_MAX_CANDIDATES`` (a hostile or dump-like text) falls back to one ``finditer`` scan.
-Without ``ahocorasick_rs`` (a platform with no wheel) the pass is done with ``str.find``:
-slower, the same result.
+Exact, not approximate: a literal of a case-sensitive rule is looked for lowercased and then
+compared as spelt; gates are checked once, before any replacement, and no gate word can be
+formed by one (none contains "<" or ">" or lies within "<redacted>"). tests/test_redact_engine.py
+checks that gating never changes what is redacted. A long or dense text is searched in chunks
+under an occurrence budget (:meth:`_Scanner.occurring`). Without ``ahocorasick_rs`` (a platform
+with no wheel) the words are found with ``str.find``: slower, the same result.
 """
 
 from __future__ import annotations
@@ -37,8 +31,6 @@ from membrane_otel.logs._redact_rules import Rule
 # A text with more matches of one rule than this is hostile or a dump: the rest of it, from
 # that match on, is withheld whole. Fails closed, and bounds the time any input can take.
 MAX_MATCHES = 256
-# More candidate positions than this for one rule: one finditer scan is cheaper than the tries.
-_MAX_CANDIDATES = 64
 # More word occurrences than this in one text (hostile, or a dump): the rest are found by `in`.
 _MAX_HITS = 4096
 # Past this many alternatives a prefix set is no literal worth looking for.

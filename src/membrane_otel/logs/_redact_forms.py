@@ -17,7 +17,6 @@ from membrane_otel.logs._redact_rules import (
     Out,
     Rule,
     ci,
-    gated,
     kv,
     replace_auth_blob,
     replace_authorization,
@@ -30,8 +29,6 @@ from membrane_otel.logs._redact_rules import (
     replace_value,
 )
 
-# Password words of other languages (their rules are gated by `in` checks: see Rule.needs).
-_WORDS = ("kennwort", "wachtwoord", "senha")
 # "Das Passwort ist geheim123", "le mot de passe est …", "la contraseña es …": a verb, then a value.
 _PHRASE_SEP = r"(?P<sep>[ \t]+(?:is|ist|lautet|est|es|era|é|è|är|er|jest|was|wird|sera|será)[ \t]+)"
 _PHRASE_VALUE = r"""["'«“]?[ \t\u00a0]*(?P<uv>[^\s"'»”,;]+)"""
@@ -284,7 +281,6 @@ _FORM_RULES: tuple[Rule, ...] = (
         "kennwort_value",
         kv(r"(?:kennwort|wachtwoord|senha)"),
         replace_keyed,
-        needs=_WORDS,
     ),
     # Prose, in several languages: "Passwort ist geheim123", "mot de passe est …".
     ci("password_phrase", r"pass(?:word|wort|e)" + _PHRASE_SEP + _PHRASE_VALUE, replace_phrase),
@@ -292,34 +288,13 @@ _FORM_RULES: tuple[Rule, ...] = (
         "kennwort_phrase",
         r"(?:kennwort|wachtwoord|senha)" + _PHRASE_SEP + _PHRASE_VALUE,
         replace_phrase,
-        needs=_WORDS,
     ),
 )
 
-# Rules that share a literal run only when it occurs: one `in` check (one pass over the text)
-# for the group instead of one search each.
-FORM_RULES = gated(
-    _FORM_RULES,
-    {
-        "pass": (
-            "password_value",
-            "pass_suffix_value",
-            "password_phrase",
-            "sql_password",
-            "pass_line",
-            "netrc",
-        ),
-        "auth": ("authorization", "auth_blob", "auth_line"),
-        "login": ("login_p", "login_line"),
-        # "PRIVATE KEY": a capital K is a memchr, "-----BEGIN" a scan.
-        "K": ("pem_private_key",),
-        "hook": ("webhook_path",),
-        "@": ("dsn_userinfo", "url_userinfo"),
-        "(": ("pair_tuple",),
-        "-u": ("cli_user", "cli_user_long"),
-        "identif": ("sql_identified", "identify_line"),
-    },
-)
+# Each rule runs only when its leading literal occurs (read off the pattern: see
+# logs/_redact_engine.py); ``needs`` is set above only where that literal is a single common
+# character ("=", "(") and a better word exists.
+FORM_RULES = _FORM_RULES
 
 # Scripts other than Latin get their own rules, run only on non-ASCII text.
 NON_ASCII_RULES: tuple[Rule, ...] = tuple(

@@ -4,17 +4,18 @@ Speed: most log lines hold no secret, so what matters is the cost of *not* match
 skips ahead fast only to a literal prefix (~0.4 µs per KB, as fast as ``in``); a pattern that
 starts with a class, ``\b``, a lookbehind or ``(?i)`` tries every position (~9-90 µs per KB).
 So every rule starts with a literal and asserts its left boundary by a lookbehind *after* it,
-and case-insensitive rules are lowercase patterns run over ``text.lower()`` (computed once).
+and case-insensitive rules are lowercase patterns run over ``text.lower()`` (computed once);
+that literal is also the rule's gate (logs/_redact_engine.py runs a rule only where it occurs).
 
-A replacement is a fixed string or a function of ``(match, text)`` returning the new text of
-the match, or ``(start, new)`` when the secret begins before the match (found by looking back).
+A replacement is a fixed string or a function of ``(match, text)`` (:data:`Out`): None keeps
+the match, a string replaces it, ``(start, new[, end])`` replaces another stretch (the value
+alone, a secret that began before the match or runs past it).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import dataclasses
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,22 +37,16 @@ class Rule:
     lower: bool = False
     # Characters before the match that belong to the secret (asserted by a lookbehind).
     lead: int = 0
-    # Literals of which one must occur for the rule to run (lowercase for lowercase rules).
-    # Rules sharing a literal cost one ``in`` check together instead of one search each, and
-    # a single rare character ("@", "~", "J") is a memchr: ~20x cheaper than a regex search.
+    # Words of which one must occur for the rule to run, when the literal its pattern starts
+    # with is a poor gate (one common character, or text a replacement could form): a token
+    # family's prefixes, "key=" for the "=" of a signed URL. Otherwise the engine reads the
+    # gate off the pattern (logs/_redact_engine.py).
     needs: tuple[str, ...] = ()
 
 
 def ci(name: str, pattern: str, repl: str | Repl, flags: int = 0, needs: tuple[str, ...] = ()) -> Rule:
     """A case-insensitive rule; ``pattern`` is written in lowercase."""
     return Rule(name, re.compile(pattern, flags), repl, True, needs=needs)
-
-
-def gated(rules: tuple[Rule, ...], gates: dict[str, tuple[str, ...]]) -> tuple[Rule, ...]:
-    """``rules`` with ``needs`` set by name: ``{"pass": ("password_value", …)}`` gates those
-    rules on one ``in`` check, shared (rules with the same literal cost one scan, not one each)."""
-    by_rule = {name: (word,) for word, names in gates.items() for name in names}
-    return tuple(dataclasses.replace(r, needs=by_rule[r.name]) if r.name in by_rule else r for r in rules)
 
 
 # ------------------------------------------------------------------ key = value building blocks

@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable
 
 from membrane_otel.logs._redact_keys import PLACEHOLDER
-from membrane_otel.logs._redact_rules import Out, Rule, gated
+from membrane_otel.logs._redact_rules import Out, Rule
 
 # Prefix → the shortest body after it that counts as a token.
 PREFIXES: dict[str, int] = {
@@ -109,6 +109,9 @@ def _twilio(sid: str) -> Rule:
             r"""(?P<sep>["']?[ \t]*[:,/][ \t]*["']?)(?P<secret>[A-Za-z0-9]{32})(?![A-Za-z0-9])"""
         ),
         lambda m, text: text[m.start() : m.start("secret")] + PLACEHOLDER,
+        # "AC" lies within "<REDACTED>", so it cannot gate: the pair waits for a capital "A"
+        # (a memchr); no replacement forms an "AC" followed by 32 hex digits.
+        needs=("A",) if sid == "AC" else (),
     )
 
 
@@ -170,17 +173,6 @@ _TOKEN_RULES: tuple[Rule, ...] = (
     ),
 )
 
-# "hook" gates the webhook rules with one `in` check (see Rule.needs), shared with the webhook
-# path rule of _redact_forms: one pass over the text instead of three; single rare characters
-# gate a rule for a fraction of its own search.
-TOKEN_RULES = gated(
-    _TOKEN_RULES,
-    {
-        "hook": ("slack_webhook", "discord_webhook"),
-        "J": ("jwt",),
-        "~": ("azure_ad_client_secret",),
-        # Capitals are rare in a log line: one memchr for the families that need an "A".
-        "A": ("aws_access_key_id", "gcp_api_key", "alibaba_key_id", "twilio_pair_AC", "telegram_bot_token"),
-        "K": ("twilio_pair_SK",),
-    },
-)
+# Each rule runs only when its leading literal occurs (read off the pattern: see
+# logs/_redact_engine.py).
+TOKEN_RULES = _TOKEN_RULES
