@@ -28,6 +28,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_parser import RawRequestMessage
 from aiohttp.web_protocol import RequestHandler
 from google.protobuf import json_format
 from google.rpc import code_pb2, status_pb2
@@ -91,6 +92,32 @@ class _Refuse(asyncio.Protocol):
         transport.close()
 
 
+class _BadFraming(Exception):
+    """The body's framing broke (a chunk size that is negative, overflows or is not hex)."""
+
+
+class _Handler(RequestHandler):
+    """aiohttp's connection protocol, failing the body of the request in progress on bad framing.
+
+    aiohttp queues a parse error met in a body as the connection's *next* message (a 400 to
+    send once the current handler returns), so a handler already waiting on the body would
+    wait until the read deadline: a late 408 for what is a malformed request. Here the error
+    also fails the body read at once, and the handler answers 400 and hangs up.
+    """
+
+    __slots__ = ()
+
+    def data_received(self, data: bytes) -> None:
+        queued = len(self._messages)
+        super().data_received(data)
+        request = self._current_request
+        if request is None or len(self._messages) <= queued:
+            return
+        message = self._messages[-1][0]
+        if not isinstance(message, RawRequestMessage):  # the parser's error, not a pipelined request
+            request.content.set_exception(_BadFraming(getattr(message, "message", "bad HTTP framing")))
+
+
 class _Server(web.Server):
     """aiohttp's low-level server, with a cap on open connections and a first-request deadline."""
 
@@ -104,7 +131,7 @@ class _Server(web.Server):
     def __call__(self) -> Any:
         if len(self.transports) >= self._owner.limits.max_connections and not self._evict_idle():
             return _Refuse()
-        return super().__call__()
+        return _Handler(self, loop=self._loop, **self._kwargs)
 
     def _evict_idle(self) -> bool:
         # The oldest connection with no request in progress makes room: closing an idle
@@ -295,6 +322,10 @@ class BridgeHTTPServer:
                             return _status(answer, as_json, close=True)
                         held += len(chunk)
                         parts.append(chunk)
+            except _BadFraming as exc:
+                counters.incr("bridge_http_400")
+                why = f"malformed request body: {exc}"
+                return _status(Answer(400, code_pb2.INVALID_ARGUMENT, why), as_json, close=True)
             except TimeoutError:
                 counters.incr("bridge_http_408")
                 why = f"body not received within {self.limits.read_deadline_s:g}s"
