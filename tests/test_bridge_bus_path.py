@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -162,3 +163,44 @@ def test_ready_turns_false_when_the_spool_falls_behind(tmp_path: Path) -> None:
         assert ready is False and detail["bus"]["behind"] is True and detail["bus"]["spool_files"] >= 1
     finally:
         bridge.shutdown(2000)
+
+
+def test_ready_counts_a_batch_claimed_for_replay_but_not_yet_acked(tmp_path: Path) -> None:
+    """A replay stuck on a bus that reads but never acks holds its batch claimed: /ready still sees it.
+
+    The spool's files, bytes and age used to count waiting batches only, so a backlog of one
+    batch in flight to a stalled bus looked like an empty spool and the bridge stayed ready.
+    """
+    from websockets.sync.server import ServerConnection, serve
+
+    reads = threading.Event()
+
+    def never_acks(ws: ServerConnection) -> None:
+        for _ in ws:  # reads every frame, answers none
+            reads.set()
+
+    settings = load_settings({}, bus_url="ws://127.0.0.1:9/api/ws", throttle=False)
+    spool = Spool(tmp_path / "spool", max_bytes=200_000)
+    envelope = copy.deepcopy(SEED_000_ENVELOPE)
+    envelope["content"] = "x" * 2_000
+    spool.write([envelope] * 60)  # ~130 KB: past half the cap
+    with serve(never_acks, "127.0.0.1", 0) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"ws://127.0.0.1:{server.socket.getsockname()[1]}/api/ws"
+        transport = WsTransport(url, connect_timeout=2, ack_timeout=60)
+        outbox = Outbox(transport, spool, send_timeout_s=60, replay_interval_s=0.05)
+        bridge = Bridge(
+            Ledger(tmp_path / "l.jsonl"), MembranePublisher(settings, outbox, None), outbox=outbox
+        )
+        try:
+            wait_for(
+                lambda: reads.is_set() and spool.status()["claimed"] == 1, what="the replay stuck in flight"
+            )
+            ready, detail = bridge.readiness()
+            assert detail["bus"]["spool_bytes"] > 100_000, detail["bus"]
+            assert detail["bus"]["spool_files"] == 1 and detail["bus"]["spool_oldest_age_s"] is not None
+            assert ready is False and detail["bus"]["behind"] is True
+        finally:
+            server.shutdown()
+            transport.close()
+            bridge.shutdown(2000)

@@ -234,15 +234,20 @@ class Outbox:
         return sent
 
     def status(self) -> dict[str, Any]:
-        spool = self._spool_status() or {"files": 0, "bytes": 0, "max_bytes": 1, "oldest_age_s": None}
+        """The spool as readiness sees it: a batch claimed for replay but not yet acked by the bus
+        is still undelivered, so it counts in the files, bytes and age (a replay stuck on a slow
+        bus must turn ``/ready`` false like a growing spool does)."""
+        status = self._spool_status()
+        spool = status or {"files": 0, "bytes": 0, "max_bytes": 1, "oldest_age_s": None}
+        ages = [a for a in (spool["oldest_age_s"], spool.get("claimed_oldest_age_s")) if a is not None]
         return {
-            "spool_ok": self._spool_status() is not None,
+            "spool_ok": status is not None,
             "running": self._thread is None or self._thread.is_alive(),
             "bus_down": self._bus_down,
-            "spool_files": spool["files"],
-            "spool_bytes": spool["bytes"],
+            "spool_files": spool["files"] + spool.get("claimed", 0),
+            "spool_bytes": spool["bytes"] + spool.get("claimed_bytes", 0),
             "spool_max_bytes": spool["max_bytes"],
-            "spool_oldest_age_s": spool["oldest_age_s"],
+            "spool_oldest_age_s": max(ages) if ages else None,
         }
 
     def force_flush(self, timeout_millis: float = 30000) -> bool:

@@ -351,9 +351,18 @@ class Spool:
         pending = self._pending()
         claims = self._claims()
         corrupt = sum(1 for de in self._scan() if de.name.endswith(".corrupt"))
+        now = self._clock()
         oldest_age = None
         if pending:
-            oldest_age = max(0.0, self._clock() - pending[0].ts_us / 1_000_000)
+            oldest_age = max(0.0, now - pending[0].ts_us / 1_000_000)
+        # A claimed batch is still undelivered (a replay in flight, or a reader stuck on a slow
+        # bus): its bytes and age count towards "behind" like a waiting one's.
+        claimed_oldest = None
+        for name, _ in claims:
+            m = _BATCH_RE.match(name.partition(".claimed-")[0])
+            if m is not None:
+                age = max(0.0, now - int(m["ts"]) / 1_000_000)
+                claimed_oldest = age if claimed_oldest is None else max(claimed_oldest, age)
         return {
             "dir": str(self.directory),
             "files": len(pending),
@@ -361,6 +370,8 @@ class Spool:
             "bytes": sum(e.size for e in pending),
             "oldest_age_s": oldest_age,
             "claimed": len(claims),
+            "claimed_bytes": sum(size for _, size in claims),
+            "claimed_oldest_age_s": claimed_oldest,
             "corrupt": corrupt,
             "max_bytes": self.max_bytes,
         }
