@@ -148,8 +148,7 @@ def test_no_otlp_body_yields_a_500(ingest: Ingest, records: list[dict[str, objec
     assert answer.status in (200, 400, 413), answer.message
     if answer.status != 200:
         return
-    req = ExportLogsServiceRequest()
-    parse_json(raw, req)
+    req, _ = parse_json(raw, ExportLogsServiceRequest(), "logs")
     pb = req.SerializeToString()
     if mangle == 1:
         pb = pb[: len(pb) // 2]

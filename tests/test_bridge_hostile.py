@@ -281,6 +281,84 @@ def test_wrong_ids_reject_only_their_record(bridge: BridgeProcess) -> None:
     assert "id ok" in messages and "id not hex" not in messages
 
 
+@pytest.mark.parametrize(
+    ("kind", "bad"),
+    [
+        ("logs", {"timeUnixNano": "1e400"}),  # not an integer
+        ("logs", {"timeUnixNano": "9" * 40}),  # past 64 bits
+        ("logs", {"timeUnixNano": "-5"}),  # a fixed64 cannot be negative
+        ("logs", {"body": {"intValue": "9" * 30}}),
+        ("logs", {"body": {"stringValue": "\ud800 lone surrogate"}}),
+        ("logs", {"attributes": [{"key": "k", "value": {"doubleValue": "not a number"}}]}),
+        ("traces", {"startTimeUnixNano": "1e400"}),
+        ("traces", {"name": "\ud800"}),
+    ],
+)
+def test_one_unreadable_otlp_json_record_is_rejected_alone(
+    bridge: BridgeProcess, kind: str, bad: dict[str, object]
+) -> None:
+    """A value protobuf's JSON reader refuses costs its own record, not the request (a 400
+    made the Collector drop the neighbours with it)."""
+    tag = f"{kind}-{abs(hash(json.dumps(bad))) % 10**9:09d}"
+    body: dict[str, object]
+    if kind == "logs":
+        records = [
+            {"timeUnixNano": "1700000000000000031", "body": {"stringValue": f"json neighbour one {tag}"}},
+            {"timeUnixNano": "1700000000000000032", "body": {"stringValue": "json bad one"}, **bad},
+            {"timeUnixNano": "1700000000000000033", "body": {"stringValue": f"json neighbour two {tag}"}},
+        ]
+        body = {"resourceLogs": [{"scopeLogs": [{"logRecords": records}]}]}
+    else:
+        span = {
+            "traceId": "5b8efff798038103d269b633813fc60c",
+            "kind": 1,
+            "endTimeUnixNano": "1700000000000000099",
+        }
+        spans = [
+            # Span ids are a span's identity: each case its own, or the next case's are re-deliveries.
+            {**span, "spanId": f"{tag[-9:]}0000001", "name": f"json span one {tag}"},
+            {**span, "spanId": f"{tag[-9:]}0000002", "name": "json bad span", **bad},
+            {**span, "spanId": f"{tag[-9:]}0000003", "name": f"json span two {tag}"},
+        ]
+        body = {"resourceSpans": [{"scopeSpans": [{"spans": spans}]}]}
+    raw = json.dumps(body).encode()  # ensure_ascii: a lone surrogate goes as its \\ud800 escape
+    status, _, answer = post(bridge.port, f"/v1/{kind}", raw, {"Content-Type": "application/json"})
+    assert status == 200, answer
+    partial = json.loads(answer)["partialSuccess"]
+    assert partial["rejectedLogRecords" if kind == "logs" else "rejectedSpans"] == "1", partial
+    text = json.dumps(bridge.ledger_lines())
+    assert text.count(tag) == 2, "both neighbours are in the ledger"
+
+
+def test_an_unreadable_otlp_json_resource_costs_its_own_records_only(bridge: BridgeProcess) -> None:
+    """A resource whose attribute protobuf refuses: its two records are rejected, the next block's is written."""
+    bad_resource = {"attributes": [{"key": "service.name", "value": {"intValue": "1e400"}}]}
+    records = [
+        {"timeUnixNano": f"17000000000000000{n}", "body": {"stringValue": f"under bad {n}"}} for n in (41, 42)
+    ]
+    body = {
+        "resourceLogs": [
+            {"resource": bad_resource, "scopeLogs": [{"logRecords": records}]},
+            {
+                "scopeLogs": [
+                    {
+                        "logRecords": [
+                            {"timeUnixNano": "1700000000000000043", "body": {"stringValue": "good block"}}
+                        ]
+                    }
+                ]
+            },
+        ]
+    }
+    status, _, answer = post(
+        bridge.port, "/v1/logs", json.dumps(body).encode(), {"Content-Type": "application/json"}
+    )
+    assert status == 200, answer
+    assert json.loads(answer)["partialSuccess"]["rejectedLogRecords"] == "2"
+    messages = {ln.get("message") for ln in bridge.ledger_lines()}
+    assert "good block" in messages and "under bad 41" not in messages
+
+
 def test_huge_timestamps_are_rejected_alone_not_500(bridge: BridgeProcess) -> None:
     """/ingest with a timestamp_ms past any calendar: that envelope rejected, its neighbour written."""
     good = {**SEED_000_ENVELOPE, "content": "ts fine"}

@@ -22,7 +22,7 @@ import binascii
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
@@ -31,7 +31,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
 from membrane_otel.bridge._flat import FlatLogsRequest
-from membrane_otel.bridge._salvage import salvage
+from membrane_otel.bridge._salvage import salvage, salvage_json
 from membrane_otel.translate._records import EventData, LogData, SpanData, StatusName
 
 __all__ = [
@@ -337,8 +337,13 @@ def _hex_ids_to_base64(node: Any) -> None:
                 _hex_ids_to_base64(item)
 
 
-def parse_json(body: bytes, message: M) -> M:
-    """An OTLP/JSON body into ``message``; unknown fields are ignored, as the spec asks."""
+def parse_json(body: bytes, message: M, kind: str | None = None) -> tuple[M, list[str]]:
+    """An OTLP/JSON body into ``message``; unknown fields are ignored, as the spec asks.
+
+    With ``kind`` ("logs"/"traces"), a request that protobuf refuses as a whole is read record
+    by record (:func:`~membrane_otel.bridge._salvage.salvage_json`): the readable records come
+    back in a new message, with one reason per record left out.
+    """
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -350,11 +355,18 @@ def parse_json(body: bytes, message: M) -> M:
     try:
         _hex_ids_to_base64(data)
         json_format.ParseDict(data, message, ignore_unknown_fields=True)
-    except (json_format.ParseError, binascii.Error, ValueError, TypeError) as exc:
-        raise MalformedRequest(f"not a valid {type(message).__name__}: {exc}") from None
-    except RecursionError:
-        raise MalformedRequest("JSON nested too deep") from None
-    return message
+    except (json_format.ParseError, binascii.Error, ValueError, TypeError, RecursionError) as exc:
+        whole = MalformedRequest(f"not a valid {type(message).__name__}: {str(exc)[:500]}")
+        if kind is None:
+            raise whole from None
+        try:
+            salvaged, problems = salvage_json(data, kind)
+        except (ValueError, RecursionError):
+            raise whole from None
+        if not problems:  # the fault is in the request's own shape, not in a record
+            raise whole from None
+        return cast(M, salvaged), problems  # a new message of the same type
+    return message, []
 
 
 def _salvaged(body: bytes, kind: str, exc: MalformedRequest, read: Callable[[Any], Decoded]) -> Decoded:
@@ -362,7 +374,10 @@ def _salvaged(body: bytes, kind: str, exc: MalformedRequest, read: Callable[[Any
         req, problems = salvage(body, kind)
     except ValueError:
         raise exc from None  # not even the framing holds: the whole body is malformed
-    out = read(req)
+    return _with_problems(read(req), problems)
+
+
+def _with_problems(out: Decoded, problems: list[str]) -> Decoded:
     for problem in problems:
         out.reject(problem)
     return out
@@ -371,8 +386,8 @@ def _salvaged(body: bytes, kind: str, exc: MalformedRequest, read: Callable[[Any
 def decode_traces(body: bytes, *, json_body: bool, max_depth: int = DEFAULT_DEPTH) -> Decoded:
     req = ExportTraceServiceRequest()
     if json_body:
-        parse_json(body, req)
-        return spans_from_request(req, max_depth)
+        req, problems = parse_json(body, req, "traces")
+        return _with_problems(spans_from_request(req, max_depth), problems)
     try:
         parse_protobuf(body, req)
     except MalformedRequest as exc:
@@ -389,8 +404,8 @@ def decode_logs(
     (``Decoded.scrub`` says so)."""
     req = ExportLogsServiceRequest()
     if json_body:
-        parse_json(body, req)
-        return logs_from_request(req, max_depth)
+        req, problems = parse_json(body, req, "logs")
+        return _with_problems(logs_from_request(req, max_depth), problems)
     flat = logs_from_flat(body, max_depth, scrub)
     if flat is not None:
         return flat
