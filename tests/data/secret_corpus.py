@@ -145,6 +145,7 @@ _TOKEN_CONTEXTS = (
     "config loaded: value {t}",
     "{t}",
     "ERROR upstream said: invalid key '{t}'",
+    "service.name=billing-{t}",  # joined to a word by a hyphen (a resource value a client made up)
 )
 
 

@@ -116,6 +116,8 @@ class _Scrub:
         self._redactor = redactor
         self._texts: dict[str, str] = {}
         self._keys: dict[str, bool] = {}
+        # id → (the resource, its redacted copy): the records of a block share one dict
+        self._resources: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
 
     def value(self, value: Any) -> Any:
         if isinstance(value, str):
@@ -142,6 +144,14 @@ class _Scrub:
     def attributes(self, attrs: dict[str, Any]) -> dict[str, Any]:
         pair = self.pair
         return {key: pair(key, value) for key, value in attrs.items()}
+
+    def resource(self, resource: dict[str, Any]) -> dict[str, Any]:
+        """A block's resource attributes (``service.name`` becomes the ledger's ``service``),
+        redacted once per request."""
+        done = self._resources.get(id(resource))
+        if done is None or done[0] is not resource:
+            done = self._resources[id(resource)] = (resource, self.attributes(resource))
+        return done[1]
 
 
 class BusBehind(RuntimeError):
@@ -276,6 +286,14 @@ class Bridge:
             attrs = {k: v for k, v in attrs.items() if k != "membrane.record_id"}
         log.attributes = attrs = attrs if redacted else scrub.attributes(attrs)
         log.body = scrub.value(log.body)
+        log.resource = scrub.resource(log.resource)
+        # Free text a client chooses, written to the ledger's level / event and to envelopes.
+        if log.scope:  # the envelope's provenance.logger
+            log.scope = scrub.value(log.scope)
+        if log.severity_text:
+            log.severity_text = scrub.value(log.severity_text)
+        if log.event_name:
+            log.event_name = scrub.value(log.event_name)
         if "membrane.record_id" in attrs:
             return
         rid = record_id(log)
@@ -287,6 +305,7 @@ class Bridge:
 
     def _redact_span(self, span: SpanData, scrub: _Scrub) -> None:
         span.attributes = scrub.attributes(span.attributes)
+        span.resource = scrub.resource(span.resource)
         if span.status_message:
             span.status_message = scrub.value(span.status_message)
         for event in span.events:

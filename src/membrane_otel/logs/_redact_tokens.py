@@ -68,7 +68,7 @@ def _prefixed(anchor: str) -> Rule:
     def repl(m: re.Match[str], text: str) -> Out:
         start = _word_start(text, m.start())
         # The word before the separator is the prefix; like gitleaks' \b, it must start a word.
-        if start == m.start() or text[start - 1 : start] in ("_", "-"):
+        if start == m.start() or text[start - 1 : start] == "_":
             return None
         token = text[start : m.end()]
         for prefix in prefixes:
@@ -167,7 +167,7 @@ _TOKEN_RULES: tuple[Rule, ...] = (
     Rule(
         "jwt",
         re.compile(
-            r"eyJ(?<![A-Za-z0-9_\-]eyJ)[A-Za-z0-9_\-]{5,}\.[A-Za-z0-9_\-]{5,}(?:\.[A-Za-z0-9_\-]+){0,3}"
+            r"eyJ(?<![A-Za-z0-9_]eyJ)[A-Za-z0-9_\-]{5,}\.[A-Za-z0-9_\-]{5,}(?:\.[A-Za-z0-9_\-]+){0,3}"
         ),
         PLACEHOLDER,
     ),
