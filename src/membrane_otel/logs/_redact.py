@@ -222,10 +222,24 @@ class Redactor:
                     out_d[k] = self._value(v, depth + 1, tally)
             return out_d
         if isinstance(value, list):
-            return [self._value(v, depth + 1, tally) for v in value]
+            return self._items(value, depth, tally)
         if isinstance(value, tuple):
-            return tuple(self._value(v, depth + 1, tally) for v in value)
+            return tuple(self._items(value, depth, tally))
         return value
+
+    def _items(self, items: list[Any] | tuple[Any, ...], depth: int, tally: list[int] | None) -> list[Any]:
+        """A sequence's items; one that follows a secret's flag (``["--password", "hunter2"]``,
+        an argv kept as a list attribute) is masked whole: alone it has no context for the rules."""
+        out: list[Any] = []
+        flagged = False
+        for item in items:
+            if flagged and isinstance(item, str | bytes):
+                out.append(self._mask(item, tally))
+                flagged = False
+                continue
+            flagged = type(item) is str and item[:1] == "-" and self.is_sensitive_key(item.lstrip("-"))
+            out.append(self._value(item, depth + 1, tally))
+        return out
 
     def _mask(self, value: Any, tally: list[int] | None) -> Any:
         if isinstance(value, str | bytes):

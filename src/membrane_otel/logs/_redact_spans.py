@@ -15,7 +15,7 @@ import dataclasses
 from typing import Any
 
 from opentelemetry.sdk.trace import Event, ReadableSpan
-from opentelemetry.trace import Status
+from opentelemetry.trace import Link, Status
 
 from membrane_otel.logs._redact import REDACTED_COUNT_ATTRIBUTE, Redactor, configured_redactor
 from membrane_otel.translate._records import EventData, SpanData
@@ -27,7 +27,7 @@ def _count(attrs: Any) -> int:
 
 
 def redact_span_data(span: SpanData, redactor: Redactor | None = None) -> SpanData:
-    """The neutral span with its name, status message, attributes and events redacted; the
+    """The neutral span with its name, status message, attributes and events (names too) redacted; the
     same object when nothing changed. A count of what went rides as ``membrane.redacted_count``."""
     r = redactor or configured_redactor()
     attrs, n = r.redact_counted(span.attributes)
@@ -36,9 +36,11 @@ def redact_span_data(span: SpanData, redactor: Redactor | None = None) -> SpanDa
     new_events: list[EventData] = []
     for ev in events:
         ea, k = r.redact_counted(ev.attributes)
+        ename = r(ev.name)  # an event's name is free text too ("retry with token=…")
         n += k
-        changed_events = changed_events or k > 0
-        new_events.append(EventData(ev.name, ev.time_ns, ea) if k else ev)
+        changed = k > 0 or ename != ev.name
+        changed_events = changed_events or changed
+        new_events.append(EventData(ename, ev.time_ns, ea) if changed else ev)
     message = r(span.status_message) if span.status_message else span.status_message
     name = r(span.name)
     if n == 0 and message == span.status_message and name == span.name:
@@ -55,20 +57,30 @@ def redact_span_data(span: SpanData, redactor: Redactor | None = None) -> SpanDa
 
 
 def redacted_readable_span(span: ReadableSpan, redactor: Redactor | None = None) -> ReadableSpan:
-    """A copy of an ended SDK span with everything it would send redacted (the span itself
-    is immutable); the same span when nothing needed it."""
+    """A copy of an ended SDK span with everything it would send redacted — name, status,
+    attributes, event names and attributes, link attributes (the span itself is immutable);
+    the same span when nothing needed it. (The resource is the process's own, set by its
+    code or environment: not a place where request data lands.)"""
     r = redactor or configured_redactor()
     attrs, n = r.redact_counted(dict(span.attributes or {}))
     events = []
+    renamed = False
     for ev in span.events:
         ea, k = r.redact_counted(dict(ev.attributes or {}))
+        ename = r(ev.name)
         n += k
-        events.append(Event(ev.name, ea, ev.timestamp) if k else ev)
+        renamed = renamed or ename != ev.name
+        events.append(Event(ename, ea, ev.timestamp) if k or ename != ev.name else ev)
+    links = []
+    for link in span.links:
+        la, k = r.redact_counted(dict(link.attributes or {}))
+        n += k
+        links.append(Link(link.context, la) if k else link)
     status = span.status
     description = status.description
     new_description = r(description) if description else description
     name = r(span.name)
-    if n == 0 and new_description == description and name == span.name:
+    if n == 0 and not renamed and new_description == description and name == span.name:
         return span
     if n:
         attrs[REDACTED_COUNT_ATTRIBUTE] = _count(span.attributes) + n
@@ -79,7 +91,7 @@ def redacted_readable_span(span: ReadableSpan, redactor: Redactor | None = None)
         resource=span.resource,
         attributes=attrs,
         events=events,
-        links=span.links,
+        links=links,
         kind=span.kind,
         status=Status(status.status_code, new_description) if new_description != description else status,
         start_time=span.start_time,

@@ -1,0 +1,123 @@
+"""No secret leaves by the paths an application takes without thinking: the odd places.
+
+The companion of ``test_no_secret_leaves.py`` (the issue's FastAPI example): here the secret
+sits where a careless program puts it — an exception's note and its chained cause, a
+``logging`` ``extra`` dict and ``%`` args dict, bytes, a span's name, status, event and a
+list attribute, a warning routed to logging, a script-error stimulus's metadata and a tool
+result's payload and provenance, a ledger event's nested payload, an argv kept as a list attribute. Every exit is searched
+as in the companion test. (An exception a thread leaves uncaught is printed to stderr by
+Python's own ``threading.excepthook``, as without this distro: not one of its exits.)
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tests._bus_helpers import BusProcess, read_record
+from tests._helpers import INSTRUMENT, clean_env, read_ledger, wait_for
+from tests.test_no_secret_leaves import BODY, PASSWORD, SECRET, _everything, _leaks, otlp_receiver
+
+__all__ = ["otlp_receiver"]  # the fixture, imported for use here
+
+APP = textwrap.dedent(
+    """
+    import logging, sys, warnings
+    import membrane_otel
+    from membrane_otel import setup_l2_logger, stimuli
+    from opentelemetry import trace
+    from opentelemetry.trace import Status, StatusCode
+
+    SECRET, PASSWORD = sys.argv[1], sys.argv[2]
+    logging.captureWarnings(True)
+    l2 = setup_l2_logger("odd", __file__)
+    log = logging.getLogger("odd.app")
+
+    try:
+        try:
+            raise KeyError(f"lookup of api_key={SECRET}")
+        except KeyError as inner:
+            err = ValueError("config broken")
+            err.add_note(f"hint: password={PASSWORD}")
+            raise err from inner
+    except ValueError:
+        l2.exception("startup failed")
+    log.error("loaded %(cfg)s", {"cfg": {"api_key": SECRET}})
+    log.error("dsn", extra={"db": {"url": f"postgres://app:{PASSWORD}@db:5432/x"}, "raw": SECRET.encode()})
+    warnings.warn(f"deprecated: pass token={SECRET} differently")
+
+    tracer = trace.get_tracer("odd")
+    with tracer.start_as_current_span(f"call with token={SECRET}") as span:
+        span.set_attribute("argv", ["--password", PASSWORD, "--token", SECRET])
+        span.add_event(f"retry token={SECRET}", {"detail": f"Authorization: Bearer {SECRET}"})
+        span.set_status(Status(StatusCode.ERROR, f"denied for password={PASSWORD}"))
+
+    stimuli.emit_script_error(
+        "odd", f"worker died: api_key={SECRET}", metadata={"creds": {"password": PASSWORD}, "argv": ["--token", SECRET]}
+    )
+    stimuli.emit_tool_result(
+        "fetch", "req-1", False, {"error": f"401 for Authorization: Bearer {SECRET}", "password": PASSWORD},
+        provenance={"called_with": f"https://bot:{PASSWORD}@api.example.com/v1"},
+    )
+    membrane_otel.emit_event("odd_event", {"nested": [{"token": SECRET}, f"password={PASSWORD}"]})
+    membrane_otel.force_flush()
+    print("done")
+    """
+)
+
+
+@pytest.mark.timeout(120)
+def test_secrets_in_odd_places_leave_by_no_exit(
+    tmp_path: Path, otlp_receiver: tuple[str, list[tuple[str, bytes]]]
+) -> None:
+    if not INSTRUMENT.exists():
+        pytest.skip("opentelemetry-instrument is missing: pip install -e '.[dev]'")
+    endpoint, bodies = otlp_receiver
+    app = tmp_path / "app.py"
+    app.write_text(APP)
+    with BusProcess(record=tmp_path / "bus-record.jsonl") as bus:
+        env = clean_env(
+            tmp_path,
+            MEMBRANE_BUS_URL=bus.url,
+            MEMBRANE_TRACE="1",
+            MEMBRANE_THROTTLE="0",
+            OTEL_SERVICE_NAME="odd",
+            OTEL_TRACES_EXPORTER="ledger,console,otlp",
+            OTEL_LOGS_EXPORTER="ledger,membrane,otlp",
+            OTEL_METRICS_EXPORTER="none",
+            OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
+            OTEL_EXPORTER_OTLP_ENDPOINT=endpoint,
+            OTEL_EXPORTER_OTLP_COMPRESSION="none",
+        )
+        proc = subprocess.run(
+            [str(INSTRUMENT), sys.executable, str(app), SECRET, PASSWORD],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
+        assert "done" in proc.stdout, proc.stderr[-3000:]
+        wait_for(lambda: read_record(tmp_path / "bus-record.jsonl"), timeout=15)
+    wait_for(lambda: any(p.endswith("/v1/logs") for p, _ in bodies), timeout=10)
+    outputs = _everything(tmp_path, proc, bodies)
+    leaks = _leaks(outputs)
+    detail = {}
+    for name in leaks:
+        data = outputs[name]
+        for secret in (BODY.encode(), PASSWORD.encode()):
+            i = data.find(secret)
+            if i >= 0:
+                detail[name] = data[max(0, i - 300) : i + 60]
+    assert not leaks, {name: text.decode(errors="replace") for name, text in detail.items()}
+    # Every path carried the secrets, redacted: the exits were exercised, not skipped.
+    spans = [ln for ln in read_ledger(tmp_path / "ledger.jsonl") if ln["event"] == "span"]
+    assert any(
+        ln["metadata"].get("argv") == ["--password", "<REDACTED>", "--token", "<REDACTED>"] for ln in spans
+    )
+    assert b"<REDACTED>" in b"".join(body for path, body in bodies if path.endswith("/v1/traces"))
+    assert b"<REDACTED>" in (tmp_path / "bus-record.jsonl").read_bytes()
