@@ -5,6 +5,7 @@ and a normal Export is answered within 2 s meanwhile."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 import threading
@@ -287,3 +288,29 @@ def test_a_connection_flood_is_bounded_and_closed(bridge: BridgeProcess, grpc_wa
             sock.close()
     with grpc.insecure_channel(f"127.0.0.1:{bridge.grpc_port}") as channel:
         assert export(channel) == grpc.StatusCode.OK
+
+
+def test_pings_do_not_keep_an_idle_connection_open(bridge: BridgeProcess, grpc_watch: list[str]) -> None:
+    """20 connections that send the preface and then a PING every 0.3 s, never an RPC: each is
+    closed within the idle deadline (grpc-core's ping strikes usually close them first), and
+    the connected client is served meanwhile. (A guard: grpc-core did this before too.)"""
+    socks = []
+    try:
+        for _ in range(20):
+            sock = socket.create_connection(("127.0.0.1", bridge.grpc_port), timeout=5)
+            sock.sendall(PREFACE)
+            sock.setblocking(False)
+            socks.append(sock)
+        started = time.monotonic()
+        sent = 0
+        while not all(map(_closed_by_server, socks)):
+            assert time.monotonic() - started < 10, "a pinging connection outlived the idle deadline"
+            for sock in socks:
+                with contextlib.suppress(OSError):
+                    sock.sendall(b"\x00\x00\x08\x06\x00\x00\x00\x00\x00" + struct.pack(">Q", sent))  # PING
+            sent += 1
+            time.sleep(0.3)
+        assert not grpc_watch, grpc_watch
+    finally:
+        for sock in socks:
+            sock.close()
