@@ -11,7 +11,8 @@ method's handler with only the call's metadata in hand (:class:`_Otlp`.service, 
 server's own thread); a unary-unary handler then makes grpcio receive the whole message
 before its behaviour runs, so a call without the token gets a *stream*-unary handler whose
 behaviour aborts with UNAUTHENTICATED without ever asking for a message. grpc-core then
-holds at most the stream's flow-control window of it (``tests/test_bridge_grpc_hostile.py``
+holds at most the stream's flow-control window of it, 64 KiB with BDP probing off
+(``tests/test_bridge_grpc_hostile.py``
 streams 12 MiB with a wrong token and measures the process).
 
 grpc-core enforces the rest before our code runs: the message size (after decompression),
