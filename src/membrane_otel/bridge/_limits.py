@@ -8,7 +8,9 @@ bridge can hold at once (README, "The bridge", gives the formula; ``tests/test_b
            + max_inflight × (6 × max_body                 decompressed body, protobuf, records'
                                                           strings, ledger lines and their encoding
                              + max_records × ~4 KiB)      per-record objects
-           + max_connections × ~16 KiB                    per-connection buffers
+           + max_connections × ~16 KiB                    per-connection buffers (HTTP)
+           + (2 × max_inflight + 2) × max_body            gRPC messages held by grpc-core
+           + max_connections × ~17 KiB                    per-connection state (gRPC)
 
 A request that would pass a limit is refused with the status OTLP gives it: 413 (not
 retried: the batch can never fit) for sizes, counts and nesting, 503 + ``Retry-After``
@@ -40,10 +42,12 @@ class Limits:
     slot_wait_s: float = 5.0
     # Bytes of raw bodies held at once, across every request being read or decoded.
     read_budget: int = 64 * 1024 * 1024
-    # Open HTTP connections; past it the oldest idle one is closed, else the new one.
+    # Open connections on each port. HTTP: past it the oldest idle one is closed, else the
+    # new one; gRPC: grpc-core closes the new one (it cannot evict).
     max_connections: int = 512
     # A request's body must be in within this long (slow clients), and a new connection
-    # must send its first request within first_request_s.
+    # must send its first request (gRPC: its HTTP/2 SETTINGS) within first_request_s; a gRPC
+    # connection with no RPC for first_request_s is closed too.
     read_deadline_s: float = 30.0
     first_request_s: float = 10.0
     # OTLP/JSON: JSON objects and arrays in one body (each costs ~100 bytes parsed).

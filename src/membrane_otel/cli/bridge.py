@@ -22,9 +22,14 @@ _LIMIT_FLAGS: dict[str, tuple[str, type, str]] = {
     "--max-records": ("max_records", int, "records per request (default 10000)"),
     "--max-depth": ("max_depth", int, "nesting of attribute values (default 16)"),
     "--max-inflight": ("max_inflight", int, "requests decoded at once (default 2)"),
-    "--max-connections": ("max_connections", int, "open HTTP connections (default 512)"),
+    "--max-connections": ("max_connections", int, "open connections, HTTP and gRPC each (default 512)"),
     "--read-budget": ("read_budget", int, "bytes of request bodies held at once (default 64 MiB)"),
     "--read-deadline": ("read_deadline_s", float, "seconds for a request body to arrive (default 30)"),
+    "--first-request-deadline": (
+        "first_request_s",
+        float,
+        "seconds a new connection has to send its first request, and a gRPC one may idle (default 10)",
+    ),
 }
 
 
