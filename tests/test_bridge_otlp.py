@@ -307,13 +307,25 @@ def test_otlp_json_as_written_by_hand_decodes() -> None:
         (b"{not json", True),
         (b"[1, 2]", True),
         (b'{"resourceLogs": 5}', True),
-        (b'{"resourceLogs": [{"scopeLogs": [{"logRecords": [{"timeUnixNano": "soon"}]}]}]}', True),
+        (b'{"resourceLogs": [5]}', True),
+        (b'{"resourceLogs": [{"scopeLogs": {"logRecords": []}}]}', True),
     ],
 )
 def test_malformed_bodies_raise_malformed_request(body: bytes, json_body: bool) -> None:
     """Garbage protobuf, bad JSON and wrong shapes are MalformedRequest (HTTP 400)."""
     with pytest.raises(MalformedRequest):
         decode_logs(body, json_body=json_body)
+
+
+def test_a_json_record_with_an_unreadable_value_is_rejected_alone() -> None:
+    """A timestamp that is not a number costs its record (partial_success), not the request."""
+    body = (
+        b'{"resourceLogs": [{"scopeLogs": [{"logRecords": ['
+        b'{"timeUnixNano": "soon"}, {"timeUnixNano": "5", "body": {"stringValue": "ok"}}]}]}]}'
+    )
+    decoded = decode_logs(body, json_body=True)
+    assert decoded.rejected == 1 and [r.body for r in decoded.records] == ["ok"]
+    assert "not a valid OTLP/JSON log record" in decoded.errors[0]
 
 
 @pytest.mark.parametrize("bad_id", ["zz", "g" * 32])
