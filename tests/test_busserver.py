@@ -75,6 +75,7 @@ def test_object_and_array_frames_are_acked_with_their_ids() -> None:
         ('{"type": "membrane.nope"}', "unsupported type 'membrane.nope'"),
         ('{"type": "membrane.inject", "metadata": {}}', 'missing "metadata.stimulus_id"'),
         ("[]", "empty batch"),
+        ("[" * 5000 + "]" * 5000, "frame is not JSON the bus reads: nested too deep"),  # was close 1011
     ],
 )
 def test_garbage_gets_an_error_frame_and_harms_no_one(frame: str, error: str) -> None:

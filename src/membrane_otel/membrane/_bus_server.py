@@ -236,6 +236,8 @@ class BusServer:
             data = json.loads(text)
         except (UnicodeDecodeError, ValueError) as exc:
             return self._error(f"frame is not JSON: {exc}")
+        except RecursionError:
+            return self._error("frame is not JSON the bus reads: nested too deep")
         if isinstance(data, dict) and data.get("type") == "subscribe":
             if ws is not None:
                 self._subscribe(ws)
