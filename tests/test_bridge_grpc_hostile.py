@@ -34,7 +34,9 @@ UNAUTHENTICATED = 16
 @pytest.fixture(scope="module")
 def bridge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BridgeProcess]:
     tmp = tmp_path_factory.mktemp("grpc-hostile")
-    with BridgeProcess(tmp, "--no-bus", "--max-connections", "50", "--first-request-deadline", "3") as proc:
+    with BridgeProcess(
+        tmp, "--no-bus", "--max-connections", "50", "--first-request-deadline", "3", "--read-deadline", "3"
+    ) as proc:
         yield proc
 
 
@@ -314,3 +316,105 @@ def test_pings_do_not_keep_an_idle_connection_open(bridge: BridgeProcess, grpc_w
     finally:
         for sock in socks:
             sock.close()
+
+
+def _records_request(tag: str, n: int = 20) -> bytes:
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+    req = ExportLogsServiceRequest()
+    records = req.resource_logs.add().scope_logs.add().log_records
+    for i in range(n):
+        records.add(time_unix_nano=1_700_000_000_000_000_000 + i, severity_number=17).body.string_value = (
+            f"{tag} record {i} " + "x" * 2_000
+        )
+    return req.SerializeToString()
+
+
+def test_concurrent_exports_from_many_connections_are_retryable_never_dropped(bridge: BridgeProcess) -> None:
+    """40 Exports at once over 8 connections (8 gateways, or a Collector's many consumers).
+
+    grpcio's own limit on concurrent RPCs answered the calls past it RESOURCE_EXHAUSTED with no
+    RetryInfo, which the Collector does not retry: the batch was lost (34 of 40 here). Now a call
+    past what the bridge admits is UNAVAILABLE (retried), and retrying as a Collector does gets
+    every record into the ledger exactly once.
+    """
+    channels = [
+        grpc.insecure_channel(
+            f"127.0.0.1:{bridge.grpc_port}", options=[("grpc.use_local_subchannel_pool", 1)]
+        )
+        for _ in range(8)
+    ]
+    bodies = {f"conc-{i:02d}": _records_request(f"conc-{i:02d}") for i in range(40)}
+    first: dict[str, str] = {}
+    lock = threading.Lock()
+
+    def send(i: int, tag: str) -> str:
+        call = channels[i % 8].unary_unary("/opentelemetry.proto.collector.logs.v1.LogsService/Export")
+        try:
+            call(bodies[tag], timeout=30, metadata=[GOOD])
+            return "OK"
+        except grpc.RpcError as exc:
+            return str(exc.code().name)
+
+    def one(i: int, tag: str) -> None:
+        code = send(i, tag)
+        with lock:
+            first[tag] = code
+
+    try:
+        threads = [threading.Thread(target=one, args=(i, tag)) for i, tag in enumerate(bodies)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert set(first.values()) <= {"OK", "UNAVAILABLE"}, first
+        # The Collector's retry: UNAVAILABLE is sent again until it is taken.
+        deadline = time.monotonic() + 60
+        pending = [tag for tag, code in first.items() if code != "OK"]
+        while pending and time.monotonic() < deadline:
+            pending = [tag for tag in pending if send(0, tag) != "OK"]
+        assert not pending, pending
+    finally:
+        for channel in channels:
+            channel.close()
+    lines = wait_for(
+        lambda: (
+            (got := [ln for ln in bridge.ledger_lines() if str(ln.get("message", "")).startswith("conc-")])
+            and len(got) >= 800
+            and got
+        ),
+        timeout=20,
+        what="800 records",
+    )
+    assert len(lines) == 800 and len({ln["message"] for ln in lines}) == 800
+
+
+def test_authenticated_slow_senders_lose_their_calls_at_the_read_deadline(
+    bridge: BridgeProcess, grpc_watch: list[str]
+) -> None:
+    """Four authenticated calls that send half a message and stall (each holds a worker while
+    its message is read) are cancelled at the read deadline (3 s here); a normal Export is
+    answered meanwhile (two workers stay free: six in all)."""
+    message = grpc_frame(normal_body())
+    slow = [RawGrpc(bridge.grpc_port) for _ in range(4)]
+    before = metric(bridge, "bridge_grpc_read_deadline")
+    try:
+        streams = [raw.call([GOOD]) for raw in slow]
+        for raw, stream in zip(slow, streams, strict=True):
+            raw.send(stream, message[: len(message) // 2])
+        with under_attack(bridge):
+            time.sleep(0.5)  # not a wait for an outcome: the stall under test
+        for raw, stream in zip(slow, streams, strict=True):
+            assert answer_within(raw, stream, 10) != 0, "a stalled call must not succeed"
+        assert metric(bridge, "bridge_grpc_read_deadline") - before == 4
+        assert not grpc_watch, grpc_watch
+    finally:
+        for raw in slow:
+            raw.close()
+
+
+def answer_within(raw: RawGrpc, stream: int, timeout: float) -> int:
+    wait_for(
+        lambda: raw.pump(0.2) or stream in raw.status, timeout=timeout, what=f"an answer on stream {stream}"
+    )
+    return raw.status[stream]
