@@ -6,14 +6,18 @@ records (16 attributes each, a 7-frame stack trace), side by side:
 
 * ceiling: ``ExportLogsServiceRequest.FromString`` and reading every record's fields into
   Python — what any Python consumer of the same bytes pays;
-
-each timed in CPU time of this process (the bridge's threads included, the bus's process
-not), as records per second per core;
 * bridge over HTTP: one kept-alive connection POSTing to ``/v1/logs`` of a real bridge
   server (aiohttp), which redacts, translates, builds the 100 envelopes, publishes them to
   a live reference bus (``membrane-otel bus serve``, acked) and appends the ledger before
   it answers;
-* bridge over gRPC: the same, through one channel to the bridge's OTLP/gRPC port.
+* bridge over gRPC: the same, through one channel to the bridge's OTLP/gRPC port;
+
+each timed in CPU time of this process, as records per second per core. The bridge runs in
+this process (its server threads, event loop and bus connection included); the clients run
+in a process of their own (:mod:`benchmarks._ingest_client`, told over a pipe which body to
+send, answering when the bridge has answered), so their CPU — ``http.client``, the gRPC
+channel's threads — is not charged to the bridge; nor is the bus's, in its own process.
+What this process spends besides the bridge is one short pipe write and read per request.
 
 Also reported: requests per second on one kept-alive connection for a one-record OTLP/JSON
 request (the latency of a small answer; headers and body go out in one write).
@@ -22,15 +26,13 @@ Every request carries distinct record ids (the bridge skips ids it has written).
 
 from __future__ import annotations
 
-import http.client
 import importlib
-import json
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -44,11 +46,12 @@ from benchmarks import (
     row,
     variant,
 )
+from benchmarks._ingest_client import save_bodies
 from membrane_otel._internal import counters
 
 GLOBAL_STATE = False
 PER_REQUEST = 100
-AUTH = {"Authorization": "Bearer bench-token"}
+TOKEN = "bench-token"
 TITLE = "Bridge ingest (publisher on, HTTP and gRPC) vs bare OTLP protobuf decode (records/s)"
 
 
@@ -137,6 +140,46 @@ def _bus() -> Iterator[str]:
         proc.wait(10)
 
 
+@contextmanager
+def _clients(
+    http_port: int, grpc_port: int, bodies: dict[str, list[bytes]], tmp: Path
+) -> Iterator[Callable[[str], str]]:
+    """The OTLP clients in a process of their own; yields ``ask(command) -> answer``."""
+    files = []
+    for kind in ("http", "grpc"):
+        save_bodies(tmp / f"{kind}.bodies", bodies[kind])
+        files.append(str(tmp / f"{kind}.bodies"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks._ingest_client", str(http_port), str(grpc_port), TOKEN, *files],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        stdin, stdout = proc.stdin, proc.stdout
+        if stdin is None or stdout is None or stdout.readline().strip() != "ready":
+            raise RuntimeError("the ingest benchmark's client did not start")
+
+        def ask(command: str) -> str:
+            stdin.write(command + "\n")
+            stdin.flush()
+            answer = stdout.readline().strip()
+            if not answer or answer.startswith("error"):
+                raise RuntimeError(f"client, {command!r}: {answer or 'no answer'}")
+            return answer
+
+        yield ask
+    finally:
+        if proc.stdin is not None:
+            proc.stdin.close()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
 def run(quick: bool) -> dict[str, Any]:
     if (ROOT / "benchmarks" / "bench_bridge.py").exists():
         return _from_bridge_bench(quick)
@@ -148,7 +191,6 @@ def run(quick: bool) -> dict[str, Any]:
             note="membrane_otel.bridge is not built yet (issue 13).",
             ratios=[ratio("bridge ingest / bare decode", None, 0.5, ">=", "issue 13")],
         )
-    import grpc  # type: ignore[import-untyped]  # grpcio ships no type hints
     from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
     from membrane_otel.bridge import Bridge, ServerOptions, make_server
@@ -162,28 +204,27 @@ def run(quick: bool) -> dict[str, Any]:
     from membrane_otel.settings import load_settings
 
     rounds, per_round, warmup = (3, 4, 3) if quick else (12, 10, 10)
-    # CPU time of this process (the bridge's threads and the client's), not wall time: the
-    # target is records per second per core. The reference bus runs in its own process, so
-    # the wait for its ack costs the bridge no CPU (and on a shared 2-core machine, wall
-    # time would mostly measure the neighbours).
+    # CPU time of this process (the bridge's threads), not wall time: the target is records
+    # per second per core. The clients and the reference bus run in processes of their own,
+    # so the wait for an answer or an ack costs the bridge no CPU (and on a shared 2-core
+    # machine, wall time would mostly measure the neighbours).
     clock = time.process_time_ns
     with tempfile.TemporaryDirectory(prefix="membrane-bench-ingest-") as tmp, _bus() as bus_url:
-        bodies = _bodies(warmup + rounds * per_round + 1)
+        count = warmup + rounds * per_round + 1
+        bodies = _bodies(count)
+        # HTTP and gRPC each need their own bodies: a body sent twice is a re-delivery (the
+        # bare decode sends nothing: it reads HTTP's).
+        wire = {"http": bodies, "grpc": _bodies(count)}
         settings = load_settings({}, bus_url=bus_url, throttle=False)
         outbox = Outbox(WsTransport(bus_url), Spool(Path(tmp) / "spool"))
         ledger = Ledger(Path(tmp) / "bridge.jsonl")
         bridge = Bridge(ledger, MembranePublisher(settings, outbox, None), outbox=outbox)
         # With a token, as behind a Collector: the SDK's own record ids (distinct per record) are
         # honoured only from an authenticated client.
-        server = make_server(bridge, "127.0.0.1", 0, ServerOptions(token="bench-token"))
+        server = make_server(bridge, "127.0.0.1", 0, ServerOptions(token=TOKEN))
         stop = serve_in_thread(server)
         grpc_server = make_grpc_server(server.ingest, "127.0.0.1", 0)
-        conn = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=30)
-        channel = grpc.insecure_channel(f"127.0.0.1:{grpc_server.port}")
-        export = channel.unary_unary("/opentelemetry.proto.collector.logs.v1.LogsService/Export")
-        # HTTP and gRPC each need their own bodies: a body sent twice is a re-delivery.
         cursor = {"decode": 0, "http": 0, "grpc": 0}
-        grpc_bodies = _bodies(warmup + rounds * per_round + 1)
 
         def bare() -> int:
             body = bodies[cursor["decode"]]
@@ -192,38 +233,28 @@ def run(quick: bool) -> dict[str, Any]:
             _read_all(ExportLogsServiceRequest.FromString(body))
             return clock() - t0
 
-        def over_http() -> int:
-            body = bodies[cursor["http"]]
-            cursor["http"] += 1
-            t0 = clock()
-            conn.request(
-                "POST", "/v1/logs", body=body, headers={"Content-Type": "application/x-protobuf", **AUTH}
-            )
-            resp = resp_body = conn.getresponse()
-            resp_body.read()
-            if resp.status != 200:
-                raise RuntimeError(f"bridge answered {resp.status}")
-            return clock() - t0
-
-        def over_grpc() -> int:
-            body = grpc_bodies[cursor["grpc"]]
-            cursor["grpc"] += 1
-            t0 = clock()
-            export(body, timeout=30, metadata=[("authorization", AUTH["Authorization"])])
-            return clock() - t0
-
         try:
-            samples = interleave(
-                {"decode": bare, "http": over_http, "grpc": over_grpc},
-                rounds=rounds,
-                per_round=per_round,
-                warmup=warmup,
-            )
-            small_rps = _small_requests_per_second(conn, 50 if quick else 500)
+            with _clients(server.server_address[1], grpc_server.port, wire, Path(tmp)) as ask:
+
+                def sender(kind: str) -> Callable[[], int]:
+                    def send() -> int:
+                        i = cursor[kind]
+                        cursor[kind] += 1
+                        t0 = clock()
+                        ask(f"{kind} {i}")
+                        return clock() - t0
+
+                    return send
+
+                samples = interleave(
+                    {"decode": bare, "http": sender("http"), "grpc": sender("grpc")},
+                    rounds=rounds,
+                    per_round=per_round,
+                    warmup=warmup,
+                )
+                small_rps = float(ask(f"small {50 if quick else 500}"))
             published = counters.get("bridge_envelopes_published")
         finally:
-            conn.close()
-            channel.close()
             grpc_server.stop(0.5)
             stop()
             bridge.shutdown(5000)
@@ -259,28 +290,9 @@ def run(quick: bool) -> dict[str, Any]:
                 )
                 for kind in ("http", "grpc")
             ],
-            note=f"Per OTLP logs request of {PER_REQUEST} error records, CPU time of the process (records/s per "
-            "core); the bridge redacts, "
+            note=f"Per OTLP logs request of {PER_REQUEST} error records, CPU time of the bridge's process "
+            "(records/s per core; the clients run in a process of their own); the bridge redacts, "
             f"translates, publishes every record's envelope to a live reference bus (acked) and appends "
             f"the ledger before answering ({published} envelopes published). "
             f"Small requests: {small_rps:,.0f} req/s on one kept-alive connection.",
         )
-
-
-def _small_requests_per_second(conn: http.client.HTTPConnection, n: int) -> float:
-    t0 = time.perf_counter()
-    for i in range(n):
-        body = json.dumps(
-            {
-                "resourceLogs": [
-                    {
-                        "scopeLogs": [
-                            {"logRecords": [{"timeUnixNano": str(i + 1), "body": {"stringValue": "x"}}]}
-                        ]
-                    }
-                ]
-            }
-        ).encode()
-        conn.request("POST", "/v1/logs", body=body, headers={"Content-Type": "application/json", **AUTH})
-        conn.getresponse().read()
-    return n / (time.perf_counter() - t0)

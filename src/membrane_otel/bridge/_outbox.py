@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -38,6 +39,10 @@ from membrane_otel.membrane._spool import Spool
 __all__ = ["Delivery", "Outbox"]
 
 _log = RateLimitedLogger(logging.getLogger("membrane_otel.bridge.outbox"))
+# Once the spool was seen empty, and this outbox has not spooled since, a request skips the
+# directory listing (~0.1 ms each) for this long: another process sharing the directory may
+# spool meanwhile, and its batches are noticed (queued behind) within this time.
+_BACKLOG_RECHECK_S = 1.0
 
 
 @dataclass(slots=True)
@@ -69,6 +74,10 @@ class Outbox:
         self._local = threading.local()
         self._send_lock = threading.Lock()
         self._bus_down = False
+        self._spool_writes = 0  # batches this outbox spooled
+        # (spool_writes, monotonic time) when the spool was last seen empty; never, to begin
+        # with: a restart may find one.
+        self._seen_empty: tuple[int, float] | None = None
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -139,7 +148,7 @@ class Outbox:
         if not good:
             return out
         rest = good
-        if self.transport is not None and not self._bus_down and not self._backlog():
+        if self.transport is not None and not self._bus_down and not self._backlog_known():
             rest = self._send(good, out, encoded, frame)
         if rest:
             if self._spool_full():
@@ -153,6 +162,7 @@ class Outbox:
                 _log.error("bridge: spool %s cannot be written: %r", self.spool.directory, exc)
                 out.ok = False
                 return out
+            self._spool_writes += 1
             out.spooled = len(rest)
             counters.incr("bridge_envelopes_spooled", len(rest))
             self._wake.set()
@@ -172,7 +182,8 @@ class Outbox:
                 self._bus_down = True
                 _log.warning("bridge: bus unavailable, spooling: %s", exc)
                 return envelopes
-        missing = [e for e in envelopes if _sid(e) not in ack.ids]
+        ids = ack.ids
+        missing = [e for e in envelopes if _sid(e) not in ids]
         out.published = len(envelopes) - len(missing)
         counters.incr("bridge_envelopes_published", out.published)
         if missing and ack.error:
@@ -191,6 +202,19 @@ class Outbox:
     def _backlog(self) -> bool:
         status = self._spool_status()
         return bool(status and status["files"])
+
+    def _backlog_known(self) -> bool:
+        """:meth:`_backlog`, without listing the spool directory on every request: only while
+        this outbox may have spooled something not yet seen gone, and once a second otherwise."""
+        now, writes = time.monotonic(), self._spool_writes
+        seen = self._seen_empty  # one read: another request's thread may replace it
+        if seen is not None and seen[0] == writes and now - seen[1] < _BACKLOG_RECHECK_S:
+            return False
+        if self._backlog():
+            return True
+        # Taken before the listing: a batch spooled meanwhile makes the next request look again.
+        self._seen_empty = (writes, now)
+        return False
 
     def _spool_full(self) -> bool:
         status = self._spool_status()
@@ -275,6 +299,10 @@ def _frame_within(envelopes: list[dict[str, Any]], limit: int) -> bytes | None:
 
 
 def _sid(envelope: dict[str, Any]) -> str | None:
-    md = envelope.get("metadata")
-    sid = md.get("stimulus_id") if isinstance(md, dict) else None
+    # One subscript each, no type tests on the way (once per envelope on the hot path): a
+    # missing or odd "metadata" raises, and means no id.
+    try:
+        sid = envelope["metadata"]["stimulus_id"]
+    except (KeyError, TypeError):
+        return None
     return sid if isinstance(sid, str) else None
