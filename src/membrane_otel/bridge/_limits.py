@@ -130,10 +130,23 @@ def _count_field(buf: bytes, start: int, end: int, field: int, budget: int) -> i
     n = 0
     pos = start
     while pos < end and n <= budget:
-        key, pos = _varint(buf, pos, end)
+        # Short varints read inline (a record's key is one byte, its length one or two):
+        # this loop runs once per record of every request, before it is decoded.
+        key = buf[pos]
+        if key < 0x80:
+            pos += 1
+        else:
+            key, pos = _varint(buf, pos, end)
         wire = key & 7
         if wire == 2:
-            length, pos = _varint(buf, pos, end)
+            if pos + 1 < end and buf[pos] >= 0x80 and buf[pos + 1] < 0x80:
+                length = (buf[pos] & 0x7F) | buf[pos + 1] << 7
+                pos += 2
+            elif pos < end and buf[pos] < 0x80:
+                length = buf[pos]
+                pos += 1
+            else:
+                length, pos = _varint(buf, pos, end)
             n += key >> 3 == field
             pos += length
         elif wire == 0:

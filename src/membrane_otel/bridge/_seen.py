@@ -84,7 +84,11 @@ class SeenIds:
         """For each id: True when it was not written before."""
         with self._lock:
             sets = [ids for ids, _ in self._segments.values()]
-        return [not any(_key(r) in ids for ids in sets) for r in rids]
+        keys = map(_key, rids)
+        if len(sets) == 1:  # the usual: one segment (ids within the last segment_s)
+            (only,) = sets
+            return [k not in only for k in keys]
+        return [not any(k in ids for ids in sets) for k in keys]
 
     def add(self, rids: Iterable[str]) -> None:
         """Remember ids just written (appended to the current segment, one write)."""
@@ -103,7 +107,7 @@ class SeenIds:
                         f.write(data)
             except OSError:
                 pass  # memory still knows them; the ledger's own tail scan covers a restart
-            ids.update(_key(r) for r in rids)
+            ids.update(map(_key, rids))
             self._segments[start] = (ids, size + len(data))
             self._expire()
 
