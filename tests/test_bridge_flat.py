@@ -235,3 +235,41 @@ def test_random_requests_read_alike(records: list[Any]) -> None:
     full = logs_from_request(req, max_depth=3)
     assert fast.records == full.records
     assert fast.rejected == full.rejected
+
+
+def test_texts_redacted_after_the_read_match_redacting_each_value(tmp_path: Path) -> None:
+    """Values first seen in a request are redacted together after the read: every record ends
+    with what redacting each of its values alone gives — a secret in a value unique to one
+    record, in a value shared by several, under a repeated key (the last wins), in the body."""
+    token = "ghp_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8"
+    req = ExportLogsServiceRequest()
+    sl = req.resource_logs.add().scope_logs.add()
+    for i in range(40):
+        r = sl.log_records.add()
+        r.time_unix_nano = i + 1
+        r.severity_number = 17
+        r.body.string_value = f"login failed password=hunter{i}" if i % 9 == 0 else f"failed for {i}"
+        r.attributes.add(key="id", value=AnyValue(string_value=f"{i:024x}"))
+        r.attributes.add(key="shared", value=AnyValue(string_value=f"token {token}" if i < 20 else "calm"))
+        r.attributes.add(
+            key="note", value=AnyValue(string_value=f"api_key={i}x9Qz7LmP2" if i == 13 else "ok")
+        )
+        if i == 21:  # a repeated key: a secret first, a clean value last (the last wins)
+            r.attributes.add(key="note", value=AnyValue(string_value=f"Bearer {token}"))
+            r.attributes.add(key="note", value=AnyValue(string_value="fine"))
+        r.attributes.add(key="password", value=AnyValue(string_value=f"pw{i}"))
+    body = req.SerializeToString()
+    bridge = Bridge(Ledger(tmp_path / "ledger.jsonl"), redactor=Redactor())
+    decoded = logs_from_flat(body, scrub=bridge.scrubber())
+    plain = logs_from_flat(body)
+    assert decoded is not None and plain is not None and len(decoded.records) == 40
+    fresh = bridge.scrubber()
+    for got, raw in zip(decoded.records, plain.records, strict=True):
+        assert got.attributes == {k: fresh.pair(k, v) for k, v in raw.attributes.items()}
+    text = repr([log.attributes for log in decoded.records])
+    assert token not in text and "x9Qz7LmP2" not in text and "'pw1'" not in text
+    assert decoded.records[21].attributes["note"] == "fine"
+    assert decoded.records[5].attributes["id"] == f"{5:024x}"
+    assert bridge.accept_logs(decoded).written == 40
+    ledger = (tmp_path / "ledger.jsonl").read_text()
+    assert "hunter" not in ledger and token not in ledger and "failed for 5" in ledger

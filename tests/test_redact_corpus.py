@@ -101,3 +101,30 @@ def test_the_count_of_redactions_never_carries_a_value() -> None:
         {"ok": "fine", "password": "***"},
         0,
     )
+
+
+def test_unchanged_proves_only_texts_that_come_out_as_they_went_in() -> None:
+    """``Redactor.unchanged`` (the bridge's one pass over a group of values): never True for a
+    group holding any text the redactor would change, whatever its neighbours; True for plain
+    values that hold no candidate (so the fast path is taken); never with extra patterns."""
+    redactor = Redactor()
+    redactor("warm up: password=x")  # the rules are built on first use
+    true, benign = build()
+    plain = [f"Bootstrap failed for {i}" for i in range(15)]
+    for case in true:
+        assert redactor(case.text) != case.text
+        assert not redactor.unchanged([*plain[:7], case.text, *plain[7:]]), case.text
+    proven = 0
+    texts = [c.text for c in benign] + [c.text for c in true]
+    for at in range(0, len(texts), 16):
+        group = texts[at : at + 16]
+        if redactor.unchanged(group):
+            proven += 1
+            assert all(redactor(t) == t for t in group), group
+    for case in benign:
+        if redactor.unchanged([case.text]):
+            assert redactor(case.text) == case.text, case.text
+    assert redactor.unchanged(plain) and redactor.unchanged([f"{i:024x}" for i in range(16)])
+    assert not Redactor(extra_patterns=[r"\d{3}"]).unchanged(plain)
+    keyed = Redactor(extra_keys=["pin"])
+    assert keyed.unchanged(plain) and not keyed.unchanged([*plain, "pin=1234"])

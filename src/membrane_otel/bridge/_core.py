@@ -17,7 +17,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -107,6 +107,10 @@ def _probe_writable(path: Path) -> str | None:
     return None
 
 
+# Values proven clean together: a group with one candidate in it is redacted value by value.
+_PREFETCH_GROUP = 16
+
+
 class _Scrub:
     """The configured redactor over one request, remembering its answers: the records of a
     batch repeat most of their strings (function names, exception types, stack traces), and
@@ -118,6 +122,28 @@ class _Scrub:
         self._keys: dict[str, bool] = {}
         # id → (the resource, its redacted copy): the records of a block share one dict
         self._resources: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
+
+    def prefetch(self, texts: Iterable[Any]) -> None:
+        """Mark as their own redaction the strings of ``texts`` the redactor proves unchanged,
+        a group at a time (values unique to each record would each pay the gates' pass). A
+        group holding anything that looks like a candidate is left to be redacted one by one."""
+        known = self._texts
+        todo = [t for t in dict.fromkeys(texts) if type(t) is str and t not in known]
+        unchanged = self._redactor.unchanged
+        for at in range(0, len(todo), _PREFETCH_GROUP):
+            group = todo[at : at + _PREFETCH_GROUP]
+            if unchanged(group):
+                known.update(zip(group, group, strict=True))
+
+    def later(self, key: str, value: str) -> bool:
+        """True when ``pair(key, value)`` may wait for :meth:`prefetch`: a text not redacted yet
+        in this request, under a key that names no secret (masked whole at once)."""
+        if value in self._texts:
+            return False
+        sensitive = self._keys.get(key)
+        if sensitive is None:
+            sensitive = self._keys[key] = self._redactor.is_sensitive_key(key)
+        return not sensitive
 
     def value(self, value: Any) -> Any:
         if isinstance(value, str):
@@ -216,6 +242,7 @@ class Bridge:
         redacted = scrub is not None  # the decoder redacted the attributes already
         if scrub is None:
             scrub = _Scrub(self._redactor)
+        scrub.prefetch(log.body for log in decoded.records)
         for log in decoded.records:
             try:
                 self._prepare_log(log, trusted, twins, scrub, redacted)

@@ -22,7 +22,7 @@ import binascii
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
@@ -31,6 +31,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
 from membrane_otel.bridge._flat import FlatLogsRequest
+from membrane_otel.bridge._later import Scrub, redact_later
 from membrane_otel.bridge._salvage import salvage, salvage_json
 from membrane_otel.translate._records import EventData, LogData, SpanData, StatusName
 
@@ -54,12 +55,6 @@ DEFAULT_DEPTH = 16  # Limits.max_depth
 
 class MalformedRequest(ValueError):
     """The body is not a valid OTLP export request (HTTP 400)."""
-
-
-class Scrub(Protocol):
-    """What the decoder needs of the bridge's redactor (:class:`membrane_otel.bridge._core._Scrub`)."""
-
-    def pair(self, key: str, value: Any) -> Any: ...
 
 
 @dataclass(slots=True)
@@ -254,6 +249,10 @@ def logs_from_flat(body: bytes, max_depth: int = DEFAULT_DEPTH, scrub: Scrub | N
     append = out.records.append
     pairs: dict[bytes, tuple[str, Any]] = {}  # bounded by the body: its keys are slices of it
     lookup = pairs.get
+    # Texts first seen here (most often one per record: its id, its message) are redacted after
+    # the loop, together (see redact_later); until then their records hold them as read.
+    later: list[bytes] = []
+    kept: list[Any] = []  # each appended record's protobuf, for redact_later
     for rl in req.resource_logs:
         resource = _resource_or_reject(rl, out, max_depth)
         if resource is None:
@@ -270,7 +269,12 @@ def logs_from_flat(body: bytes, max_depth: int = DEFAULT_DEPTH, scrub: Scrub | N
                     for raw in r.attributes:
                         hit = lookup(raw)
                         if hit is None:
-                            hit = _pair(raw, max_depth, scrub)
+                            hit = _pair(raw, max_depth, None)
+                            if scrub is not None:
+                                if type(hit[1]) is str and scrub.later(*hit):
+                                    later.append(raw)
+                                else:
+                                    hit = (hit[0], scrub.pair(*hit))
                             if type(hit[1]) in _SHARED:  # a list or dict stays the record's own
                                 pairs[raw] = hit
                         attrs[hit[0]] = hit[1]
@@ -290,8 +294,11 @@ def logs_from_flat(body: bytes, max_depth: int = DEFAULT_DEPTH, scrub: Scrub | N
                             scope,
                         )
                     )
+                    kept.append(r)
                 except ValueError as exc:
                     out.reject(f"log record: {exc}")
+    if later and scrub is not None:
+        redact_later(out.records, kept, later, pairs, scrub, lambda raw: _pair(raw, max_depth, scrub))
     return out
 
 

@@ -241,6 +241,17 @@ class RuleSet:
                     mask |= more
         return mask
 
+    def clean(self, text: str, low: str) -> bool:
+        """True when :meth:`run` returns ``text`` as it is, proven without running a rule: no
+        gate holds and no rule runs ungated. A gate holds on a text only if one of its words or
+        characters occurs in it, so on texts joined into one, clean means each of them is."""
+        if self.mask(text, low):
+            return False
+        plan = self._plans.get(0)
+        if plan is None:
+            plan = self._plan(0)
+        return not plan
+
     def run(self, text: str, low: str) -> tuple[str, str]:
         """Apply the rules in order to ``text`` (``low`` is ``lowered(text)``)."""
         mask = self.mask(text, low)
