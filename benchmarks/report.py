@@ -180,10 +180,13 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any], png_name: str)
         "drained (untimed) before the next variant's segment.",
         "- Every call is timed on its own with `perf_counter_ns` (wall time); the harness's own overhead "
         "(calibrated on an empty call) is subtracted. The ledger and bridge-ingest rows, whose targets "
-        "are throughput, time each batch in the thread's CPU time instead (records per second per "
-        "core), so that other processes on a shared machine do not charge their time to the longer "
-        "variant. Medians and p99s are over all calls; ratios are of medians unless the label says "
-        "p99; throughput ratios are inverted time ratios (higher is better).",
+        "are throughput, time each batch in CPU time instead (records per second per core), so that "
+        "other processes on a shared machine do not charge their time to the longer variant: the "
+        "ledger row the thread's; the ingest row the whole process's, where the bridge runs (its "
+        "server threads, event loop and bus connection), with the OTLP clients in a process of their "
+        "own so that their CPU is not charged to the bridge. Medians and p99s are over all calls; "
+        "ratios are of medians unless the label says p99; throughput ratios are inverted time ratios "
+        "(higher is better).",
         "- Where a target is missed, the row carries the top of a profile of the variant that missed: "
         "cProfile by own and by cumulative time, led by the functions that took most of the own time; "
         "for process start-up, `-X importtime` and a cProfile of `main()` in a fresh interpreter.",
