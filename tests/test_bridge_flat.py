@@ -273,3 +273,24 @@ def test_texts_redacted_after_the_read_match_redacting_each_value(tmp_path: Path
     assert bridge.accept_logs(decoded).written == 40
     ledger = (tmp_path / "ledger.jsonl").read_text()
     assert "hunter" not in ledger and token not in ledger and "failed for 5" in ledger
+
+
+def test_structured_bodies_are_redacted_beside_plain_ones(tmp_path: Path) -> None:
+    """A request mixing string, kvlist and array bodies: the string ones go through the group
+    proof, the others through the redactor as before; nothing is refused, no secret is written."""
+    req = ExportLogsServiceRequest()
+    sl = req.resource_logs.add().scope_logs.add()
+    bodies = [
+        AnyValue(string_value="plain 1"),
+        AnyValue(kvlist_value=KeyValueList(values=[_kv("password", AnyValue(string_value="hunter2"))])),
+        AnyValue(array_value=ArrayValue(values=[AnyValue(string_value="token=ghp_" + "Z" * 36)])),
+        AnyValue(string_value="plain 2"),
+    ]
+    for i, body in enumerate(bodies):
+        r = sl.log_records.add(time_unix_nano=i + 1, severity_number=17)
+        r.body.CopyFrom(body)
+    bridge = Bridge(Ledger(tmp_path / "ledger.jsonl"), redactor=Redactor())
+    decoded = decode_logs(req.SerializeToString(), json_body=False, scrub=bridge.scrubber())
+    assert bridge.accept_logs(decoded).written == 4
+    ledger = (tmp_path / "ledger.jsonl").read_text()
+    assert "hunter2" not in ledger and "Z" * 36 not in ledger and "plain 2" in ledger

@@ -128,7 +128,7 @@ class _Scrub:
         a group at a time (values unique to each record would each pay the gates' pass). A
         group holding anything that looks like a candidate is left to be redacted one by one."""
         known = self._texts
-        todo = [t for t in dict.fromkeys(texts) if type(t) is str and t not in known]
+        todo = [t for t in dict.fromkeys(t for t in texts if type(t) is str) if t not in known]
         unchanged = self._redactor.unchanged
         for at in range(0, len(todo), _PREFETCH_GROUP):
             group = todo[at : at + _PREFETCH_GROUP]
