@@ -107,10 +107,6 @@ def _probe_writable(path: Path) -> str | None:
     return None
 
 
-# Values proven clean together: a group with one candidate in it is redacted value by value.
-_PREFETCH_GROUP = 16
-
-
 class _Scrub:
     """The configured redactor over one request, remembering its answers: the records of a
     batch repeat most of their strings (function names, exception types, stack traces), and
@@ -127,17 +123,16 @@ class _Scrub:
         """Mark as their own redaction the strings of ``texts`` the redactor proves unchanged,
         a group at a time (values unique to each record would each pay the gates' pass). A
         group holding anything that looks like a candidate is left to be redacted one by one."""
-        known = self._texts
+        known, size = self._texts, 16  # a group holding one candidate is redacted value by value
         todo = [t for t in dict.fromkeys(t for t in texts if type(t) is str) if t not in known]
         unchanged = self._redactor.unchanged
-        for at in range(0, len(todo), _PREFETCH_GROUP):
-            group = todo[at : at + _PREFETCH_GROUP]
+        for at in range(0, len(todo), size):
+            group = todo[at : at + size]
             if unchanged(group):
                 known.update(zip(group, group, strict=True))
 
     def later(self, key: str, value: str) -> bool:
-        """True when ``pair(key, value)`` may wait for :meth:`prefetch`: a text not redacted yet
-        in this request, under a key that names no secret (masked whole at once)."""
+        """Whether ``pair(key, value)`` may wait for :meth:`prefetch`: a new text, under no secret's name."""
         if value in self._texts:
             return False
         sensitive = self._keys.get(key)
