@@ -103,7 +103,13 @@ class _Admission:
 def _read_one(requests: Iterator[bytes], context: grpc.ServicerContext, deadline_s: float) -> bytes | None:
     """The call's one request message, or None (cancelled, or none sent). A client that has
     not sent its message within ``deadline_s`` loses the call, so it holds no worker for longer."""
-    timer = threading.Timer(deadline_s, context.cancel)
+    late = threading.Event()
+
+    def too_late() -> None:
+        late.set()  # before the cancel: the reader wakes on the cancel and must see why
+        context.cancel()
+
+    timer = threading.Timer(deadline_s, too_late)
     timer.daemon = True
     timer.start()
     try:
@@ -111,9 +117,8 @@ def _read_one(requests: Iterator[bytes], context: grpc.ServicerContext, deadline
     except grpc.RpcError:  # cancelled: by the client, or by the timer
         return None
     finally:
-        if not timer.finished.is_set():
-            timer.cancel()
-        else:
+        timer.cancel()
+        if late.is_set():
             counters.incr("bridge_grpc_read_deadline")
 
 
