@@ -100,6 +100,25 @@ def test_bad_env_value_stops_start_up_with_one_line(tmp_path: Path) -> None:
     assert "app stdout kept" not in proc.stdout
 
 
+def test_a_misspelt_env_name_gets_one_line_and_the_app_runs(tmp_path: Path) -> None:
+    """MEMBRANE_FLUSH_INTERVAL (for …_MS) used to be ignored without a word: now one line each,
+    naming it and the setting it is close to; the Collector configs' variables are not ours to judge."""
+    env = clean_env(
+        tmp_path,
+        MEMBRANE_FLUSH_INTERVAL="5",
+        MEMBRANE_LEDGERPATH="x.jsonl",
+        MEMBRANE_COLLECTOR_GRPC_ENDPOINT="x",
+    )
+    proc = run_instrumented(_app(tmp_path), env)
+    assert proc.returncode == 0 and "app stdout kept" in proc.stdout
+    ours = [ln for ln in proc.stderr.splitlines() if "is not a membrane-otel setting" in ln]
+    assert ours == [
+        "membrane-otel: MEMBRANE_FLUSH_INTERVAL is not a membrane-otel setting, ignored; "
+        "did you mean MEMBRANE_FLUSH_INTERVAL_MS?",
+        "membrane-otel: MEMBRANE_LEDGERPATH is not a membrane-otel setting, ignored; did you mean MEMBRANE_LEDGER_PATH?",
+    ]
+
+
 def test_sdk_disabled_turns_everything_off(tmp_path: Path) -> None:
     """OTEL_SDK_DISABLED=true: the app runs, nothing is written or printed by us."""
     proc = run_instrumented(_app(tmp_path), clean_env(tmp_path, MEMBRANE_TRACE="1", OTEL_SDK_DISABLED="true"))

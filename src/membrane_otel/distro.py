@@ -19,17 +19,20 @@ from membrane_otel._internal.compat import BaseConfigurator
 __all__ = ["MembraneConfigurator", "MembraneDistro"]
 
 
-def _settings_or_exit() -> config.Settings:
+def _settings_or_exit(*, first: bool = False) -> config.Settings:
     try:
         from membrane_otel._setup import check_exporter_names
 
         check_exporter_names()
-        return config.load_settings()
+        settings = config.load_settings()
     except config.ConfigError as exc:
         # We run inside `site` (sitecustomize): raising would give the user a traceback
         # from the import system, or "Fatal Python error". Stop start-up with one line.
         print(f"membrane-otel: {exc}", file=sys.stderr, flush=True)
         os._exit(2)
+    for line in config.unknown_env_names() if first else ():  # a typo: a line (once), not a stop
+        print(f"membrane-otel: {line}", file=sys.stderr, flush=True)
+    return settings
 
 
 class MembraneDistro(BaseDistro):  # type: ignore[misc]  # BaseDistro is Any to mypy
@@ -38,7 +41,7 @@ class MembraneDistro(BaseDistro):  # type: ignore[misc]  # BaseDistro is Any to 
     def _configure(self, **kwargs: Any) -> None:
         from membrane_otel._setup import _sdk_is_disabled, apply_env_defaults
 
-        settings = _settings_or_exit()
+        settings = _settings_or_exit(first=True)
         config.set_settings(settings)
         if not _sdk_is_disabled():
             apply_env_defaults(settings)
