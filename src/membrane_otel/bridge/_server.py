@@ -10,7 +10,8 @@ slots of :class:`~membrane_otel.bridge._ingest.Ingest`, taken only once the body
 
 Order of checks on a POST, cheapest first: path (404), token (401, before any body byte is
 read), Content-Type (415), announced length (413), then the body, read against the size
-cap, the shared read budget (503) and the read deadline (408).
+cap, the shared read budget (503) and the read deadline (503 too: a body that did not arrive in
+time may arrive next time, and OTLP clients retry only 429/502/503/504 — a 408 loses the batch).
 """
 
 from __future__ import annotations
@@ -327,9 +328,9 @@ class BridgeHTTPServer:
                 why = f"malformed request body: {exc}"
                 return _status(Answer(400, code_pb2.INVALID_ARGUMENT, why), as_json, close=True)
             except TimeoutError:
-                counters.incr("bridge_http_408")
+                counters.incr("bridge_read_deadline")
                 why = f"body not received within {self.limits.read_deadline_s:g}s"
-                return _status(Answer(408, code_pb2.DEADLINE_EXCEEDED, why), as_json, close=True)
+                return _status(self.ingest.unavailable(why), as_json, close=True)
             raw = b"".join(parts)
             del parts
             encoding = request.headers.get("Content-Encoding")
