@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]  # untyped module
@@ -17,6 +18,32 @@ from membrane_otel import settings as config
 from membrane_otel._internal.compat import BaseConfigurator
 
 __all__ = ["MembraneConfigurator", "MembraneDistro"]
+
+
+# Read by the Collector configs in collector-config/, not by this package (one shell may set both).
+_COLLECTOR_PREFIXES = ("MEMBRANE_COLLECTOR_", "MEMBRANE_JAEGER_", "MEMBRANE_GATEWAY_")
+
+
+def _unknown_env_names(environ: Mapping[str, str] | None = None) -> list[str]:
+    """One line per ``MEMBRANE_*`` variable that names no setting: a misspelt one
+    (``MEMBRANE_FLUSH_INTERVAL`` for ``…_MS``) would otherwise be ignored without a word."""
+    env = os.environ if environ is None else environ
+    known = {name for names in config.ENV_VARS.values() for name in names}
+    unknown = sorted(
+        name
+        for name in env
+        if name.startswith("MEMBRANE_") and name not in known and not name.startswith(_COLLECTOR_PREFIXES)
+    )
+    if not unknown:
+        return []
+    import difflib  # only when there is something to say: start-up pays nothing otherwise
+
+    lines = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.85)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        lines.append(f"{name} is not a membrane-otel setting, ignored{hint}")
+    return lines
 
 
 def _settings_or_exit(*, first: bool = False) -> config.Settings:
@@ -30,7 +57,7 @@ def _settings_or_exit(*, first: bool = False) -> config.Settings:
         # from the import system, or "Fatal Python error". Stop start-up with one line.
         print(f"membrane-otel: {exc}", file=sys.stderr, flush=True)
         os._exit(2)
-    for line in config.unknown_env_names() if first else ():  # a typo: a line (once), not a stop
+    for line in _unknown_env_names() if first else ():  # a typo: a line (once), not a stop
         print(f"membrane-otel: {line}", file=sys.stderr, flush=True)
     return settings
 

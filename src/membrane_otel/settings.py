@@ -281,32 +281,6 @@ _OPTIONAL_FIELDS = {
 }
 
 
-# Read by the Collector configs in collector-config/, not by this package (one shell may set both).
-_COLLECTOR_PREFIXES = ("MEMBRANE_COLLECTOR_", "MEMBRANE_JAEGER_", "MEMBRANE_GATEWAY_")
-
-
-def unknown_env_names(environ: Mapping[str, str] | None = None) -> list[str]:
-    """One line per ``MEMBRANE_*`` variable that names no setting: a misspelt one
-    (``MEMBRANE_FLUSH_INTERVAL`` for ``…_MS``) would otherwise be ignored without a word."""
-    env = os.environ if environ is None else environ
-    known = {name for names in ENV_VARS.values() for name in names}
-    unknown = sorted(
-        name
-        for name in env
-        if name.startswith("MEMBRANE_") and name not in known and not name.startswith(_COLLECTOR_PREFIXES)
-    )
-    if not unknown:
-        return []
-    import difflib  # only when there is something to say: start-up pays nothing otherwise
-
-    lines = []
-    for name in unknown:
-        close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.85)
-        hint = f"; did you mean {close[0]}?" if close else ""
-        lines.append(f"{name} is not a membrane-otel setting, ignored{hint}")
-    return lines
-
-
 def _state_dir(environ: dict[str, str] | None = None) -> Path:
     from membrane_otel._internal.state import state_dir
 
