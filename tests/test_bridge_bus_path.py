@@ -204,3 +204,21 @@ def test_ready_counts_a_batch_claimed_for_replay_but_not_yet_acked(tmp_path: Pat
             server.shutdown()
             transport.close()
             bridge.shutdown(2000)
+
+
+def test_a_batch_claimed_for_replay_counts_towards_a_full_spool(tmp_path: Path) -> None:
+    """A claimed batch still holds its disk. Counting only waiting batches, the outbox spooled past
+    the cap, and the spool made room by dropping its oldest waiting batch — envelopes already
+    answered 200. Now the outbox says it is behind (503, retried) and the accepted batch stays."""
+    spool = Spool(tmp_path / "spool", max_bytes=200_000)
+    envelope = copy.deepcopy(SEED_000_ENVELOPE)
+    envelope["content"] = "x" * 2_000
+    spool.write([envelope] * 45)  # ~120 KB (2.7 KB an envelope), about to be claimed by a replay
+    spool.write([envelope] * 16)  # ~43 KB accepted earlier, waiting: 163 KB, past the 80 % mark
+    claimed = spool.claim_oldest()
+    assert claimed is not None and len(claimed.envelopes) == 45
+    dropped = counters.get("spool_dropped")
+    delivery = Outbox(None, spool).deliver([envelope] * 30)  # ~80 KB: past the cap with the claim
+    assert delivery.ok is False and delivery.spooled == 0
+    assert spool.status()["envelopes"] == 16
+    assert counters.get("spool_dropped") == dropped

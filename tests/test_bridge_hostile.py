@@ -59,6 +59,14 @@ def head(path: str = "/v1/logs", extra: str = "", auth: bool = True) -> bytes:
     return ("\r\n".join(lines) + "\r\n" + extra + "\r\n").encode()
 
 
+def post_json(bridge: BridgeProcess, path: str, data: object) -> tuple[int, bytes]:
+    """``data`` as an OTLP/JSON (or /ingest) body: the status and the answer's body."""
+    status, _, answer = post(
+        bridge.port, path, json.dumps(data).encode(), {"Content-Type": "application/json"}
+    )
+    return status, answer
+
+
 def status_of(answer: bytes) -> int:
     return int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/1.") else 0
 
@@ -274,9 +282,7 @@ def test_wrong_ids_reject_only_their_record(bridge: BridgeProcess) -> None:
             }
         ]
     }
-    status, _, answer = post(
-        bridge.port, "/v1/logs", json.dumps(body).encode(), {"Content-Type": "application/json"}
-    )
+    status, answer = post_json(bridge, "/v1/logs", body)
     assert status == 200, answer
     assert json.loads(answer)["partialSuccess"]["rejectedLogRecords"] == "1"
     messages = {ln.get("message") for ln in bridge.ledger_lines()}
@@ -323,8 +329,8 @@ def test_one_unreadable_otlp_json_record_is_rejected_alone(
             {**span, "spanId": f"{tag[-9:]}0000003", "name": f"json span two {tag}"},
         ]
         body = {"resourceSpans": [{"scopeSpans": [{"spans": spans}]}]}
-    raw = json.dumps(body).encode()  # ensure_ascii: a lone surrogate goes as its \\ud800 escape
-    status, _, answer = post(bridge.port, f"/v1/{kind}", raw, {"Content-Type": "application/json"})
+    # json.dumps' ensure_ascii: a lone surrogate goes as its \\ud800 escape
+    status, answer = post_json(bridge, f"/v1/{kind}", body)
     assert status == 200, answer
     partial = json.loads(answer)["partialSuccess"]
     assert partial["rejectedLogRecords" if kind == "logs" else "rejectedSpans"] == "1", partial
@@ -352,9 +358,7 @@ def test_an_unreadable_otlp_json_resource_costs_its_own_records_only(bridge: Bri
             },
         ]
     }
-    status, _, answer = post(
-        bridge.port, "/v1/logs", json.dumps(body).encode(), {"Content-Type": "application/json"}
-    )
+    status, answer = post_json(bridge, "/v1/logs", body)
     assert status == 200, answer
     assert json.loads(answer)["partialSuccess"]["rejectedLogRecords"] == "2"
     messages = {ln.get("message") for ln in bridge.ledger_lines()}
@@ -367,9 +371,7 @@ def test_huge_timestamps_are_rejected_alone_not_500(bridge: BridgeProcess) -> No
     good["metadata"] = {**SEED_000_ENVELOPE["metadata"], "stimulus_id": "ts-ok"}
     bad = {**SEED_000_ENVELOPE, "content": "ts huge"}
     bad["metadata"] = {**SEED_000_ENVELOPE["metadata"], "stimulus_id": "ts-huge", "timestamp_ms": 10**30}
-    status, _, answer = post(
-        bridge.port, "/ingest", json.dumps([good, bad]).encode(), {"Content-Type": "application/json"}
-    )
+    status, answer = post_json(bridge, "/ingest", [good, bad])
     assert status == 200, answer
     assert json.loads(answer)["rejected"] == 1
     assert "ts fine" in {ln.get("message") for ln in bridge.ledger_lines()}

@@ -11,16 +11,13 @@ Python's own ``threading.excepthook``, as without this distro: not one of its ex
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
-from tests._bus_helpers import BusProcess, read_record
-from tests._helpers import INSTRUMENT, clean_env, read_ledger, wait_for
-from tests.test_no_secret_leaves import BODY, PASSWORD, SECRET, _everything, _leaks, otlp_receiver
+from tests._helpers import INSTRUMENT, read_ledger, wait_for
+from tests.test_no_secret_leaves import _everything, _leaks, otlp_receiver, run_leaky_app
 
 __all__ = ["otlp_receiver"]  # the fixture, imported for use here
 
@@ -77,43 +74,10 @@ def test_secrets_in_odd_places_leave_by_no_exit(
     if not INSTRUMENT.exists():
         pytest.skip("opentelemetry-instrument is missing: pip install -e '.[dev]'")
     endpoint, bodies = otlp_receiver
-    app = tmp_path / "app.py"
-    app.write_text(APP)
-    with BusProcess(record=tmp_path / "bus-record.jsonl") as bus:
-        env = clean_env(
-            tmp_path,
-            MEMBRANE_BUS_URL=bus.url,
-            MEMBRANE_TRACE="1",
-            MEMBRANE_THROTTLE="0",
-            OTEL_SERVICE_NAME="odd",
-            OTEL_TRACES_EXPORTER="ledger,console,otlp",
-            OTEL_LOGS_EXPORTER="ledger,membrane,otlp",
-            OTEL_METRICS_EXPORTER="none",
-            OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
-            OTEL_EXPORTER_OTLP_ENDPOINT=endpoint,
-            OTEL_EXPORTER_OTLP_COMPRESSION="none",
-        )
-        proc = subprocess.run(
-            [str(INSTRUMENT), sys.executable, str(app), SECRET, PASSWORD],
-            env=env,
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=90,
-        )
-        assert "done" in proc.stdout, proc.stderr[-3000:]
-        wait_for(lambda: read_record(tmp_path / "bus-record.jsonl"), timeout=15)
+    proc = run_leaky_app(tmp_path, APP, "odd", endpoint, expect="done")
     wait_for(lambda: any(p.endswith("/v1/logs") for p, _ in bodies), timeout=10)
     outputs = _everything(tmp_path, proc, bodies)
-    leaks = _leaks(outputs)
-    detail = {}
-    for name in leaks:
-        data = outputs[name]
-        for secret in (BODY.encode(), PASSWORD.encode()):
-            i = data.find(secret)
-            if i >= 0:
-                detail[name] = data[max(0, i - 300) : i + 60]
-    assert not leaks, {name: text.decode(errors="replace") for name, text in detail.items()}
+    assert not _leaks(outputs), _leaks(outputs)
     # Every path carried the secrets, redacted: the exits were exercised, not skipped.
     spans = [ln for ln in read_ledger(tmp_path / "ledger.jsonl") if ln["event"] == "span"]
     assert any(

@@ -217,8 +217,12 @@ class Outbox:
         return False
 
     def _spool_full(self) -> bool:
+        # A batch claimed for replay still holds its bytes on disk: past the cap the spool
+        # would drop its oldest batches, envelopes this bridge already answered 200 for.
         status = self._spool_status()
-        return status is None or bool(status["bytes"] >= self.high_water * status["max_bytes"])
+        if status is None:
+            return True
+        return bool(status["bytes"] + status.get("claimed_bytes", 0) >= self.high_water * status["max_bytes"])
 
     # -- replay --------------------------------------------------------------------------
 

@@ -171,8 +171,9 @@ class Spool:
         private_dir(self.directory, "spool directory")
 
     def _enforce_cap(self) -> None:
-        entries = self._pending()
-        claimed_bytes = sum(size for _, size in self._claims())
+        scanned = self._scan()
+        entries = self._pending(scanned)
+        claimed_bytes = sum(size for _, size in self._claims(scanned=scanned))
         total = claimed_bytes + sum(e.size for e in entries)
         dropped = 0
         for entry in entries:  # oldest first
@@ -294,7 +295,7 @@ class Spool:
         except FileNotFoundError:
             pass
 
-    def _scan(self) -> Iterable[os.DirEntry[str]]:
+    def _scan(self) -> list[os.DirEntry[str]]:
         # Nothing is read from a refused directory: to the replaying worker it looks empty
         # (and says why, once a minute); writes into it raise, and are counted as drops.
         try:
@@ -307,10 +308,10 @@ class Spool:
             _refused.error("membrane spool: %s", exc)
             return []
 
-    def _pending(self) -> list[_Entry]:
-        """Unclaimed batches, oldest first."""
+    def _pending(self, scanned: Iterable[os.DirEntry[str]] | None = None) -> list[_Entry]:
+        """Unclaimed batches, oldest first (of ``scanned``, else of a fresh scan)."""
         out: list[_Entry] = []
-        for de in self._scan():
+        for de in self._scan() if scanned is None else scanned:
             m = _BATCH_RE.match(de.name)
             if m is None or de.is_symlink():
                 continue  # a symlink is never ours (we write files): not counted, not claimed
@@ -322,9 +323,11 @@ class Spool:
         out.sort(key=lambda e: e.name)
         return out
 
-    def _claims(self, *, dead_only: bool = False) -> list[tuple[str, int]]:
+    def _claims(
+        self, *, dead_only: bool = False, scanned: Iterable[os.DirEntry[str]] | None = None
+    ) -> list[tuple[str, int]]:
         out: list[tuple[str, int]] = []
-        for de in self._scan():
+        for de in self._scan() if scanned is None else scanned:
             m = _CLAIM_RE.match(de.name)
             if m is None:
                 continue
@@ -348,9 +351,10 @@ class Spool:
 
     def status(self) -> dict[str, Any]:
         """What is waiting: files, envelopes, bytes, age of the oldest, claims, corrupt files."""
-        pending = self._pending()
-        claims = self._claims()
-        corrupt = sum(1 for de in self._scan() if de.name.endswith(".corrupt"))
+        scanned = self._scan()  # one listing for all three counts
+        pending = self._pending(scanned)
+        claims = self._claims(scanned=scanned)
+        corrupt = sum(1 for de in scanned if de.name.endswith(".corrupt"))
         now = self._clock()
         oldest_age = None
         if pending:
@@ -358,7 +362,7 @@ class Spool:
         # A claimed batch is still undelivered (a replay in flight, or a reader stuck on a slow
         # bus): its bytes and age count towards "behind" like a waiting one's.
         claimed_oldest = None
-        for name, _ in claims:
+        for name, _ in claims:  # <batch name>.claimed-<pid>: the batch's name holds its time
             m = _BATCH_RE.match(name.partition(".claimed-")[0])
             if m is not None:
                 age = max(0.0, now - int(m["ts"]) / 1_000_000)
