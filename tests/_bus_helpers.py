@@ -8,7 +8,6 @@ import os
 import queue
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -17,6 +16,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
+
+from tests._otel_binaries import free_ports
 
 T = TypeVar("T")
 
@@ -44,9 +45,7 @@ def wait_for(fn: Callable[[], T], timeout: float = 10.0, interval: float = 0.02,
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_ports(1)[0]
 
 
 def envelope(i: int, prefix: str = "s", **fields: Any) -> dict[str, Any]:

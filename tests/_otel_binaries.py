@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -35,13 +36,74 @@ COLLECTOR_MISSING = "needs the Go-built Collector: install Go and run `make coll
 JAEGER_MISSING = "needs the Go-built Jaeger: install Go and run `make jaeger`"
 
 
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+# Ports handed out by this test process: never handed out twice, even once released.
+_handed_out: set[int] = set()
+_PORT_FLOOR = 20000
+
+
 def free_ports(n: int) -> list[int]:
-    """``n`` distinct ports that were free a moment ago (all held open until all are chosen)."""
+    """``n`` distinct ports that were free a moment ago, below the kernel's ephemeral range.
+
+    A port is often chosen seconds before its server binds it (the bridge's, before the
+    Collector that sends to it starts). A port the kernel would hand out to an outgoing
+    connection (the Collector's, a producer's, a poll of ours) or to the next ``bind(0)``
+    could be taken meanwhile, and a ``/health`` poll would then be answered by someone else:
+    so these come from below that range, and none twice in one run.
+    """
+    ceiling = max(_ephemeral_low(), _PORT_FLOOR + 1000)
+    ports: list[int] = []
     with ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
+        for _ in range(200 * n):
+            if len(ports) == n:
+                break
+            port = random.randrange(_PORT_FLOOR, ceiling)
+            if port in _handed_out or port in ports:
+                continue
+            s = stack.enter_context(socket.socket())
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            ports.append(port)
+    if len(ports) < n:
+        raise RuntimeError(f"no {n} free loopback ports between {_PORT_FLOOR} and {ceiling}")
+    _handed_out.update(ports)
+    return ports
+
+
+def _listening_inodes(port: int) -> set[str]:
+    """The socket inodes listening on 127.0.0.1/0.0.0.0 ``port`` (from /proc/net/tcp)."""
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, state, inode = fields[1], fields[3], fields[9]
+        if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
+            inodes.add(inode)
+    return inodes
+
+
+def owns_port(proc: subprocess.Popen[bytes], port: int) -> bool:
+    """Whether ``proc`` itself holds the listening socket of ``port`` (True where /proc cannot tell)."""
+    try:
+        inodes = _listening_inodes(port)
+        fds = os.listdir(f"/proc/{proc.pid}/fd")
+    except OSError:
+        return True
+    for fd in fds:
+        try:
+            target = os.readlink(f"/proc/{proc.pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:[") and target[8:-1] in inodes:
+            return True
+    return False
 
 
 def base_env() -> dict[str, str]:
@@ -143,7 +205,10 @@ def wait_http_ok(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: fl
                 f"process exited with {proc.returncode} before {url} answered:\n{log.read_text()}"
             )
         if http_get(url, timeout=1.0)[0] == 200:
-            return
+            # Answered by this process, not by another server that took the port first.
+            port = urllib.parse.urlsplit(url).port
+            if port is None or owns_port(proc, port):
+                return
         if time.monotonic() > deadline:
             raise AssertionError(f"{url} did not answer 200 within {timeout}s:\n{log.read_text()}")
         time.sleep(0.05)

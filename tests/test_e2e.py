@@ -226,6 +226,24 @@ def wait_settled(
     wait_for(settled, timeout=timeout, interval=0.2)
 
 
+def _stalled(b: eh.Bridge, cports: ob.CollectorPorts, producer: Any, log: Path) -> str:
+    """What each hop says, when the ledger did not fill: the producer, the Collector, the bridge."""
+    flows = {
+        name: eh.collector_metric(cports, name, **labels)
+        for name, labels in (
+            ("otelcol_receiver_accepted_log_records", {}),
+            ("otelcol_exporter_sent_log_records", {"exporter": "otlp_http/bridge"}),
+            ("otelcol_exporter_send_failed_log_records", {"exporter": "otlp_http/bridge"}),
+        )
+    }
+    status, ready = ob.http_get(f"{b.url}/ready")
+    return (
+        f"the ledger holds {len(eh.ledger_ids(b.ledger))} records; producer exit code {producer.poll()}, "
+        f"its log ends:\n{log.read_text(errors='replace')[-2000:]}\nCollector: {flows}\n"
+        f"bridge /ready ({status}): {ready[:2000]!r}"
+    )
+
+
 def test_bridge_killed_mid_stream_loses_and_doubles_nothing(tmp_path: Path) -> None:
     """SIGKILL the bridge during 20,000 records, restart it: the persistent queue delivers the rest once each."""
     total = 20_000
@@ -244,7 +262,10 @@ def test_bridge_killed_mid_stream_loses_and_doubles_nothing(tmp_path: Path) -> N
         )
         stack.callback(eh.kill, producer)
         with eh.bridge(tmp_path, b, bus_url=bus_url) as first:
-            wait_for(lambda: len(eh.ledger_ids(b.ledger)) >= 3000, timeout=60)
+            try:  # a tenth of a second between looks: each reads the whole ledger
+                wait_for(lambda: len(eh.ledger_ids(b.ledger)) >= 3000, timeout=90, interval=0.1)
+            except AssertionError:
+                raise AssertionError(_stalled(b, cports, producer, log)) from None
             # Kill just after a batch reached the ledger, while the bridge still hands its
             # envelopes to the bus client: the Collector has no answer yet and sends it again.
             eh.wait_growth(b.ledger, timeout=10)
