@@ -47,3 +47,24 @@ def test_log_attributes_are_writable_inside_on_emit() -> None:
 
     provider.get_logger("t").emit(LogRecord(body="x", attributes={"password": "hunter2"}))
     assert seen == [{"password": "<REDACTED>"}]
+
+
+def test_the_sdk_makes_its_resource_with_its_modules_resource_create() -> None:
+    """initialize_sdk cleans the resource by standing in for the set-up module's ``Resource``
+    for one call: the SDK must still make it there, with ``Resource.create``."""
+    import opentelemetry.sdk._configuration as configuration
+    from opentelemetry.sdk.resources import Resource
+
+    assert getattr(configuration, "Resource") is Resource  # noqa: B009  # not re-exported
+    assert "Resource.create(" in inspect.getsource(_initialize_components)
+
+
+def test_a_metric_exporter_keeps_its_preferences_where_the_reader_reads_them() -> None:
+    """The periodic reader reads an exporter's private preferences; a wrapper copies them."""
+    from opentelemetry.sdk.metrics import Counter
+    from opentelemetry.sdk.metrics.export import AggregationTemporality, ConsoleMetricExporter
+
+    inner = ConsoleMetricExporter(preferred_temporality={Counter: AggregationTemporality.DELTA})
+    temporality, aggregation = compat.metric_exporter_preferences(inner)
+    assert temporality[Counter] == AggregationTemporality.DELTA
+    assert aggregation is None or isinstance(aggregation, dict)

@@ -123,7 +123,7 @@ def _leaks(outputs: dict[str, bytes]) -> dict[str, str]:
 
 
 def run_leaky_app(
-    tmp_path: Path, app_text: str, service: str, endpoint: str, expect: str
+    tmp_path: Path, app_text: str, service: str, endpoint: str, expect: str, **extra_env: str
 ) -> subprocess.CompletedProcess[str]:
     """``app_text`` under the real ``opentelemetry-instrument`` with every exit on (ledger, console
     tree, a real bus recording, OTLP/HTTP to ``endpoint``), given the secrets as arguments; returns
@@ -131,19 +131,19 @@ def run_leaky_app(
     app = tmp_path / "app.py"
     app.write_text(app_text)
     with BusProcess(record=tmp_path / "bus-record.jsonl") as bus:
-        env = clean_env(
-            tmp_path,
-            MEMBRANE_BUS_URL=bus.url,
-            MEMBRANE_TRACE="1",
-            MEMBRANE_THROTTLE="0",
-            OTEL_SERVICE_NAME=service,
-            OTEL_TRACES_EXPORTER="ledger,console,otlp",
-            OTEL_LOGS_EXPORTER="ledger,membrane,otlp",
-            OTEL_METRICS_EXPORTER="none",
-            OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
-            OTEL_EXPORTER_OTLP_ENDPOINT=endpoint,
-            OTEL_EXPORTER_OTLP_COMPRESSION="none",
-        )
+        settings = {
+            "MEMBRANE_BUS_URL": bus.url,
+            "MEMBRANE_TRACE": "1",
+            "MEMBRANE_THROTTLE": "0",
+            "OTEL_SERVICE_NAME": service,
+            "OTEL_TRACES_EXPORTER": "ledger,console,otlp",
+            "OTEL_LOGS_EXPORTER": "ledger,membrane,otlp",
+            "OTEL_METRICS_EXPORTER": "none",
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+            "OTEL_EXPORTER_OTLP_COMPRESSION": "none",
+        }
+        env = clean_env(tmp_path, **(settings | extra_env))
         proc = subprocess.run(
             [str(INSTRUMENT), sys.executable, str(app), SECRET, PASSWORD],
             env=env,

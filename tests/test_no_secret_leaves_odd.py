@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests._helpers import INSTRUMENT, read_ledger, wait_for
-from tests.test_no_secret_leaves import _everything, _leaks, otlp_receiver, run_leaky_app
+from tests.test_no_secret_leaves import PASSWORD, SECRET, _everything, _leaks, otlp_receiver, run_leaky_app
 
 __all__ = ["otlp_receiver"]  # the fixture, imported for use here
 
@@ -85,3 +85,61 @@ def test_secrets_in_odd_places_leave_by_no_exit(
     )
     assert b"<REDACTED>" in b"".join(body for path, body in bodies if path.endswith("/v1/traces"))
     assert b"<REDACTED>" in (tmp_path / "bus-record.jsonl").read_bytes()
+
+
+ENV_APP = textwrap.dedent(
+    """
+    import sys
+    import membrane_otel
+    from membrane_otel import stimuli
+    from opentelemetry import metrics, trace
+
+    SECRET, PASSWORD = sys.argv[1], sys.argv[2]
+    meter = metrics.get_meter("odd.metrics")
+    calls = meter.create_counter("calls")
+    latency = meter.create_histogram("latency_ms")
+    for path in (f"/pay?token={SECRET}", "/health"):
+        calls.add(1, {"url": path, "password": PASSWORD, "http.route": "/pay"})
+        latency.record(12.5, {"db.statement": f"SELECT 1 -- password={PASSWORD}"})
+    with trace.get_tracer("odd").start_as_current_span("work"):
+        pass
+    stimuli.emit_script_error("odd", "worker died")
+    membrane_otel.force_flush()
+    metrics.get_meter_provider().force_flush()
+    print("done")
+    """
+)
+
+
+@pytest.mark.timeout(120)
+def test_secrets_in_the_resource_and_in_metrics_leave_by_no_exit(
+    tmp_path: Path, otlp_receiver: tuple[str, list[tuple[str, bytes]]]
+) -> None:
+    """The environment's resource (a DSN with its password, a key) rides on every OTLP batch of
+    every signal; metric attributes (a URL with its query, a password) on every metrics batch.
+    Both went out verbatim over OTLP: the resource from every exporter, metrics unredacted."""
+    if not INSTRUMENT.exists():
+        pytest.skip("opentelemetry-instrument is missing: pip install -e '.[dev]'")
+    endpoint, bodies = otlp_receiver
+    proc = run_leaky_app(
+        tmp_path,
+        ENV_APP,
+        "odd-env",
+        endpoint,
+        expect="done",
+        OTEL_METRICS_EXPORTER="otlp",
+        OTEL_RESOURCE_ATTRIBUTES=(
+            f"deployment.environment=prod,db.dsn=postgres://app:{PASSWORD}@db:5432/x,"
+            f"vendor.api_key={SECRET},build.note=token%3D{SECRET}"
+        ),
+    )
+    signals = ("/v1/logs", "/v1/traces", "/v1/metrics")
+    wait_for(lambda: all(any(p.endswith(s) for p, _ in bodies) for s in signals), timeout=15)
+    outputs = _everything(tmp_path, proc, bodies)
+    assert not _leaks(outputs), _leaks(outputs)
+    # The resource and the points went out, redacted, on every signal: the exits were exercised.
+    for signal in signals:
+        sent = b"".join(body for path, body in bodies if path.endswith(signal))
+        assert b"deployment.environment" in sent and b"<REDACTED>" in sent, signal
+    metrics_sent = b"".join(body for path, body in bodies if path.endswith("/v1/metrics"))
+    assert b"/health" in metrics_sent and b"http.route" in metrics_sent

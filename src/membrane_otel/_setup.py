@@ -162,6 +162,7 @@ def configure(*, _auto_instrumentation_version: str | None = None, **overrides: 
         from membrane_otel._internal.batching import BatchLogProcessor, BatchSpanProcessorWithCounts
         from membrane_otel._internal.compat import initialize_sdk
         from membrane_otel.logs._processors import MembraneLogProcessor, configured_value_redactor
+        from membrane_otel.logs._redact_spans import redacted_resource
 
         initialize_sdk(
             auto_instrumentation_version=_auto_instrumentation_version,
@@ -169,6 +170,7 @@ def configure(*, _auto_instrumentation_version: str | None = None, **overrides: 
             export_log_record_processor=BatchLogProcessor,
             export_span_processor=BatchSpanProcessorWithCounts,
             resource_attributes=resource,
+            clean_resource=redacted_resource,
         )
         if settings.trace and settings.trace_output:
             _add_trace_file(settings.trace_output)

@@ -12,10 +12,18 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from typing import Any
 
+import opentelemetry.sdk._configuration as _sdk_configuration
 from opentelemetry.sdk._configuration import _BaseConfigurator, _initialize_components
 from opentelemetry.sdk._logs import LogRecordProcessor
+from opentelemetry.sdk.resources import Resource
 
-__all__ = ["INITIALIZE_KEYWORDS", "BaseConfigurator", "initialize_sdk", "set_log_attribute"]
+__all__ = [
+    "INITIALIZE_KEYWORDS",
+    "BaseConfigurator",
+    "initialize_sdk",
+    "metric_exporter_preferences",
+    "set_log_attribute",
+]
 
 # The configurator entry point's base class (what upstream's own distro subclasses).
 BaseConfigurator = _BaseConfigurator
@@ -38,19 +46,42 @@ def initialize_sdk(
     export_log_record_processor: Callable[..., LogRecordProcessor],
     export_span_processor: Callable[..., Any],
     resource_attributes: Mapping[str, str] | None = None,
+    clean_resource: Callable[[Resource], Resource] | None = None,
 ) -> None:
     """Build the tracer, meter and logger providers from ``OTEL_*`` as the SDK itself does,
-    with our processors in front of the exporters it selects by name."""
-    _initialize_components(
-        auto_instrumentation_version=auto_instrumentation_version,
-        log_record_processors=log_record_processors,
-        export_log_record_processor=export_log_record_processor,
-        export_span_processor=export_span_processor,
-        # stdlib logging comes in through opentelemetry-instrumentation-logging instead.
-        setup_logging_handler=False,
-        # Merged over OTEL_RESOURCE_ATTRIBUTES / OTEL_SERVICE_NAME by Resource.create.
-        resource_attributes=dict(resource_attributes) if resource_attributes else None,
-    )
+    with our processors in front of the exporters it selects by name.
+
+    ``clean_resource`` gets the resource the SDK makes (``OTEL_RESOURCE_ATTRIBUTES``, the
+    resource detectors: a DSN, a process's command line) before any provider holds it, so
+    every exporter, ours or not, sends what it returns. The SDK builds it inside
+    ``_initialize_components`` with its module's ``Resource.create``, and takes no resource
+    from outside: for this one call that name makes the resource and then cleans it.
+    """
+    if clean_resource is not None:
+        setattr(_sdk_configuration, "Resource", _CleanedResource(clean_resource))  # noqa: B010
+    try:
+        _initialize_components(
+            auto_instrumentation_version=auto_instrumentation_version,
+            log_record_processors=log_record_processors,
+            export_log_record_processor=export_log_record_processor,
+            export_span_processor=export_span_processor,
+            # stdlib logging comes in through opentelemetry-instrumentation-logging instead.
+            setup_logging_handler=False,
+            # Merged over OTEL_RESOURCE_ATTRIBUTES / OTEL_SERVICE_NAME by Resource.create.
+            resource_attributes=dict(resource_attributes) if resource_attributes else None,
+        )
+    finally:
+        setattr(_sdk_configuration, "Resource", Resource)  # noqa: B010
+
+
+class _CleanedResource:
+    """``Resource`` as the SDK's set-up module calls it (``Resource.create``), cleaned."""
+
+    def __init__(self, clean: Callable[[Resource], Resource]) -> None:
+        self._clean = clean
+
+    def create(self, attributes: Any = None, schema_url: str | None = None) -> Resource:
+        return self._clean(Resource.create(attributes, schema_url))
 
 
 def set_log_attribute(attributes: object, key: str, value: Any) -> None:
@@ -72,3 +103,9 @@ def otlp_log_exporter_class(protocol: str) -> Any:
     from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as Http
 
     return Http
+
+
+def metric_exporter_preferences(exporter: Any) -> tuple[Any, Any]:
+    """A metric exporter's preferred temporality and aggregation, which the SDK's periodic reader
+    reads from its private attributes: a wrapper must carry the inner exporter's own."""
+    return exporter._preferred_temporality, exporter._preferred_aggregation

@@ -1,7 +1,8 @@
 """The ``otlp`` exporters, wrapped so that what they send is a redacted copy.
 
-Under this distro ``OTEL_TRACES_EXPORTER=otlp`` (and ``OTEL_LOGS_EXPORTER=otlp``) means the
-SDK's own OTLP exporter behind :class:`RedactingSpanExporter` / :class:`RedactingLogExporter`:
+Under this distro ``OTEL_TRACES_EXPORTER=otlp`` (``OTEL_LOGS_EXPORTER``, ``OTEL_METRICS_EXPORTER``)
+means the SDK's own OTLP exporter behind :class:`RedactingSpanExporter` /
+:class:`RedactingLogExporter` / :class:`RedactingMetricExporter`:
 :func:`route_otlp_through_redaction` renames the choice, after resolving the protocol exactly
 as the SDK does (``OTEL_EXPORTER_OTLP_{TRACES,LOGS}_PROTOCOL``, then ``OTEL_EXPORTER_OTLP_PROTOCOL``,
 gRPC by default), to our entry points, which build the stock exporter and wrap it. The
@@ -14,12 +15,14 @@ catches what a processor added after it.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 from collections.abc import Sequence
 from typing import Any
 
 from opentelemetry.sdk._logs import ReadableLogRecord
 from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
+from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
@@ -36,8 +39,8 @@ _PROTOCOLS = {"grpc": "otlp_proto_grpc", "http/protobuf": "otlp_proto_http"}
 
 
 def route_otlp_through_redaction() -> None:
-    """Rename ``otlp`` in ``OTEL_TRACES_EXPORTER`` / ``OTEL_LOGS_EXPORTER`` to the wrapped exporters."""
-    for signal in ("TRACES", "LOGS"):
+    """Rename ``otlp`` in ``OTEL_{TRACES,LOGS,METRICS}_EXPORTER`` to the wrapped exporters."""
+    for signal in ("TRACES", "LOGS", "METRICS"):
         var = f"OTEL_{signal}_EXPORTER"
         names = os.environ.get(var)
         if not names or "otlp" not in names:
@@ -114,6 +117,70 @@ class RedactingLogExporter(LogRecordExporter):
         return self._inner.force_flush(timeout_millis)
 
 
+class RedactingMetricExporter(MetricExporter):
+    """Hands ``inner`` the metrics with every data point's attributes (and its exemplars')
+    redacted: a counter keyed by a URL with its query, a user id, a tenant's token."""
+
+    def __init__(self, inner: MetricExporter, redactor: Redactor | None = None) -> None:
+        from membrane_otel._internal.compat import metric_exporter_preferences
+
+        temporality, aggregation = metric_exporter_preferences(inner)
+        super().__init__(preferred_temporality=temporality, preferred_aggregation=aggregation)
+        self._inner = inner
+        self._redactor = redactor
+
+    def export(
+        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
+    ) -> MetricExportResult:
+        data = redacted_metrics(metrics_data, self._redactor or configured_redactor())
+        return self._inner.export(data, timeout_millis=timeout_millis, **kwargs)
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return self._inner.force_flush(timeout_millis)
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        self._inner.shutdown(timeout_millis=timeout_millis, **kwargs)
+
+
+def redacted_metrics(data: MetricsData, redactor: Redactor) -> MetricsData:
+    """``data`` with its data points' and exemplars' attributes redacted (the same objects where
+    nothing needed it: the SDK's points are frozen dataclasses, copied only when changed)."""
+
+    def attrs(mapping: Any) -> Any:
+        if not mapping:
+            return mapping
+        clean, n = redactor.redact_counted(dict(mapping))
+        return clean if n else mapping
+
+    def point(p: Any) -> Any:
+        exemplars = getattr(p, "exemplars", None) or []
+        new_ex = [dataclasses.replace(e, filtered_attributes=attrs(e.filtered_attributes)) for e in exemplars]
+        changed = {}
+        if any(
+            a.filtered_attributes is not b.filtered_attributes for a, b in zip(new_ex, exemplars, strict=True)
+        ):
+            changed["exemplars"] = new_ex
+        clean = attrs(p.attributes)
+        if clean is not p.attributes:
+            changed["attributes"] = clean
+        return dataclasses.replace(p, **changed) if changed else p
+
+    def metric(m: Any) -> Any:
+        points = getattr(m.data, "data_points", None)
+        if not points:
+            return m
+        new = [point(p) for p in points]
+        if all(a is b for a, b in zip(new, points, strict=True)):
+            return m
+        return dataclasses.replace(m, data=dataclasses.replace(m.data, data_points=new))
+
+    resource_metrics = []
+    for rm in data.resource_metrics:
+        scopes = [dataclasses.replace(sm, metrics=[metric(m) for m in sm.metrics]) for sm in rm.scope_metrics]
+        resource_metrics.append(dataclasses.replace(rm, scope_metrics=scopes))
+    return MetricsData(resource_metrics=resource_metrics)
+
+
 # The entry points: built by the SDK with the exporter's own arguments, like the stock ones.
 
 
@@ -143,3 +210,17 @@ class RedactingOTLPHttpLogExporter(RedactingLogExporter):
         from membrane_otel._internal.compat import otlp_log_exporter_class
 
         super().__init__(otlp_log_exporter_class("http")(**kwargs))
+
+
+class RedactingOTLPGrpcMetricExporter(RedactingMetricExporter):
+    def __init__(self, **kwargs: Any) -> None:
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+
+        super().__init__(OTLPMetricExporter(**kwargs))
+
+
+class RedactingOTLPHttpMetricExporter(RedactingMetricExporter):
+    def __init__(self, **kwargs: Any) -> None:
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+
+        super().__init__(OTLPMetricExporter(**kwargs))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.trace import Link, Status
 
@@ -59,8 +60,8 @@ def redact_span_data(span: SpanData, redactor: Redactor | None = None) -> SpanDa
 def redacted_readable_span(span: ReadableSpan, redactor: Redactor | None = None) -> ReadableSpan:
     """A copy of an ended SDK span with everything it would send redacted — name, status,
     attributes, event names and attributes, link attributes (the span itself is immutable);
-    the same span when nothing needed it. (The resource is the process's own, set by its
-    code or environment: not a place where request data lands.)"""
+    the same span when nothing needed it. (Its resource was cleaned when the SDK made it:
+    :func:`redacted_resource`.)"""
     r = redactor or configured_redactor()
     attrs, n = r.redact_counted(dict(span.attributes or {}))
     events = []
@@ -98,3 +99,16 @@ def redacted_readable_span(span: ReadableSpan, redactor: Redactor | None = None)
         end_time=span.end_time,
         instrumentation_scope=span.instrumentation_scope,
     )
+
+
+def redacted_resource(resource: Resource, redactor: Redactor | None = None) -> Resource:
+    """``resource`` with its attributes redacted; the same resource when nothing needed it.
+
+    The SDK sends it with every batch of every signal. It is the process's own, from its
+    environment (``OTEL_RESOURCE_ATTRIBUTES``: a DSN with its password, a ``…token=``) and
+    the resource detectors (the ``process`` detector's command line and arguments).
+    """
+    r = redactor or configured_redactor()
+    attrs = dict(resource.attributes)
+    clean, n = r.redact_counted(attrs)
+    return resource if n == 0 else Resource(clean, resource.schema_url)
