@@ -11,12 +11,14 @@ Python's own ``threading.excepthook``, as without this distro: not one of its ex
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
-from tests._helpers import INSTRUMENT, read_ledger, wait_for
+from tests._helpers import INSTRUMENT, clean_env, read_ledger, wait_for
 from tests.test_no_secret_leaves import PASSWORD, SECRET, _everything, _leaks, otlp_receiver, run_leaky_app
 
 __all__ = ["otlp_receiver"]  # the fixture, imported for use here
@@ -143,3 +145,26 @@ def test_secrets_in_the_resource_and_in_metrics_leave_by_no_exit(
         assert b"deployment.environment" in sent and b"<REDACTED>" in sent, signal
     metrics_sent = b"".join(body for path, body in bodies if path.endswith("/v1/metrics"))
     assert b"/health" in metrics_sent and b"http.route" in metrics_sent
+
+
+@pytest.mark.timeout(60)
+def test_the_console_metrics_exporter_prints_no_secret(tmp_path: Path) -> None:
+    """``OTEL_METRICS_EXPORTER=console`` printed every data point's attributes as they were."""
+    if not INSTRUMENT.exists():
+        pytest.skip("opentelemetry-instrument is missing: pip install -e '.[dev]'")
+    app = tmp_path / "app.py"
+    app.write_text(ENV_APP)
+    env = clean_env(
+        tmp_path,
+        OTEL_METRICS_EXPORTER="console",
+        OTEL_TRACES_EXPORTER="none",
+        OTEL_LOGS_EXPORTER="ledger",
+        OTEL_RESOURCE_ATTRIBUTES=f"vendor.api_key={SECRET}",
+    )
+    proc = subprocess.run(
+        [str(INSTRUMENT), sys.executable, str(app), SECRET, PASSWORD],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=50,
+    )  # fmt: skip
+    assert "done" in proc.stdout, proc.stderr[-3000:]
+    assert '"data_points"' in proc.stdout and "<REDACTED>" in proc.stdout, proc.stdout[-2000:]
+    assert not _leaks(_everything(tmp_path, proc, [])), _leaks(_everything(tmp_path, proc, []))

@@ -43,7 +43,7 @@ def route_otlp_through_redaction() -> None:
     for signal in ("TRACES", "LOGS", "METRICS"):
         var = f"OTEL_{signal}_EXPORTER"
         names = os.environ.get(var)
-        if not names or "otlp" not in names:
+        if not names or ("otlp" not in names and "console" not in names):
             continue
         protocol = (
             os.environ.get(f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL")
@@ -56,6 +56,9 @@ def route_otlp_through_redaction() -> None:
             if name == "otlp":
                 # An unknown protocol stays as written: the SDK reports it in its own words.
                 name = _PROTOCOLS.get(protocol, name)
+            elif name == "console" and signal == "METRICS":
+                # The SDK's console dump of metrics prints data point attributes as they are.
+                name = "membrane_console"
             out.append(_OURS.get(name, name))
         os.environ[var] = ",".join(out)
 
@@ -224,3 +227,10 @@ class RedactingOTLPHttpMetricExporter(RedactingMetricExporter):
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 
         super().__init__(OTLPMetricExporter(**kwargs))
+
+
+class RedactingConsoleMetricExporter(RedactingMetricExporter):
+    def __init__(self, **kwargs: Any) -> None:
+        from opentelemetry.sdk.metrics.export import ConsoleMetricExporter
+
+        super().__init__(ConsoleMetricExporter(**kwargs))
