@@ -31,7 +31,7 @@ from membrane_otel._internal.auth import bearer_ok
 from membrane_otel._internal.ratelog import RateLimitedLogger
 from membrane_otel.bridge._body import BadBody, BodyTooLarge, UnsupportedEncoding, decode_content
 from membrane_otel.bridge._core import Bridge, BusBehind, LedgerUnavailable
-from membrane_otel.bridge._limits import Limits, TooMany, count_records, json_objects_over
+from membrane_otel.bridge._limits import Limits, TooMany, TooManyValues, count_records, json_objects_over
 from membrane_otel.bridge._otlp import MalformedRequest, decode_logs, decode_traces
 
 __all__ = ["Answer", "Ingest", "bearer_ok"]
@@ -87,15 +87,18 @@ class Ingest:
                         raise TooMany(f"OTLP/JSON body holds more than {limits.max_json_objects} objects")
                 else:
                     count_records(body, limits.max_records)
+                depth, values = limits.max_depth, limits.max_values
                 if kind == "traces":
-                    decoded = decode_traces(body, json_body=as_json, max_depth=limits.max_depth)
+                    decoded = decode_traces(body, json_body=as_json, max_depth=depth, max_values=values)
                 else:  # redacted as it is read: each distinct attribute once
                     scrub = self.bridge.scrubber()
-                    decoded = decode_logs(body, json_body=as_json, max_depth=limits.max_depth, scrub=scrub)
+                    decoded = decode_logs(
+                        body, json_body=as_json, max_depth=depth, scrub=scrub, max_values=values
+                    )
                 del body, raw
                 if len(decoded.records) + decoded.rejected > limits.max_records:
                     raise TooMany(f"request holds more than {limits.max_records} records (max_records)")
-            except (BodyTooLarge, TooMany) as exc:
+            except (BodyTooLarge, TooMany, TooManyValues) as exc:
                 return Answer(413, code_pb2.RESOURCE_EXHAUSTED, str(exc))
             except UnsupportedEncoding as exc:
                 return Answer(415, code_pb2.INVALID_ARGUMENT, str(exc))
@@ -143,7 +146,7 @@ class Ingest:
                 if json_objects_over(body, limits.max_json_objects):
                     raise TooMany(f"body holds more than {limits.max_json_objects} JSON objects")
                 data = json.loads(body) if body.strip() else None
-            except (BodyTooLarge, TooMany) as exc:
+            except (BodyTooLarge, TooMany, TooManyValues) as exc:
                 return Answer(413, code_pb2.RESOURCE_EXHAUSTED, str(exc))
             except UnsupportedEncoding as exc:
                 return Answer(415, code_pb2.INVALID_ARGUMENT, str(exc))

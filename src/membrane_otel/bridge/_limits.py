@@ -7,7 +7,8 @@ bridge can hold at once (README, "The bridge", gives the formula; ``tests/test_b
     memory ≤ read_budget                                  raw bodies being read or decoded
            + max_inflight × (6 × max_body                 decompressed body, protobuf, records'
                                                           strings, ledger lines and their encoding
-                             + max_records × ~4 KiB)      per-record objects
+                             + max_records × ~4 KiB       per-record objects
+                             + max_values × ~400 B)       attribute values, decoded
            + max_connections × ~16 KiB                    per-connection buffers (HTTP)
            + (2 × max_inflight + 2) × max_body            gRPC messages held by grpc-core
            + max_connections × ~17 KiB                    per-connection state (gRPC)
@@ -21,7 +22,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["DEFAULT_MAX_BODY", "Limits", "TooMany", "count_records", "json_objects_over"]
+__all__ = [
+    "DEFAULT_MAX_BODY",
+    "Limits",
+    "TooMany",
+    "TooManyValues",
+    "ValueBudget",
+    "count_records",
+    "json_objects_over",
+]
 
 DEFAULT_MAX_BODY = 16 * 1024 * 1024
 
@@ -36,6 +45,10 @@ class Limits:
     # Nesting of attribute values (kvlist / array inside each other); a deeper record is
     # rejected alone (partial_success), its neighbours are written.
     max_depth: int = 16
+    # Attribute values (attributes, array elements, kvlist entries, span events) in one
+    # request: each costs ~400 bytes decoded, and a million of them fit in 3 MiB of gzip.
+    # A Collector batch of 8192 records of ~16 attributes (an SDK error record) holds ~131,000.
+    max_values: int = 200_000
     # Requests decoded at once (decoding holds the GIL: more would not be faster).
     max_inflight: int = 2
     # How long a request waits for a decode slot before it is told to retry (503).
@@ -57,6 +70,27 @@ class Limits:
 
 class TooMany(ValueError):
     """The request holds more records than ``max_records`` (HTTP 413 / gRPC RESOURCE_EXHAUSTED)."""
+
+
+class TooManyValues(Exception):  # not a ValueError: no per-record handler may take it for one bad record
+    """The request holds more attribute values than ``max_values`` (HTTP 413): one record of a
+    million attributes (or an array of a million elements) is a few MiB of gzip on the wire
+    and ~400 bytes a value once decoded."""
+
+
+class ValueBudget:
+    """The attribute values (attributes, array elements, kvlist entries, span events) a request
+    may still hold: spent as each container is read, before its values are made."""
+
+    __slots__ = ("left", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.left = self.limit = limit
+
+    def spend(self, n: int) -> None:
+        self.left -= n
+        if self.left < 0:
+            raise TooManyValues(f"request holds more than {self.limit} attribute values (max_values)")
 
 
 def _varint(buf: bytes, pos: int, end: int) -> tuple[int, int]:

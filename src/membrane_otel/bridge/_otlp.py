@@ -20,7 +20,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
@@ -32,6 +32,7 @@ from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
 from membrane_otel.bridge._flat import FlatLogsRequest
 from membrane_otel.bridge._later import Scrub, redact_later
+from membrane_otel.bridge._limits import ValueBudget
 from membrane_otel.bridge._salvage import salvage, salvage_json
 from membrane_otel.translate._records import EventData, LogData, SpanData, StatusName
 
@@ -51,6 +52,7 @@ M = TypeVar("M", bound=Message)
 _STATUS: dict[int, StatusName] = {0: "unset", 1: "ok", 2: "error"}
 _SCALARS = frozenset(("string_value", "bool_value", "int_value", "double_value"))
 DEFAULT_DEPTH = 16  # Limits.max_depth
+DEFAULT_VALUES = 200_000  # Limits.max_values
 
 
 class MalformedRequest(ValueError):
@@ -76,7 +78,7 @@ class Decoded:
 # --------------------------------------------------------------------------- values
 
 
-def _value(v: Any, depth: int) -> Any:
+def _value(v: Any, depth: int, budget: ValueBudget) -> Any:
     """One ``AnyValue`` as plain Python, as :func:`membrane_otel.translate._records._plain` has it.
 
     ``depth`` is how many more levels of nesting are allowed: a record nested deeper is
@@ -88,17 +90,22 @@ def _value(v: Any, depth: int) -> Any:
     if kind == "array_value":
         if depth <= 0:
             raise ValueError("attribute value nested too deep (max_depth)")
-        return [_value(x, depth - 1) for x in v.array_value.values]
+        values = v.array_value.values
+        budget.spend(len(values))
+        return [_value(x, depth - 1, budget) for x in values]
     if kind == "kvlist_value":
         if depth <= 0:
             raise ValueError("attribute value nested too deep (max_depth)")
-        return {kv.key: _value(kv.value, depth - 1) for kv in v.kvlist_value.values}
+        pairs = v.kvlist_value.values
+        budget.spend(len(pairs))
+        return {kv.key: _value(kv.value, depth - 1, budget) for kv in pairs}
     if kind == "bytes_value":
         return v.bytes_value.hex()
     return None
 
 
-def _attrs(kvs: Iterable[Any], depth: int) -> dict[str, Any]:
+def _attrs(kvs: Sequence[Any], depth: int, budget: ValueBudget) -> dict[str, Any]:
+    budget.spend(len(kvs))
     out: dict[str, Any] = {}
     for kv in kvs:
         v = kv.value
@@ -109,7 +116,7 @@ def _attrs(kvs: Iterable[Any], depth: int) -> dict[str, Any]:
             out[kv.key] = text
             continue
         kind = v.WhichOneof("value")
-        out[kv.key] = getattr(v, kind) if kind in _SCALARS else _value(v, depth)
+        out[kv.key] = getattr(v, kind) if kind in _SCALARS else _value(v, depth, budget)
     return out
 
 
@@ -125,13 +132,16 @@ def _id(raw: bytes, width: int, what: str) -> str:
 # --------------------------------------------------------------------------- spans
 
 
-def spans_from_request(req: ExportTraceServiceRequest, max_depth: int = DEFAULT_DEPTH) -> Decoded:
+def spans_from_request(
+    req: ExportTraceServiceRequest, max_depth: int = DEFAULT_DEPTH, max_values: int = DEFAULT_VALUES
+) -> Decoded:
     """Every span of an export request as :class:`SpanData`; unreadable spans are counted."""
     out = Decoded()
+    budget = ValueBudget(max_values)
     append = out.records.append
     for rs in req.resource_spans:
         try:
-            resource = _attrs(rs.resource.attributes, max_depth)
+            resource = _attrs(rs.resource.attributes, max_depth, budget)
         except ValueError as exc:
             for ss in rs.scope_spans:
                 for s in ss.spans:
@@ -140,6 +150,7 @@ def spans_from_request(req: ExportTraceServiceRequest, max_depth: int = DEFAULT_
         for ss in rs.scope_spans:
             scope = ss.scope.name
             for s in ss.spans:
+                budget.spend(len(s.events))  # an event without attributes is still an object
                 try:
                     status = s.status
                     trace_id = _id(s.trace_id, 16, "trace_id")
@@ -156,9 +167,9 @@ def spans_from_request(req: ExportTraceServiceRequest, max_depth: int = DEFAULT_
                             end_ns=s.end_time_unix_nano or s.start_time_unix_nano,
                             status=_STATUS.get(status.code, "unset"),
                             status_message=status.message or None,
-                            attributes=_attrs(s.attributes, max_depth),
+                            attributes=_attrs(s.attributes, max_depth, budget),
                             events=[
-                                EventData(e.name, e.time_unix_nano, _attrs(e.attributes, max_depth))
+                                EventData(e.name, e.time_unix_nano, _attrs(e.attributes, max_depth, budget))
                                 for e in s.events
                             ],
                             resource=resource,
@@ -173,10 +184,10 @@ def spans_from_request(req: ExportTraceServiceRequest, max_depth: int = DEFAULT_
 # --------------------------------------------------------------------------- logs
 
 
-def _resource_or_reject(rl: Any, out: Decoded, max_depth: int) -> dict[str, Any] | None:
+def _resource_or_reject(rl: Any, out: Decoded, max_depth: int, budget: ValueBudget) -> dict[str, Any] | None:
     """A ResourceLogs' resource attributes; None (each of its records rejected) if unreadable."""
     try:
-        return _attrs(rl.resource.attributes, max_depth)
+        return _attrs(rl.resource.attributes, max_depth, budget)
     except ValueError as exc:
         for sl in rl.scope_logs:
             for _ in sl.log_records:
@@ -184,12 +195,15 @@ def _resource_or_reject(rl: Any, out: Decoded, max_depth: int) -> dict[str, Any]
         return None
 
 
-def logs_from_request(req: ExportLogsServiceRequest, max_depth: int = DEFAULT_DEPTH) -> Decoded:
+def logs_from_request(
+    req: ExportLogsServiceRequest, max_depth: int = DEFAULT_DEPTH, max_values: int = DEFAULT_VALUES
+) -> Decoded:
     """Every log record of an export request as :class:`LogData`; unreadable ones are counted."""
     out = Decoded()
+    budget = ValueBudget(max_values)
     append = out.records.append
     for rl in req.resource_logs:
-        resource = _resource_or_reject(rl, out, max_depth)
+        resource = _resource_or_reject(rl, out, max_depth, budget)
         if resource is None:
             continue
         for sl in rl.scope_logs:
@@ -208,8 +222,8 @@ def logs_from_request(req: ExportLogsServiceRequest, max_depth: int = DEFAULT_DE
                             r.time_unix_nano or r.observed_time_unix_nano,
                             r.severity_number,
                             r.severity_text,
-                            text if text else _value(body, max_depth),
-                            _attrs(r.attributes, max_depth),
+                            text if text else _value(body, max_depth, budget),
+                            _attrs(r.attributes, max_depth, budget),
                             r.event_name or None,
                             tid.hex() if tid else None,
                             sid.hex() if sid else None,
@@ -226,18 +240,20 @@ def logs_from_request(req: ExportLogsServiceRequest, max_depth: int = DEFAULT_DE
 _SHARED = frozenset((str, int, float, bool, type(None)))
 
 
-def _pair(raw: bytes, max_depth: int, scrub: Scrub | None) -> tuple[str, Any]:
+def _pair(raw: bytes, max_depth: int, scrub: Scrub | None, budget: ValueBudget) -> tuple[str, Any]:
     """One encoded ``KeyValue`` → ``(key, value)``, validated and redacted."""
     try:
         kv = KeyValue.FromString(raw)
     except (DecodeError, RuntimeError) as exc:  # RecursionError is a RuntimeError
         raise ValueError(f"attribute not valid protobuf (invalid UTF-8 or nested too deep): {exc}") from None
     v = kv.value
-    value = v.string_value or _value(v, max_depth)  # as _attrs reads it
+    value = v.string_value or _value(v, max_depth, budget)  # as _attrs reads it
     return kv.key, value if scrub is None else scrub.pair(kv.key, value)
 
 
-def logs_from_flat(body: bytes, max_depth: int = DEFAULT_DEPTH, scrub: Scrub | None = None) -> Decoded | None:
+def logs_from_flat(
+    body: bytes, max_depth: int = DEFAULT_DEPTH, scrub: Scrub | None = None, max_values: int = DEFAULT_VALUES
+) -> Decoded | None:
     """:func:`logs_from_request` of a protobuf body, read through :mod:`._flat`: each distinct
     encoded attribute of the request is converted (and redacted, with ``scrub``) once.
     None when the body does not parse even so (the caller reads it the slow way)."""
@@ -246,6 +262,7 @@ def logs_from_flat(body: bytes, max_depth: int = DEFAULT_DEPTH, scrub: Scrub | N
     except (DecodeError, RuntimeError, ValueError):
         return None
     out = Decoded(scrub=scrub)
+    budget = ValueBudget(max_values)
     append = out.records.append
     pairs: dict[bytes, tuple[str, Any]] = {}  # bounded by the body: its keys are slices of it
     lookup = pairs.get
@@ -254,7 +271,7 @@ def logs_from_flat(body: bytes, max_depth: int = DEFAULT_DEPTH, scrub: Scrub | N
     later: list[bytes] = []
     kept: list[Any] = []  # each appended record's protobuf, for redact_later
     for rl in req.resource_logs:
-        resource = _resource_or_reject(rl, out, max_depth)
+        resource = _resource_or_reject(rl, out, max_depth, budget)
         if resource is None:
             continue
         for sl in rl.scope_logs:
@@ -265,11 +282,13 @@ def logs_from_flat(body: bytes, max_depth: int = DEFAULT_DEPTH, scrub: Scrub | N
                     out.reject(f"log record: trace_id/span_id of {len(tid)}/{len(sid)} bytes, expected 16/8")
                     continue
                 try:
+                    attributes = r.attributes
+                    budget.spend(len(attributes))  # before any of them is made
                     attrs: dict[str, Any] = {}
-                    for raw in r.attributes:
+                    for raw in attributes:
                         hit = lookup(raw)
                         if hit is None:
-                            hit = _pair(raw, max_depth, None)
+                            hit = _pair(raw, max_depth, None, budget)
                             if scrub is not None:
                                 if type(hit[1]) is str and scrub.later(*hit):
                                     later.append(raw)
@@ -285,7 +304,7 @@ def logs_from_flat(body: bytes, max_depth: int = DEFAULT_DEPTH, scrub: Scrub | N
                             r.time_unix_nano or r.observed_time_unix_nano,
                             r.severity_number,
                             r.severity_text,
-                            text if text else _value(value, max_depth),
+                            text if text else _value(value, max_depth, budget),
                             attrs,
                             r.event_name or None,
                             tid.hex() if tid else None,
@@ -298,7 +317,7 @@ def logs_from_flat(body: bytes, max_depth: int = DEFAULT_DEPTH, scrub: Scrub | N
                 except ValueError as exc:
                     out.reject(f"log record: {exc}")
     if later and scrub is not None:
-        redact_later(out.records, kept, later, pairs, scrub, lambda raw: _pair(raw, max_depth, scrub))
+        redact_later(out.records, kept, later, pairs, scrub, lambda raw: _pair(raw, max_depth, scrub, budget))
     return out
 
 
@@ -390,34 +409,41 @@ def _with_problems(out: Decoded, problems: list[str]) -> Decoded:
     return out
 
 
-def decode_traces(body: bytes, *, json_body: bool, max_depth: int = DEFAULT_DEPTH) -> Decoded:
+def decode_traces(
+    body: bytes, *, json_body: bool, max_depth: int = DEFAULT_DEPTH, max_values: int = DEFAULT_VALUES
+) -> Decoded:
     req = ExportTraceServiceRequest()
     if json_body:
         req, problems = parse_json(body, req, "traces")
-        return _with_problems(spans_from_request(req, max_depth), problems)
+        return _with_problems(spans_from_request(req, max_depth, max_values), problems)
     try:
         parse_protobuf(body, req)
     except MalformedRequest as exc:
         # One unreadable span (invalid UTF-8, nested past protobuf's recursion limit) must
         # not cost its neighbours: split the request by its framing and parse span by span.
-        return _salvaged(body, "traces", exc, lambda r: spans_from_request(r, max_depth))
-    return spans_from_request(req, max_depth)
+        return _salvaged(body, "traces", exc, lambda r: spans_from_request(r, max_depth, max_values))
+    return spans_from_request(req, max_depth, max_values)
 
 
 def decode_logs(
-    body: bytes, *, json_body: bool, max_depth: int = DEFAULT_DEPTH, scrub: Scrub | None = None
+    body: bytes,
+    *,
+    json_body: bool,
+    max_depth: int = DEFAULT_DEPTH,
+    scrub: Scrub | None = None,
+    max_values: int = DEFAULT_VALUES,
 ) -> Decoded:
     """A logs request's records; with ``scrub``, protobuf records come back redacted by it
-    (``Decoded.scrub`` says so)."""
+    (``Decoded.scrub`` says so). Past ``max_values`` attribute values: :class:`TooManyValues`."""
     req = ExportLogsServiceRequest()
     if json_body:
         req, problems = parse_json(body, req, "logs")
-        return _with_problems(logs_from_request(req, max_depth), problems)
-    flat = logs_from_flat(body, max_depth, scrub)
+        return _with_problems(logs_from_request(req, max_depth, max_values), problems)
+    flat = logs_from_flat(body, max_depth, scrub, max_values)
     if flat is not None:
         return flat
     try:
         parse_protobuf(body, req)
     except MalformedRequest as exc:
-        return _salvaged(body, "logs", exc, lambda r: logs_from_request(r, max_depth))
-    return logs_from_request(req, max_depth)
+        return _salvaged(body, "logs", exc, lambda r: logs_from_request(r, max_depth, max_values))
+    return logs_from_request(req, max_depth, max_values)

@@ -21,6 +21,11 @@ _LIMIT_FLAGS: dict[str, tuple[str, type, str]] = {
     "--max-body": ("max_body", int, "largest body, raw and decompressed, in bytes (default 16 MiB)"),
     "--max-records": ("max_records", int, "records per request (default 10000)"),
     "--max-depth": ("max_depth", int, "nesting of attribute values (default 16)"),
+    "--max-values": (
+        "max_values",
+        int,
+        "attribute values (attributes, array elements, events) per request (default 200000)",
+    ),
     "--max-inflight": ("max_inflight", int, "requests decoded at once (default 2)"),
     "--max-connections": ("max_connections", int, "open connections, HTTP and gRPC each (default 512)"),
     "--read-budget": ("read_budget", int, "bytes of request bodies held at once (default 64 MiB)"),
