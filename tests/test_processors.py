@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 
+import pytest
+
 from membrane_otel.testing import capture
 
 
@@ -42,3 +44,42 @@ def test_plain_logger_errors_get_fingerprint_and_dedupe_key() -> None:
     assert len(a["membrane.fingerprint"]) == 40
     assert a["membrane.fingerprint"] == b["membrane.fingerprint"]
     assert a["membrane.dedupe_key"] == b["membrane.dedupe_key"]
+
+
+def _straddling(secret: str) -> str:
+    """10 MB of text with ``secret`` starting just before the 64 KB cut and ending past it."""
+    head = "x" * (64 * 1024 - 40) + " api_key="
+    return head + secret + " " + "word " * 2_000_000
+
+
+def test_a_huge_message_is_cut_to_64_kb_after_the_redactor_read_past_the_cut() -> None:
+    """A 10 MB message (or ``extra`` string) is cut before it is redacted (the caller's thread
+    redacted all 10 MB: ~200 ms a call), but with a margin: a secret that starts before the
+    64 KB cut and ends after it is redacted, not left half there for a later reader."""
+    token = "sk_live_" + "Q7" * 20
+    text = _straddling(token)
+    log = logging.getLogger("plain.huge")
+    with capture() as got:
+        log.error(text)
+        log.error("payload", extra={"blob": text})
+    body, extra = got.ledger_lines("script_error")
+    for value in (body["message"], extra["blob"]):
+        assert len(value.encode()) <= 64 * 1024 and value.endswith("...<truncated>")
+        assert value.startswith("xxxx")
+        assert token[:12] not in value, value[-200:]  # no prefix of the secret survives the cut
+        assert "<REDACTED>" in value[-200:]
+
+
+def test_the_console_fallback_cuts_a_huge_message_the_same_way(capsys: pytest.CaptureFixture[str]) -> None:
+    """What stands in for ``logging.lastResort`` prints the same 64 KB, redacted past the cut."""
+    from membrane_otel._internal.console_fallback import ConsoleWhenAlone
+
+    token = "ghp_" + "Zk" * 20
+    name = "plain_huge_alone"
+    # A logger with no handler that does not propagate (pytest's own handlers sit on the root).
+    logging.getLogger(name).propagate = False
+    record = logging.LogRecord(name, logging.ERROR, __file__, 1, _straddling(token), None, None)
+    assert ConsoleWhenAlone().filter(record) is True
+    err = capsys.readouterr().err
+    assert err.startswith("xxxx") and token[:10] not in err and "...<truncated>" in err
+    assert len(err.encode()) < 66 * 1024

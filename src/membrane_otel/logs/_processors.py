@@ -17,7 +17,14 @@ from opentelemetry.sdk._logs import LogRecordProcessor, ReadWriteLogRecord
 
 from membrane_otel._internal import counters
 from membrane_otel._internal.compat import set_log_attribute
-from membrane_otel._internal.tables import BODY_MAX_BYTES, SEV_WARN, node_id, truncate, truncate_stack
+from membrane_otel._internal.tables import (
+    BODY_MAX_BYTES,
+    PRE_CUT,
+    SEV_WARN,
+    node_id,
+    truncate,
+    truncate_stack,
+)
 from membrane_otel.logs._errors import dedupe_key, fingerprint_from_stacktrace, stack_fingerprint
 
 Redact = Callable[[Any], Any]
@@ -95,6 +102,8 @@ class MembraneLogProcessor(LogRecordProcessor):
         record = log_record.log_record
         redact = _identity if REDACTED_UPSTREAM.get() else self._redact
         redacted = 0
+        if isinstance(record.body, str) and len(record.body) > PRE_CUT:
+            record.body = record.body[:PRE_CUT]  # then redacted, then cut to 64 KB (redact_capped)
         if isinstance(record.body, str | list | dict):
             body = redact(record.body)
             redacted += body != record.body
@@ -109,12 +118,17 @@ class MembraneLogProcessor(LogRecordProcessor):
             # (`extra={"password": "hunter2"}` on a log call). BoundedAttributes is mutable
             # until the record is read.
             plain = dict(attrs)
+            huge = [k for k, v in plain.items() if isinstance(v, str) and len(v) > PRE_CUT]
+            for key in huge:
+                plain[key] = str(plain[key])[:PRE_CUT]
             cleaned = redact(plain)
             if cleaned is not plain:
                 for key, value in cleaned.items():
                     if value is not plain[key] and value != plain[key]:
                         set_log_attribute(attrs, key, value)
                         redacted += 1
+            for key in huge:  # cut like a body, after the redactor read past the cut
+                set_log_attribute(attrs, key, truncate(str(cleaned[key]), BODY_MAX_BYTES, unit="bytes"))
             if redacted:
                 # How many values were redacted (never which): visible without the secret.
                 set_log_attribute(attrs, "membrane.redacted_count", redacted)

@@ -311,3 +311,13 @@ def redact_secrets(text: str) -> str:
 def redact_value(value: _V, redactor: Redactor | None = None) -> _V:
     """Redact a string, or recursively the strings in lists, tuples and dicts (attributes, payloads)."""
     return (redactor or default_redactor).redact_value(value)
+
+
+def redact_capped(text: str, redactor: Redactor) -> str:
+    """``redactor(text)`` for a text of any length, cut to 64 KB (``tables.BODY_MAX_BYTES``)
+    when it is longer, having redacted 16 KiB past the cut."""
+    from membrane_otel._internal.tables import BODY_MAX_BYTES, PRE_CUT, truncate
+
+    if len(text) <= PRE_CUT:
+        return redactor(text)
+    return truncate(redactor(text[:PRE_CUT]), BODY_MAX_BYTES, unit="bytes")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Literal
 
-from membrane_otel.logs._redact import Redactor, configured_redactor
+from membrane_otel.logs._redact import Redactor, configured_redactor, redact_capped
 
 _MEMORY_MAX = 64  # distinct tracebacks remembered per formatter; cleared when full
 
@@ -43,7 +43,7 @@ class RedactingFormatter(logging.Formatter):
         record.message = record.getMessage()
         if self.usesTime():
             record.asctime = self.formatTime(record, self.datefmt)
-        text = redactor(self.formatMessage(record))
+        text = redact_capped(self.formatMessage(record), redactor)
         if record.exc_info and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)
         if record.exc_text:
@@ -71,7 +71,7 @@ def redacted_record(record: logging.LogRecord, redactor: Redactor | None = None)
     whose formatter is not ours (``logging.lastResort``); the record itself is left as it is."""
     r = redactor or configured_redactor()
     copy = logging.makeLogRecord(record.__dict__)
-    copy.msg, copy.args = r(record.getMessage()), None
+    copy.msg, copy.args = redact_capped(record.getMessage(), r), None
     text = record.exc_text
     if record.exc_info and not text:
         text = _PLAIN.formatException(record.exc_info)
