@@ -125,6 +125,9 @@ def capture() -> Iterator[Captured]:
     """Capture spans and log records produced inside the ``with`` block."""
     _install()
     cap = Captured()
+    # Records logged before the block and still on their way (setup_l2_logger renders
+    # off-thread) arrive first, so that they are not taken for this block's.
+    cap.flush()
     _active.append(cap)
     try:
         yield cap
