@@ -333,3 +333,21 @@ def test_typical_line_cost_is_reported() -> None:
         redact_secrets(line)
         samples.append(time.perf_counter_ns() - t0)
     print(f"\nredact_secrets, 1 KB typical line: median {statistics.median(samples) / 1000:.1f} us")
+
+
+def test_a_sequence_of_numbers_is_passed_through_without_a_look_at_each_item() -> None:
+    """A list of a million ints in ``extra`` went item by item through the redactor on the
+    caller's thread; numbers hold no text: the same object comes back. Anything else in the
+    sequence (text, a str subclass, a nested list) is still redacted."""
+    from membrane_otel.logs._redact import default_redactor as r
+
+    numbers = list(range(100_000)) + [1.5, True, None]
+    assert r.redact_value(numbers) is numbers
+    assert r.redact_value((1, 2)) == (1, 2)
+
+    class Text(str):
+        pass
+
+    assert r.redact_value([1, Text("password=hunter2")]) == [1, "password=<REDACTED>"]
+    assert r.redact_value([1, ["token=ghp_" + "a" * 36]]) == [1, ["token=<REDACTED>"]]
+    assert r.redact_value(("--password", "hunter2", 3)) == ("--password", "<REDACTED>", 3)
