@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import statistics
 import time
+from pathlib import Path
 
 import pytest
 
 from membrane_otel._internal import counters
 from membrane_otel.logs._redact import PLACEHOLDER, Redactor, redact_secrets, redact_value
+from tests._helpers import clean_env
 
 R = PLACEHOLDER
 
@@ -351,3 +353,31 @@ def test_a_sequence_of_numbers_is_passed_through_without_a_look_at_each_item() -
     assert r.redact_value([1, Text("password=hunter2")]) == [1, "password=<REDACTED>"]
     assert r.redact_value([1, ["token=ghp_" + "a" * 36]]) == [1, ["token=<REDACTED>"]]
     assert r.redact_value(("--password", "hunter2", 3)) == ("--password", "<REDACTED>", 3)
+
+
+def test_a_bare_uuid_is_left_as_it_is_so_the_resource_check_may_skip_it() -> None:
+    """The resource is redacted at start-up, its service.instance.id (a UUID) not looked at:
+    that is only right while the rules leave a bare UUID as it is (a keyed one is still masked)."""
+    import uuid
+
+    from membrane_otel.logs._redact import default_redactor as r
+
+    for value in (str(uuid.uuid4()) for _ in range(500)):
+        assert r(value) == value
+        assert r(f"api_key={value}") == "api_key=<REDACTED>"
+
+
+def test_configuring_with_the_default_resource_builds_no_redaction_rules(tmp_path: Path) -> None:
+    """Redacting the resource at start-up must not compile the rules (~80 ms of every start-up:
+    the SDK's UUID service.instance.id looked like a token to the prefilter)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import membrane_otel; membrane_otel.configure()\n"
+        "from membrane_otel.logs import _redact\n"
+        "print('rules built:', _redact._rules is not None)\n"
+    )
+    env = clean_env(tmp_path, OTEL_SERVICE_NAME="plain-service")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert "rules built: False" in done.stdout, done.stdout + done.stderr[-2000:]
