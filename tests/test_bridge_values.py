@@ -12,6 +12,7 @@ memory under the hostile bound, a normal request answered meanwhile, nothing wri
 from __future__ import annotations
 
 import gzip
+import json
 from collections.abc import Iterator
 
 import grpc  # type: ignore[import-untyped]  # grpcio ships no type hints
@@ -19,6 +20,7 @@ import pytest
 from google.protobuf.internal.encoder import _VarintBytes
 
 from tests._bridge_proc import BridgeProcess, post, under_attack
+from tests.test_bridge import SEED_000_ENVELOPE
 from tests.test_bridge_grpc import call
 
 MILLION = 1_000_000
@@ -110,3 +112,31 @@ def test_a_record_with_many_attributes_under_the_limit_is_written(bridge: Bridge
     assert status == 200
     lines = bridge.ledger_lines()
     assert lines[-1]["k4999"] == 4999
+
+
+def test_an_ingest_envelope_of_a_million_metadata_keys_is_413_before_it_is_parsed(
+    bridge: BridgeProcess,
+) -> None:
+    """``/ingest`` takes free-form JSON: one envelope whose metadata holds 850,000 keys is one JSON
+    object (``max_json_objects`` does not see it) in 4 MiB of gzip; parsed, normalised and redacted
+    it cost 7.7 s and ~280 MiB. Its values are counted before parsing: 413."""
+    envelope = {
+        "type": "membrane.inject",
+        "scope": "organizational",
+        "source": "amplified",
+        "channel": "signals.test",
+        "content": "metadata of a million keys",
+        "severity": "error",
+        "metadata": {f"k{i}": i for i in range(850_000)},
+    }
+    wire = gzip.compress(json.dumps([envelope]).encode(), 6)
+    before = _ledger_size(bridge)
+    with under_attack(bridge):
+        headers = {"Content-Encoding": "gzip", "Content-Type": "application/json"}
+        status, _, answer = post(bridge.port, "/ingest", wire, headers, timeout=60)
+    assert status == 413, answer[:200]
+    assert b"max_values" in answer
+    assert _ledger_size(bridge) - before < 256 * 1024
+    # A normal envelope on the same path is still written.
+    small = json.dumps([SEED_000_ENVELOPE]).encode()
+    assert post(bridge.port, "/ingest", small, {"Content-Type": "application/json"})[0] == 200

@@ -31,7 +31,14 @@ from membrane_otel._internal.auth import bearer_ok
 from membrane_otel._internal.ratelog import RateLimitedLogger
 from membrane_otel.bridge._body import BadBody, BodyTooLarge, UnsupportedEncoding, decode_content
 from membrane_otel.bridge._core import Bridge, BusBehind, LedgerUnavailable
-from membrane_otel.bridge._limits import Limits, TooMany, TooManyValues, count_records, json_objects_over
+from membrane_otel.bridge._limits import (
+    Limits,
+    TooMany,
+    TooManyValues,
+    count_records,
+    json_objects_over,
+    json_values_over,
+)
 from membrane_otel.bridge._otlp import MalformedRequest, decode_logs, decode_traces
 
 __all__ = ["Answer", "Ingest", "bearer_ok"]
@@ -145,6 +152,8 @@ class Ingest:
                 body = decode_content(raw, encoding, limits.max_body)
                 if json_objects_over(body, limits.max_json_objects):
                     raise TooMany(f"body holds more than {limits.max_json_objects} JSON objects")
+                if json_values_over(body, limits.max_values):
+                    raise TooManyValues(f"body holds more than {limits.max_values} JSON values (max_values)")
                 data = json.loads(body) if body.strip() else None
             except (BodyTooLarge, TooMany, TooManyValues) as exc:
                 return Answer(413, code_pb2.RESOURCE_EXHAUSTED, str(exc))

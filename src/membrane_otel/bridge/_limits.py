@@ -30,6 +30,7 @@ __all__ = [
     "ValueBudget",
     "count_records",
     "json_objects_over",
+    "json_values_over",
 ]
 
 DEFAULT_MAX_BODY = 16 * 1024 * 1024
@@ -196,3 +197,11 @@ def json_objects_over(body: bytes, limit: int) -> bool:
     """True when a JSON body holds more than ``limit`` objects and arrays (counted in C,
     before parsing: ``[{},{},…]`` costs ~3 bytes a record on the wire and ~100 parsed)."""
     return len(body) > limit and body.count(b"{") + body.count(b"[") > limit
+
+
+def json_values_over(body: bytes, limit: int) -> bool:
+    """True when a JSON body may hold more than ``limit`` values: each member of an object has a
+    ``:``, each array element after the first a ``,`` (counted in C, before parsing; those inside
+    strings count too, so this is an upper bound). ``{"metadata": {"k0": 0, …}}`` is one object
+    of a million values in 15 MiB; parsed and redacted it cost 7.7 s and ~280 MiB."""
+    return len(body) > limit and body.count(b":") + body.count(b",") > limit
